@@ -1,0 +1,24 @@
+//! Command-line interface (argh): the same flags as Hipache's `hipache` binary.
+//!
+//! Parsing only; what the flags do is `main`'s job.
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+/// hipache-tpc: a thread-per-core HTTP reverse proxy routed by Redis, compatible with Hipache.
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    /// configuration file (default: config/config.json, or config/config_<flavor>.json when
+    /// SETTINGS_FLAVOR is set)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+
+    /// load and validate the configuration, print the effective settings, and exit
+    #[argh(switch, short = 'd')]
+    pub dry: bool,
+
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}

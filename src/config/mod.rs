@@ -1,0 +1,904 @@
+//! The configuration file: Hipache's keys (master 0.4 and legacy 0.3/0.2) plus hipache-tpc's own, read
+//! with serde_json and checked key by key.
+//!
+//! Loading never panics and never starts anything: it turns a JSON file into an immutable [`Config`]
+//! (shared by all workers through an `Arc`) or a [`ConfigError`] naming the file and the key. Unknown keys
+//! become warnings naming them. Sockets are not bound here; `server` does that.
+
+pub mod driver_url;
+mod json;
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use driver_url::{RedisEndpoint, RedisUrl};
+use json::{Section, ValueExt};
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(
+                f,
+                "{}: key `{}`: {}",
+                self.file.display(),
+                key,
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole, validated configuration. Immutable once loaded.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (relative paths in it are resolved against its folder).
+    pub file: PathBuf,
+    pub server: ServerConfig,
+    /// Plain HTTP listeners (`http.port` + `http.bind`).
+    pub http: Vec<SocketAddr>,
+    /// The raw `https` section, if any (TLS listeners come with the TLS feature).
+    pub https: Option<Value>,
+    pub driver: DriverConfig,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Non-fatal remarks (unknown keys, legacy keys, ignored keys), logged at start-up.
+    pub warnings: Vec<String>,
+}
+
+/// `server.*`: proxy behaviour.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `server.accessLog`; `None` when disabled (`false`, `null` or `""`).
+    pub access_log: Option<PathBuf>,
+    /// `server.workers`: worker threads, one runtime each.
+    pub workers: usize,
+    /// `server.maxSockets`: connections per backend per worker.
+    pub max_sockets: usize,
+    /// `server.deadBackendTTL`, seconds.
+    pub dead_backend_ttl: u64,
+    /// `server.tcpTimeout`: idle timeout on client connections; `None` = no timeout.
+    pub tcp_timeout: Option<Duration>,
+    /// `server.retryOnError`: extra attempts after a connection-level failure.
+    pub retry_on_error: u32,
+    /// `server.deadBackendOn500`: mark backends dead on 501/502/504-599 answers.
+    pub dead_backend_on_500: bool,
+    /// `server.httpKeepAlive`: reuse connections to backends.
+    pub http_keep_alive: bool,
+    /// `server.debug`: honour `X-Debug` request headers.
+    pub debug: bool,
+    /// `server.staticDir`: folder with `error_<code>.html` pages.
+    pub static_dir: Option<PathBuf>,
+    /// `server.lruCache`: per-worker route cache.
+    pub cache: CacheConfig,
+    /// `server.connectTimeout`: TCP connect to a backend.
+    pub connect_timeout: Duration,
+    /// `server.backendTimeout`: wait for a backend's response head; `None` = no timeout.
+    pub backend_timeout: Option<Duration>,
+    /// `server.headerTimeout`: a client must send a whole request head within this time.
+    pub header_timeout: Duration,
+    /// `server.backendIdleTimeout`: pooled backend connections idle longer than this are closed.
+    pub backend_idle_timeout: Duration,
+    /// `server.maxHeaderSize`: request and response heads larger than this are refused (431 / 502).
+    pub max_header_size: usize,
+    /// `server.retryBodyBuffer`: request bodies up to this size are read before forwarding, so the
+    /// request can be retried on another backend.
+    pub retry_body_buffer: usize,
+    /// `server.trustForwardedHeaders`: keep client-supplied X-Forwarded-Proto/-Port and X-Real-IP.
+    pub trust_forwarded_headers: bool,
+    /// `server.drainTimeout`: how long in-flight requests may run after SIGTERM.
+    pub drain_timeout: Duration,
+    /// `server.redisTimeout`: a route lookup that takes longer gets 503 (or the stale cache entry).
+    pub redis_timeout: Duration,
+}
+
+/// `server.lruCache`.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    /// Maximum hosts per worker.
+    pub size: usize,
+    /// Absolute age limit of an entry; zero = ask the driver on every request.
+    pub ttl: Duration,
+}
+
+/// Where routes come from.
+#[derive(Debug, Clone)]
+pub enum DriverConfig {
+    Redis {
+        /// Reads (route lookups) go here: the first driver URL.
+        read: RedisEndpoint,
+        /// Writes (dead marks, publishes) go here: the last driver URL.
+        write: RedisEndpoint,
+        /// Glued to every key (`<prefix>frontend:<host>`), from the first URL.
+        prefix: String,
+    },
+}
+
+const TOP_KEYS: &[&str] = &[
+    "server",
+    "http",
+    "https",
+    "driver",
+    "user",
+    "group",
+    "redisHost",
+    "redisPort",
+    "redisPassword",
+    "redisDatabase",
+    "redis",
+];
+
+const SERVER_KEYS: &[&str] = &[
+    "accessLog",
+    "workers",
+    "maxSockets",
+    "deadBackendTTL",
+    "tcpTimeout",
+    "retryOnError",
+    "deadBackendOn500",
+    "httpKeepAlive",
+    "debug",
+    "staticDir",
+    "lruCache",
+    "connectTimeout",
+    "backendTimeout",
+    "headerTimeout",
+    "backendIdleTimeout",
+    "maxHeaderSize",
+    "retryBodyBuffer",
+    "trustForwardedHeaders",
+    "drainTimeout",
+    "redisTimeout",
+    // legacy 0.3
+    "port",
+    "address",
+    "address6",
+    "https",
+];
+
+/// Default path when `-c` is not given: `config/config.json`, or `config/config_<flavor>.json` when
+/// `SETTINGS_FLAVOR` is set.
+pub fn default_path() -> PathBuf {
+    match std::env::var("SETTINGS_FLAVOR") {
+        Ok(flavor) if !flavor.is_empty() => PathBuf::from(format!("config/config_{flavor}.json")),
+        _ => PathBuf::from("config/config.json"),
+    }
+}
+
+/// Number of cores this process may run on (honours `taskset`).
+pub fn available_cores() -> usize {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.len())
+        .filter(|n| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: None,
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Self::from_json_text(path, &text)
+    }
+
+    /// Validates configuration text as if read from `path`.
+    pub fn from_json_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file = path.to_path_buf();
+        let root: Value = serde_json::from_str(text).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: None,
+            message: format!(
+                "invalid JSON at line {}, column {}: {}",
+                e.line(),
+                e.column(),
+                e
+            ),
+        })?;
+        let root = root.as_object().ok_or_else(|| ConfigError {
+            file: file.clone(),
+            key: None,
+            message: "the top level must be a JSON object".into(),
+        })?;
+        Builder {
+            file,
+            warnings: Vec::new(),
+        }
+        .build(root)
+    }
+
+    /// The effective configuration as JSON, with secrets censored (for `--dry`).
+    pub fn to_effective_json(&self) -> Value {
+        let secs = |d: Duration| serde_json::json!(d.as_secs_f64());
+        let opt_secs = |d: Option<Duration>| d.map_or(serde_json::json!(0), secs);
+        let s = &self.server;
+        let driver = match &self.driver {
+            DriverConfig::Redis {
+                read,
+                write,
+                prefix,
+            } => serde_json::json!({
+                "type": "redis",
+                "read": read.display(),
+                "write": write.display(),
+                "prefix": prefix,
+            }),
+        };
+        serde_json::json!({
+            "server": {
+                "accessLog": s.access_log.as_ref().map(|p| p.display().to_string()),
+                "workers": s.workers,
+                "maxSockets": s.max_sockets,
+                "deadBackendTTL": s.dead_backend_ttl,
+                "tcpTimeout": opt_secs(s.tcp_timeout),
+                "retryOnError": s.retry_on_error,
+                "deadBackendOn500": s.dead_backend_on_500,
+                "httpKeepAlive": s.http_keep_alive,
+                "debug": s.debug,
+                "staticDir": s.static_dir.as_ref().map(|p| p.display().to_string()),
+                "lruCache": { "size": s.cache.size, "ttl": secs(s.cache.ttl) },
+                "connectTimeout": secs(s.connect_timeout),
+                "backendTimeout": opt_secs(s.backend_timeout),
+                "headerTimeout": secs(s.header_timeout),
+                "backendIdleTimeout": secs(s.backend_idle_timeout),
+                "maxHeaderSize": s.max_header_size,
+                "retryBodyBuffer": s.retry_body_buffer,
+                "trustForwardedHeaders": s.trust_forwarded_headers,
+                "drainTimeout": secs(s.drain_timeout),
+                "redisTimeout": secs(s.redis_timeout),
+            },
+            "http": { "bind": self.http.iter().map(|a| a.to_string()).collect::<Vec<_>>() },
+            "https": self.https.as_ref().map(|_| "present (not served by this build)"),
+            "driver": driver,
+            "user": self.user,
+            "group": self.group,
+        })
+    }
+}
+
+struct Builder {
+    file: PathBuf,
+    warnings: Vec<String>,
+}
+
+impl Builder {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn section<'a>(
+        &mut self,
+        path: &str,
+        obj: &'a Map<String, Value>,
+        known: &[&str],
+    ) -> Section<'a> {
+        for key in obj.keys() {
+            if !known.contains(&key.as_str()) {
+                let full = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                self.warnings
+                    .push(format!("unknown configuration key `{full}` is ignored"));
+            }
+        }
+        Section::new(path, obj)
+    }
+
+    fn build(mut self, root: &Map<String, Value>) -> Result<Config, ConfigError> {
+        let top = self.section("", root, TOP_KEYS);
+        let empty = Map::new();
+        let server_obj = match top.get("server") {
+            Some(v) => v.as_object().ok_or_else(|| {
+                self.err("server", format!("expected an object, found {}", v.kind()))
+            })?,
+            None => &empty,
+        };
+        let server_section = self.section("server", server_obj, SERVER_KEYS);
+        let server = self.server(&server_section)?;
+        let http = self.http(&top, &server_section)?;
+        let https = self.https(&top, &server_section);
+        let driver = self.driver(&top)?;
+        let user = top.opt_string("user").map_err(|(k, m)| self.err(&k, m))?;
+        let group = top.opt_string("group").map_err(|(k, m)| self.err(&k, m))?;
+        Ok(Config {
+            file: self.file.clone(),
+            server,
+            http,
+            https,
+            driver,
+            user,
+            group,
+            warnings: self.warnings,
+        })
+    }
+
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        let path = PathBuf::from(p);
+        if path.is_absolute() {
+            return path;
+        }
+        match self.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path,
+        }
+    }
+
+    fn server(&mut self, s: &Section) -> Result<ServerConfig, ConfigError> {
+        let file = self.file.clone();
+        let e = |(k, m): (String, String)| ConfigError {
+            file: file.clone(),
+            key: Some(k),
+            message: m,
+        };
+        let access_log = match s.get("accessLog") {
+            None => Some(PathBuf::from("/var/log/hipache/access.log")),
+            Some(Value::Bool(false)) => None,
+            Some(Value::String(p)) if p.is_empty() => None,
+            Some(Value::String(p)) => Some(self.resolve_path(p)),
+            Some(other) => {
+                return Err(self.err(
+                    "server.accessLog",
+                    format!("expected a file path or false, found {}", other.kind()),
+                ))
+            }
+        };
+        if let Some(path) = &access_log {
+            check_log_dir(path).map_err(|m| self.err("server.accessLog", m))?;
+        }
+        let workers = s
+            .opt_count("workers")
+            .map_err(e)?
+            .unwrap_or_else(available_cores);
+        if workers == 0 || workers > 1024 {
+            return Err(self.err(
+                "server.workers",
+                format!("{workers} workers: expected 1 to 1024"),
+            ));
+        }
+        let max_sockets = s.opt_count("maxSockets").map_err(e)?.unwrap_or(100);
+        if max_sockets == 0 {
+            return Err(self.err("server.maxSockets", "must be at least 1"));
+        }
+        let dead_backend_ttl = s.opt_count("deadBackendTTL").map_err(e)?.unwrap_or(30) as u64;
+        if dead_backend_ttl == 0 {
+            return Err(self.err("server.deadBackendTTL", "must be at least 1 second"));
+        }
+        let tcp_timeout = s
+            .opt_seconds("tcpTimeout")
+            .map_err(e)?
+            .unwrap_or(Some(Duration::from_secs(30)));
+        let retry_on_error = s.opt_count("retryOnError").map_err(e)?.unwrap_or(3);
+        if retry_on_error > 100 {
+            return Err(self.err("server.retryOnError", "at most 100 retries"));
+        }
+        let static_dir = s
+            .opt_string("staticDir")
+            .map_err(e)?
+            .filter(|d| !d.is_empty())
+            .map(|d| self.resolve_path(&d));
+        let cache = match s.get("lruCache") {
+            None => CacheConfig {
+                size: 10_000,
+                ttl: Duration::from_secs(1),
+            },
+            Some(Value::Object(obj)) => {
+                let c = self.section("server.lruCache", obj, &["size", "ttl"]);
+                let size = c.opt_count("size").map_err(e)?.unwrap_or(10_000);
+                if size == 0 {
+                    return Err(self.err("server.lruCache.size", "must be at least 1"));
+                }
+                let ttl = c
+                    .opt_seconds("ttl")
+                    .map_err(e)?
+                    .unwrap_or(Some(Duration::from_secs(1)));
+                CacheConfig {
+                    size,
+                    ttl: ttl.unwrap_or(Duration::ZERO),
+                }
+            }
+            Some(other) => {
+                return Err(self.err(
+                    "server.lruCache",
+                    format!(
+                        "expected an object {{\"size\": N, \"ttl\": seconds}}, found {}",
+                        other.kind()
+                    ),
+                ))
+            }
+        };
+        let secs_or = |key: &str, default: f64| -> Result<Duration, ConfigError> {
+            match s.opt_seconds(key).map_err(e)? {
+                None => Ok(Duration::from_secs_f64(default)),
+                Some(None) => Err(self.err(&format!("server.{key}"), "must be greater than 0")),
+                Some(Some(d)) => Ok(d),
+            }
+        };
+        let connect_timeout = secs_or("connectTimeout", 3.0)?;
+        let header_timeout = secs_or("headerTimeout", 10.0)?;
+        let backend_idle_timeout = secs_or("backendIdleTimeout", 4.0)?;
+        let drain_timeout = secs_or("drainTimeout", 30.0)?;
+        let redis_timeout = secs_or("redisTimeout", 1.0)?;
+        let backend_timeout = match s.opt_seconds("backendTimeout").map_err(e)? {
+            Some(explicit) => explicit,
+            None => Some(tcp_timeout.unwrap_or(Duration::from_secs(30))),
+        };
+        let max_header_size = s
+            .opt_count("maxHeaderSize")
+            .map_err(e)?
+            .unwrap_or(32 * 1024);
+        if !(1024..=1024 * 1024).contains(&max_header_size) {
+            return Err(self.err("server.maxHeaderSize", "expected 1024 to 1048576 bytes"));
+        }
+        let retry_body_buffer = s
+            .opt_count("retryBodyBuffer")
+            .map_err(e)?
+            .unwrap_or(64 * 1024);
+        if retry_body_buffer > 16 * 1024 * 1024 {
+            return Err(self.err("server.retryBodyBuffer", "at most 16777216 bytes"));
+        }
+        Ok(ServerConfig {
+            access_log,
+            workers,
+            max_sockets,
+            dead_backend_ttl,
+            tcp_timeout,
+            retry_on_error: retry_on_error as u32,
+            dead_backend_on_500: s.opt_bool("deadBackendOn500").map_err(e)?.unwrap_or(true),
+            http_keep_alive: s.opt_bool("httpKeepAlive").map_err(e)?.unwrap_or(true),
+            debug: s.opt_bool("debug").map_err(e)?.unwrap_or(false),
+            static_dir,
+            cache,
+            connect_timeout,
+            backend_timeout,
+            header_timeout,
+            backend_idle_timeout,
+            max_header_size,
+            retry_body_buffer,
+            trust_forwarded_headers: s
+                .opt_bool("trustForwardedHeaders")
+                .map_err(e)?
+                .unwrap_or(false),
+            drain_timeout,
+            redis_timeout,
+        })
+    }
+
+    fn http(&mut self, top: &Section, server: &Section) -> Result<Vec<SocketAddr>, ConfigError> {
+        if let Some(v) = top.get("http") {
+            let obj = v.as_object().ok_or_else(|| {
+                self.err("http", format!("expected an object, found {}", v.kind()))
+            })?;
+            for legacy in ["port", "address", "address6"] {
+                if server.get(legacy).is_some() {
+                    self.warnings.push(format!(
+                        "legacy key `server.{legacy}` is ignored because an `http` section is present"
+                    ));
+                }
+            }
+            let section = self.section("http", obj, &["port", "bind"]);
+            let port = self.port(&section, "http.port", 80)?;
+            let binds = match section.get("bind") {
+                None => vec![BindItem::address("0.0.0.0")],
+                Some(v) => self.bind_items("http.bind", v)?,
+            };
+            return self.resolve_binds("http.bind", &binds, port);
+        }
+        // Legacy 0.3: server.port / server.address / server.address6.
+        let port = self.port(server, "server.port", 80)?;
+        let mut binds = Vec::new();
+        for key in ["address", "address6"] {
+            if let Some(v) = server.get(key) {
+                self.warnings.push(format!(
+                    "legacy key `server.{key}` is read as `http.bind`; please move it to the `http` section"
+                ));
+                binds.extend(self.bind_items(&format!("server.{key}"), v)?);
+            }
+        }
+        if server.get("port").is_some() {
+            self.warnings
+                .push("legacy key `server.port` is read as `http.port`; please move it to the `http` section".into());
+        }
+        if binds.is_empty() {
+            binds.push(BindItem::address("0.0.0.0"));
+        }
+        self.resolve_binds("http.bind", &binds, port)
+    }
+
+    fn port(&self, section: &Section, key: &str, default: u16) -> Result<u16, ConfigError> {
+        let short = key.rsplit('.').next().unwrap_or(key);
+        match section.get(short) {
+            None => Ok(default),
+            Some(v) => port_value(v).ok_or_else(|| {
+                self.err(
+                    key,
+                    format!("expected a port number 1-65535, found {}", v.render()),
+                )
+            }),
+        }
+    }
+
+    fn bind_items(&self, key: &str, v: &Value) -> Result<Vec<BindItem>, ConfigError> {
+        let one = |item: &Value, k: &str| -> Result<BindItem, ConfigError> {
+            match item {
+                Value::String(s) => Ok(BindItem::address(s)),
+                Value::Object(obj) => {
+                    let address = match obj.get("address") {
+                        None | Some(Value::Null) => "0.0.0.0".to_string(),
+                        Some(Value::String(s)) => s.clone(),
+                        Some(other) => {
+                            return Err(self.err(
+                                &format!("{k}.address"),
+                                format!("expected a string, found {}", other.kind()),
+                            ))
+                        }
+                    };
+                    let port = match obj.get("port") {
+                        None | Some(Value::Null) => None,
+                        Some(p) => Some(port_value(p).ok_or_else(|| {
+                            self.err(
+                                &format!("{k}.port"),
+                                format!("expected a port number 1-65535, found {}", p.render()),
+                            )
+                        })?),
+                    };
+                    Ok(BindItem { address, port })
+                }
+                other => Err(self.err(
+                    k,
+                    format!(
+                        "expected an address string or {{address, port}}, found {}",
+                        other.kind()
+                    ),
+                )),
+            }
+        };
+        match v {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| one(item, &format!("{key}[{i}]")))
+                .collect(),
+            other => Ok(vec![one(other, key)?]),
+        }
+    }
+
+    fn resolve_binds(
+        &self,
+        key: &str,
+        items: &[BindItem],
+        default_port: u16,
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for item in items {
+            let port = item.port.unwrap_or(default_port);
+            let host = item.address.trim_start_matches('[').trim_end_matches(']');
+            let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, port)],
+                Err(_) => (host, port)
+                    .to_socket_addrs()
+                    .map_err(|e| {
+                        self.err(
+                            key,
+                            format!("cannot resolve bind address {:?}: {e}", item.address),
+                        )
+                    })?
+                    .collect(),
+            };
+            if addrs.is_empty() {
+                return Err(self.err(
+                    key,
+                    format!("bind address {:?} resolves to nothing", item.address),
+                ));
+            }
+            for a in addrs {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(self.err(key, "no address to listen on"));
+        }
+        Ok(out)
+    }
+
+    fn https(&mut self, top: &Section, server: &Section) -> Option<Value> {
+        let section = top.get("https").or_else(|| server.get("https")).cloned();
+        if section.is_some() {
+            self.warnings.push(
+                "the `https` section is accepted but this build does not serve HTTPS yet; it is ignored".into(),
+            );
+        }
+        section
+    }
+
+    fn driver(&mut self, top: &Section) -> Result<DriverConfig, ConfigError> {
+        let urls: Vec<(String, String)> = match top.get("driver") {
+            Some(Value::String(s)) => vec![("driver".into(), s.clone())],
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok((format!("driver[{i}]"), s.clone())),
+                    other => Err(self.err(
+                        &format!("driver[{i}]"),
+                        format!("expected a URL string, found {}", other.kind()),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(Value::Array(_)) => {
+                return Err(self.err("driver", "the list of driver URLs is empty"))
+            }
+            Some(other) => {
+                return Err(self.err(
+                    "driver",
+                    format!("expected a URL or a list of URLs, found {}", other.kind()),
+                ))
+            }
+            None => return self.legacy_driver(top),
+        };
+        for legacy in [
+            "redisHost",
+            "redisPort",
+            "redisPassword",
+            "redisDatabase",
+            "redis",
+        ] {
+            if top.get(legacy).is_some() {
+                self.warnings.push(format!(
+                    "legacy key `{legacy}` is ignored because `driver` is set"
+                ));
+            }
+        }
+        let mut parsed = Vec::with_capacity(urls.len());
+        for (key, url) in &urls {
+            parsed.push(driver_url::parse_redis_url(url).map_err(|m| self.err(key, m))?);
+        }
+        let (first, last) = match (parsed.first(), parsed.last()) {
+            (Some(f), Some(l)) => (f.clone(), l.clone()),
+            _ => return Err(self.err("driver", "no driver URL")),
+        };
+        if parsed.len() > 2 {
+            self.warnings.push(format!(
+                "`driver` lists {} URLs: reads use the first, writes the last, the others are ignored",
+                parsed.len()
+            ));
+        }
+        Ok(DriverConfig::Redis {
+            read: first.endpoint,
+            write: last.endpoint,
+            prefix: first.prefix,
+        })
+    }
+
+    fn legacy_driver(&mut self, top: &Section) -> Result<DriverConfig, ConfigError> {
+        let file = self.file.clone();
+        let e = |(k, m): (String, String)| ConfigError {
+            file: file.clone(),
+            key: Some(k),
+            message: m,
+        };
+        let mut endpoint = RedisEndpoint {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            password: None,
+            database: 0,
+        };
+        let mut used_legacy = false;
+        if let Some(host) = top.opt_string("redisHost").map_err(e)? {
+            endpoint.host = host;
+            used_legacy = true;
+        }
+        if let Some(v) = top.get("redisPort") {
+            endpoint.port = port_value(v).ok_or_else(|| {
+                self.err(
+                    "redisPort",
+                    format!("expected a port number, found {}", v.render()),
+                )
+            })?;
+            used_legacy = true;
+        }
+        if let Some(pw) = top.opt_string("redisPassword").map_err(e)? {
+            endpoint.password = Some(pw).filter(|p| !p.is_empty());
+            used_legacy = true;
+        }
+        if let Some(db) = top.opt_count("redisDatabase").map_err(e)? {
+            endpoint.database = db as i64;
+            used_legacy = true;
+        }
+        if let Some(v) = top.get("redis") {
+            let obj = v.as_object().ok_or_else(|| {
+                self.err("redis", format!("expected an object, found {}", v.kind()))
+            })?;
+            let r = self.section("redis", obj, &["host", "port", "password", "database"]);
+            if let Some(host) = r.opt_string("host").map_err(e)? {
+                endpoint.host = host;
+            }
+            if let Some(v) = r.get("port") {
+                endpoint.port = port_value(v).ok_or_else(|| {
+                    self.err(
+                        "redis.port",
+                        format!("expected a port number, found {}", v.render()),
+                    )
+                })?;
+            }
+            if let Some(pw) = r.opt_string("password").map_err(e)? {
+                endpoint.password = Some(pw).filter(|p| !p.is_empty());
+            }
+            if let Some(db) = r.opt_count("database").map_err(e)? {
+                endpoint.database = db as i64;
+            }
+            used_legacy = true;
+        }
+        if used_legacy {
+            self.warnings
+                .push("legacy Redis keys (redisHost, redisPort, ...) are used; prefer `driver: \"redis://host:port/db\"`".into());
+        }
+        Ok(DriverConfig::Redis {
+            read: endpoint.clone(),
+            write: endpoint,
+            prefix: String::new(),
+        })
+    }
+}
+
+struct BindItem {
+    address: String,
+    port: Option<u16>,
+}
+
+impl BindItem {
+    fn address(a: &str) -> Self {
+        BindItem {
+            address: a.to_string(),
+            port: None,
+        }
+    }
+}
+
+fn port_value(v: &Value) -> Option<u16> {
+    let n = match v {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.trim().parse::<u64>().ok()?,
+        _ => return None,
+    };
+    u16::try_from(n).ok().filter(|p| *p != 0)
+}
+
+/// The access log's folder must exist and be writable (the file itself is created when missing).
+fn check_log_dir(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let meta = std::fs::metadata(&dir).map_err(|e| {
+        format!(
+            "the access-log folder {} is not usable: {e} (create it, or set \"accessLog\": false to disable the log)",
+            dir.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a folder", dir.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("{} is a folder, not a file", path.display()));
+    }
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{} contains a NUL byte", dir.display()))?;
+    // SAFETY: access(2) only reads the NUL-terminated path.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } != 0 {
+        return Err(format!(
+            "the access-log folder {} is not writable: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_json_text(Path::new("/tmp/test-config.json"), text)
+    }
+
+    #[test]
+    fn defaults_from_an_empty_object() {
+        let c = load(r#"{"server": {"accessLog": false}}"#).unwrap();
+        assert_eq!(c.server.max_sockets, 100);
+        assert_eq!(c.server.dead_backend_ttl, 30);
+        assert_eq!(c.server.retry_on_error, 3);
+        assert_eq!(c.server.tcp_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.http, vec!["0.0.0.0:80".parse().unwrap()]);
+        assert!(c.server.cache.ttl <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bind_forms() {
+        let c = load(r#"{"server":{"accessLog":false},"http":{"port":8080,"bind":["127.0.0.1",{"address":"::1","port":9090}]}}"#).unwrap();
+        assert_eq!(
+            c.http,
+            vec![
+                "127.0.0.1:8080".parse().unwrap(),
+                "[::1]:9090".parse().unwrap()
+            ]
+        );
+        let c = load(r#"{"server":{"accessLog":false},"http":{"bind":"127.0.0.2"}}"#).unwrap();
+        assert_eq!(c.http, vec!["127.0.0.2:80".parse().unwrap()]);
+    }
+
+    #[test]
+    fn legacy_keys_are_mapped_with_warnings() {
+        let c = load(r#"{"server":{"accessLog":false,"port":1080,"address":["127.0.0.1"]},"redisHost":"10.1.1.1","redisPort":7000,"redisDatabase":2}"#).unwrap();
+        assert_eq!(c.http, vec!["127.0.0.1:1080".parse().unwrap()]);
+        match &c.driver {
+            DriverConfig::Redis { read, .. } => {
+                assert_eq!(read.host, "10.1.1.1");
+                assert_eq!(read.port, 7000);
+                assert_eq!(read.database, 2);
+            }
+        }
+        assert!(c.warnings.iter().any(|w| w.contains("server.port")));
+    }
+
+    #[test]
+    fn driver_list_reads_first_writes_last() {
+        let c = load(r#"{"server":{"accessLog":false},"driver":["redis://replica:6379#p","redis://:pw@primary:6380/1"]}"#).unwrap();
+        match &c.driver {
+            DriverConfig::Redis {
+                read,
+                write,
+                prefix,
+            } => {
+                assert_eq!(read.host, "replica");
+                assert_eq!(write.host, "primary");
+                assert_eq!(write.password.as_deref(), Some("pw"));
+                assert_eq!(prefix, "p");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = load(r#"{"server":{"accessLog":false,"tcpTimeout":"soon"}}"#).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("server.tcpTimeout"));
+        let err = load(r#"{"server":{"accessLog":false},"http":{"port":70000}}"#).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("http.port"));
+        let err = load(r#"{"server":{"accessLog":"/nonexistent-dir/x.log"}}"#).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("server.accessLog"));
+        let err = load("{ not json").unwrap_err();
+        assert!(err.message.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_warn_by_name() {
+        let c = load(r#"{"server":{"accessLog":false,"wrkers":3},"colour":"blue"}"#).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("`server.wrkers`")));
+        assert!(c.warnings.iter().any(|w| w.contains("`colour`")));
+    }
+}

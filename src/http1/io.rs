@@ -1,0 +1,56 @@
+//! Reads and writes on monoio's owned buffers, with deadlines.
+//!
+//! monoio takes buffers by value; these helpers hide the take-and-give-back dance. A read that times
+//! out loses its buffer and must be followed by closing the stream (io_uring may have completed it).
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+/// Reads once into the spare capacity of `buf` (growing it when full). `Ok(0)` is end of stream.
+pub async fn read_more<R: AsyncReadRent>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    if buf.len() == buf.capacity() {
+        buf.reserve(buf.capacity().max(4096));
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let owned = std::mem::take(buf);
+    let read = r.read(owned.slice_mut(len..cap));
+    let (res, slice) = match timeout {
+        Some(d) => match monoio::time::timeout(d, read).await {
+            Ok(done) => done,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
+        },
+        None => read.await,
+    };
+    *buf = slice.into_inner();
+    res
+}
+
+/// Writes `buf[range]` entirely.
+pub async fn write_range<W: AsyncWriteRent>(
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    start: usize,
+    end: usize,
+) -> io::Result<()> {
+    if start >= end {
+        return Ok(());
+    }
+    let owned = std::mem::take(buf);
+    let (res, slice) = w.write_all(owned.slice(start..end)).await;
+    *buf = slice.into_inner();
+    res.map(|_| ())
+}
+
+/// Writes all of `buf`.
+pub async fn write_all_vec<W: AsyncWriteRent>(w: &mut W, buf: &mut Vec<u8>) -> io::Result<()> {
+    let end = buf.len();
+    write_range(w, buf, 0, end).await
+}

@@ -1,0 +1,38 @@
+//! hipache-tpc: a thread-per-core HTTP reverse proxy routed by Hipache's Redis schema.
+//!
+//! The crate is split into the **data plane**, which handles client traffic on each worker thread, and
+//! the **control plane**, which decides what the data plane does (configuration, Redis, signals).
+//! `ARCHITECTURE.md` walks one request through the modules below.
+//!
+//! Data plane (runs on every worker, never shares mutable state across threads):
+//! - [`worker`]: one monoio runtime per core, its listeners, and the per-core state (`Worker`).
+//! - [`http1`]: HTTP/1.1 framing on both sides (heads, bodies, the client connection loop).
+//! - [`proxy`]: the request phases: route, choose a backend, forward, error pages.
+//! - [`routing`]: host normalisation, candidate keys, the per-worker route cache.
+//! - [`backend_pool`]: per-worker keep-alive connections to backends.
+//! - [`access_log`]: per-worker buffered access log.
+//!
+//! Control plane:
+//! - [`config`]: the Hipache-compatible configuration file.
+//! - [`redis`]: the per-worker Redis connection (RESP over monoio sockets) and route queries.
+//! - [`server`], [`listeners`], [`signals`], [`shutdown`]: process start-up, sockets, signals, draining.
+
+pub mod access_log;
+pub mod backend_pool;
+pub mod buffers;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http1;
+pub mod listeners;
+pub mod local_sync;
+pub mod proxy;
+pub mod redis;
+pub mod resolver;
+pub mod rng;
+pub mod route_store;
+pub mod routing;
+pub mod server;
+pub mod shutdown;
+pub mod signals;
+pub mod worker;

@@ -1,0 +1,102 @@
+//! The proxy's own answers (spec §6): status lines, bodies from `server.staticDir` (re-read at most once
+//! a second per worker, so pages can be edited live) or built-in pages.
+//!
+//! Only builds bytes; sending them is the connection's job. File reads here are small and rare (once a
+//! second per status code at most), the only file reads on a worker besides none.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+const PAGE_400: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>No Application Configured</title></head>\n<body><h1>No Application Configured</h1>\n<p>This domain is not associated with an application.</p></body></html>\n";
+const PAGE_5XX: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Application Not Responding</title></head>\n<body><h1>Application Not Responding</h1>\n<p>Please try again in a few moments.</p></body></html>\n";
+
+/// The reason phrase for a status code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+fn builtin_page(status: u16) -> String {
+    match status {
+        400 => PAGE_400.to_string(),
+        500..=599 => PAGE_5XX.to_string(),
+        _ => {
+            let reason = reason_phrase(status);
+            format!(
+                "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1></body></html>\n"
+            )
+        }
+    }
+}
+
+struct CachedPage {
+    body: Rc<[u8]>,
+    loaded: Instant,
+}
+
+/// Error page bodies of one worker.
+pub struct ErrorPages {
+    dir: Option<PathBuf>,
+    cache: RefCell<HashMap<u16, CachedPage>>,
+}
+
+impl ErrorPages {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        ErrorPages {
+            dir,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The body for `status`: `error_<status>.html`, else `error_default.html`, else built in.
+    pub fn body(&self, status: u16) -> Rc<[u8]> {
+        if let Some(page) = self.cache.borrow().get(&status) {
+            if page.loaded.elapsed() < RELOAD_EVERY {
+                return page.body.clone();
+            }
+        }
+        let body: Rc<[u8]> = self.load(status).into();
+        self.cache.borrow_mut().insert(
+            status,
+            CachedPage {
+                body: body.clone(),
+                loaded: Instant::now(),
+            },
+        );
+        body
+    }
+
+    fn load(&self, status: u16) -> Vec<u8> {
+        if let Some(dir) = &self.dir {
+            for name in [
+                format!("error_{status}.html"),
+                "error_default.html".to_string(),
+            ] {
+                if let Ok(bytes) = std::fs::read(dir.join(name)) {
+                    return bytes;
+                }
+            }
+        }
+        builtin_page(status).into_bytes()
+    }
+}

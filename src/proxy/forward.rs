@@ -1,0 +1,638 @@
+//! Phase 3, forward: send the request to a backend and relay the answer, with retries (spec §3).
+//!
+//! 1. *Body in hand.* A body that fits `server.retryBodyBuffer` is read completely before anything is
+//!    sent, so the request can be retried; a larger one is streamed and can only be retried while no
+//!    byte of it has left the client buffer.
+//! 2. *Attempts.* Each attempt chooses a live backend at random (phase 2), takes a pooled connection or
+//!    connects, sends the head (and the body in hand) and waits for the response head. A connection-level
+//!    failure before any response byte marks the backend dead and tries again, up to
+//!    `server.retryOnError` more times; a pooled connection found closed by the backend is retried once
+//!    on a fresh connection without counting. No response head within the backend timeout: 504, marked.
+//! 3. *Relay.* The response head is rewritten (hop-by-hop headers dropped) and sent with the first body
+//!    bytes in one write; the rest of the body is streamed with a bounded buffer. The backend connection
+//!    returns to its pool only if the exchange left it clean.
+//!
+//! Nothing here writes error pages: failures before any response byte are returned to the connection
+//! loop, which answers them.
+
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use monoio::net::TcpStream;
+
+use crate::backend_pool::{AcquireError, BackendConn};
+use crate::http1::body::BodyFraming;
+use crate::http1::connection::{ClientConn, ClientStream, Exchange};
+use crate::http1::head::{Framing, Parsed, ResponseHead};
+use crate::http1::io::{read_more, write_all_vec, write_range};
+use crate::proxy::choose::choose_backend;
+use crate::proxy::headers::{
+    write_request_head, write_response_head, ClientSide, DebugInfo, ResponseDelivery,
+};
+use crate::routing::Route;
+use crate::worker::Worker;
+
+/// Bodies up to this size are copied behind the head so both leave in one write.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// How the exchange ended.
+pub enum Forwarded {
+    /// The backend's response was relayed.
+    Relayed { keep_client: bool },
+    /// Nothing was sent to the client yet: answer with this status.
+    Failed {
+        status: u16,
+        reason: &'static str,
+        close_client: bool,
+    },
+    /// The exchange broke after bytes were sent, or the client went away: close the connection.
+    Broken,
+}
+
+/// The request body as the forward phase sees it.
+struct RequestBody {
+    /// Body bytes in `c.buf` right after the head.
+    in_hand: usize,
+    /// The whole body is in hand (the request can be re-sent).
+    complete: bool,
+    /// Framing of the part still to come from the client (when not complete).
+    rest: BodyFraming,
+}
+
+enum HeadFailure {
+    /// No complete head within the backend timeout.
+    Timeout,
+    /// Closed or reset; `any_bytes`: part of a head had arrived.
+    Closed {
+        any_bytes: bool,
+    },
+    Malformed(&'static str),
+}
+
+/// Forwards the request in `c` to one of `route`'s backends.
+pub async fn forward<S: ClientStream>(
+    w: &Worker,
+    c: &mut ClientConn<S>,
+    route: &Rc<Route>,
+    ex: &mut Exchange,
+) -> Forwarded {
+    let s = &w.config.server;
+    let mut body = match prepare_body(w, c).await {
+        Ok(b) => b,
+        Err(f) => return f,
+    };
+    let body_start = c.head.len;
+    c.pos = body_start + body.in_hand;
+
+    // The head (and a small body) for the backend, built once and re-sent as is on retries.
+    c.out.clear();
+    let client = ClientSide {
+        peer_ip: &c.peer_ip,
+        proto: c.listener.proto,
+        local_port: &c.listener.port,
+        trust_forwarded: s.trust_forwarded_headers,
+    };
+    write_request_head(&mut c.out, &c.buf, &c.head, &client, s.http_keep_alive);
+    let body_in_out = body.in_hand <= COALESCE_LIMIT;
+    if body_in_out {
+        c.out
+            .extend_from_slice(&c.buf[body_start..body_start + body.in_hand]);
+    }
+
+    let mut relay = w.body_bufs.get();
+    let result = attempts(w, c, route, ex, &mut body, body_in_out, &mut relay).await;
+    w.body_bufs.put(relay);
+    result
+}
+
+async fn attempts<S: ClientStream>(
+    w: &Worker,
+    c: &mut ClientConn<S>,
+    route: &Rc<Route>,
+    ex: &mut Exchange,
+    body: &mut RequestBody,
+    body_in_out: bool,
+    relay: &mut Vec<u8>,
+) -> Forwarded {
+    let s = &w.config.server;
+    let max_attempts = 1 + s.retry_on_error as usize;
+    let mut attempt = 0;
+    // Set when a pooled connection turned out closed: retry this backend once on a fresh connection.
+    let mut fresh_retry: Option<usize> = None;
+    let mut fresh_retry_used = false;
+    let mut resp = ResponseHead::default();
+    let body_partial = !body.complete;
+    let failed = |status, reason| Forwarded::Failed {
+        status,
+        reason,
+        close_client: body_partial,
+    };
+    loop {
+        let (index, fresh_only) = match fresh_retry.take() {
+            Some(i) => (i, true),
+            None => {
+                attempt += 1;
+                if attempt > max_attempts {
+                    return failed(502, "backends failed (retries exhausted)");
+                }
+                match choose_backend(route, &w.rng) {
+                    Some(i) => (i, false),
+                    None => return failed(502, "all backends are marked dead"),
+                }
+            }
+        };
+        let backend = &route.backends[index];
+        let target = match &backend.target {
+            Ok(t) => t,
+            Err(why) => {
+                warn!(
+                    "frontend {}: unusable backend entry: {why}",
+                    route.frontend_key
+                );
+                continue;
+            }
+        };
+        let addr = match w.pools.address_of(target).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(
+                    "frontend {}: cannot resolve backend {}: {e}",
+                    route.frontend_key, backend.url
+                );
+                w.mark_dead(route, &c.host, index);
+                continue;
+            }
+        };
+        let backend_start = Instant::now();
+        let mut conn = match w.pools.acquire(addr, fresh_only).await {
+            Ok(conn) => conn,
+            Err(AcquireError::Saturated) => {
+                return failed(503, "backend connection limit (maxSockets) reached")
+            }
+            Err(e) => {
+                debug!("backend {} of {}: {e}", backend.url, c.host);
+                w.mark_dead(route, &c.host, index);
+                if body.complete {
+                    continue;
+                }
+                return failed(502, "backend unreachable");
+            }
+        };
+
+        // Send the head and the body in hand.
+        if let Err(e) = send_request(c, conn.stream(), body, body_in_out).await {
+            if conn.reused && !fresh_retry_used && body.complete {
+                fresh_retry_used = true;
+                fresh_retry = Some(index);
+                continue;
+            }
+            debug!("backend {} of {}: write failed: {e}", backend.url, c.host);
+            w.mark_dead(route, &c.host, index);
+            if body.complete {
+                continue;
+            }
+            return failed(502, "backend closed the connection");
+        }
+        // Stream the rest of a large body. From here on the request cannot be re-sent.
+        if !body.complete {
+            match stream_request_body(w, c, conn.stream(), body, relay).await {
+                Ok(()) => {}
+                Err(BodyStreamError::Client) => return Forwarded::Broken,
+                Err(BodyStreamError::Malformed) => {
+                    return Forwarded::Failed {
+                        status: 400,
+                        reason: "malformed chunked request body",
+                        close_client: true,
+                    }
+                }
+                Err(BodyStreamError::Backend) => {
+                    // The backend stopped reading: it may have answered early (e.g. 413); relay that if so.
+                    if read_response_head(
+                        conn.stream(),
+                        relay,
+                        &mut resp,
+                        Some(Duration::from_secs(1)),
+                        s.max_header_size,
+                        c.head.is_head_method,
+                    )
+                    .await
+                    .is_ok()
+                    {
+                        let _ = relay_response(
+                            w,
+                            c,
+                            route,
+                            conn,
+                            relay,
+                            &mut resp,
+                            index,
+                            ex,
+                            backend_start,
+                            true,
+                        )
+                        .await;
+                        return Forwarded::Broken;
+                    }
+                    return failed(502, "backend closed the connection during the upload");
+                }
+            }
+        }
+        // Wait for the response head, passing interim (1xx) answers on.
+        let head = loop {
+            match read_response_head(
+                conn.stream(),
+                relay,
+                &mut resp,
+                s.backend_timeout,
+                s.max_header_size,
+                c.head.is_head_method,
+            )
+            .await
+            {
+                Ok(()) if (100..200).contains(&resp.status) && resp.status != 101 => {
+                    if let Err(r) = relay_interim(c, relay, &resp).await {
+                        return r;
+                    }
+                }
+                other => break other,
+            }
+        };
+        match head {
+            Ok(()) => {}
+            Err(HeadFailure::Timeout) => {
+                warn!(
+                    "backend {} of {} sent no response head within {:?}",
+                    backend.url,
+                    c.host,
+                    s.backend_timeout.unwrap_or_default()
+                );
+                w.mark_dead(route, &c.host, index);
+                return failed(504, "backend timed out");
+            }
+            Err(HeadFailure::Closed { any_bytes: false }) => {
+                if conn.reused && !fresh_retry_used && body.complete {
+                    fresh_retry_used = true;
+                    fresh_retry = Some(index);
+                    continue;
+                }
+                debug!(
+                    "backend {} of {}: closed before answering",
+                    backend.url, c.host
+                );
+                w.mark_dead(route, &c.host, index);
+                if body.complete {
+                    continue;
+                }
+                return failed(502, "backend closed the connection");
+            }
+            Err(HeadFailure::Closed { any_bytes: true }) => {
+                return failed(502, "backend closed the connection mid-response")
+            }
+            Err(HeadFailure::Malformed(why)) => {
+                warn!("backend {} of {}: {why}", backend.url, c.host);
+                return failed(502, "invalid response from backend");
+            }
+        }
+        if resp.status == 101 && !c.head.websocket {
+            return failed(502, "backend switched protocols unasked");
+        }
+        // Status-based marks (spec §3): 501, 502, 504-599; the answer itself is relayed unchanged.
+        if s.dead_backend_on_500 && matches!(resp.status, 501 | 502 | 504..=599) {
+            w.mark_dead(route, &c.host, index);
+        }
+        return relay_response(
+            w,
+            c,
+            route,
+            conn,
+            relay,
+            &mut resp,
+            index,
+            ex,
+            backend_start,
+            false,
+        )
+        .await;
+    }
+}
+
+/// Reads a body that fits the retry buffer, sends `100 Continue` when the client waits for it.
+async fn prepare_body<S: ClientStream>(
+    w: &Worker,
+    c: &mut ClientConn<S>,
+) -> Result<RequestBody, Forwarded> {
+    let s = &w.config.server;
+    let start = c.head.len;
+    let mut framing = BodyFraming::new(c.head.framing, false);
+    if framing.is_done() {
+        return Ok(RequestBody {
+            in_hand: 0,
+            complete: true,
+            rest: BodyFraming::Done,
+        });
+    }
+    let mut scanned = 0usize;
+    let mut continue_sent = false;
+    loop {
+        let end = c.buf.len();
+        let progress = framing
+            .take(&mut c.buf[start + scanned..end])
+            .map_err(|_| Forwarded::Failed {
+                status: 400,
+                reason: "malformed chunked request body",
+                close_client: true,
+            })?;
+        scanned += progress.consumed;
+        if progress.done {
+            return Ok(RequestBody {
+                in_hand: scanned,
+                complete: true,
+                rest: BodyFraming::Done,
+            });
+        }
+        let expected_total = match c.head.framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        // Too large to hold: stream the rest.
+        if expected_total > s.retry_body_buffer as u64 || scanned >= s.retry_body_buffer {
+            if !continue_sent {
+                send_continue(c).await?;
+            }
+            return Ok(RequestBody {
+                in_hand: scanned,
+                complete: false,
+                rest: framing,
+            });
+        }
+        if !continue_sent {
+            send_continue(c).await?;
+            continue_sent = true;
+        }
+        match read_more(&mut c.io, &mut c.buf, s.tcp_timeout).await {
+            Ok(0) | Err(_) => return Err(Forwarded::Broken),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn send_continue<S: ClientStream>(c: &mut ClientConn<S>) -> Result<(), Forwarded> {
+    if c.head.expect_continue && c.head.minor_version == 1 {
+        c.head.expect_continue = false;
+        c.out.clear();
+        c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        write_all_vec(&mut c.io, &mut c.out)
+            .await
+            .map_err(|_| Forwarded::Broken)?;
+    }
+    Ok(())
+}
+
+async fn send_request<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    stream: &mut TcpStream,
+    body: &RequestBody,
+    body_in_out: bool,
+) -> io::Result<()> {
+    write_all_vec(stream, &mut c.out).await?;
+    if !body_in_out && body.in_hand > 0 {
+        let start = c.head.len;
+        write_range(stream, &mut c.buf, start, start + body.in_hand).await?;
+    }
+    Ok(())
+}
+
+enum BodyStreamError {
+    Client,
+    Backend,
+    Malformed,
+}
+
+/// Copies the rest of the request body from the client to the backend. Bytes that arrive after the body
+/// (a pipelined request) are kept in the client buffer.
+async fn stream_request_body<S: ClientStream>(
+    w: &Worker,
+    c: &mut ClientConn<S>,
+    backend: &mut TcpStream,
+    body: &mut RequestBody,
+    relay: &mut Vec<u8>,
+) -> Result<(), BodyStreamError> {
+    // Everything in the client buffer so far was head or body.
+    c.pos = c.buf.len();
+    while !body.rest.is_done() {
+        relay.clear();
+        match read_more(&mut c.io, relay, w.config.server.tcp_timeout).await {
+            Ok(0) | Err(_) => return Err(BodyStreamError::Client),
+            Ok(_) => {}
+        }
+        let n = relay.len();
+        let p = body
+            .rest
+            .take(&mut relay[..n])
+            .map_err(|_| BodyStreamError::Malformed)?;
+        if p.consumed < n {
+            c.buf.extend_from_slice(&relay[p.consumed..n]);
+        }
+        write_range(backend, relay, 0, p.consumed)
+            .await
+            .map_err(|_| BodyStreamError::Backend)?;
+    }
+    body.complete = true;
+    Ok(())
+}
+
+/// Reads a response head into `relay[..resp.len]` (body bytes may follow it).
+async fn read_response_head(
+    stream: &mut TcpStream,
+    relay: &mut Vec<u8>,
+    resp: &mut ResponseHead,
+    timeout: Option<Duration>,
+    max_len: usize,
+    request_was_head: bool,
+) -> Result<(), HeadFailure> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        if !relay.is_empty() {
+            match resp.parse(relay, max_len, request_was_head) {
+                Ok(Parsed::Complete) => return Ok(()),
+                Ok(Parsed::Partial) => {}
+                Err(why) => return Err(HeadFailure::Malformed(why)),
+            }
+        }
+        let left = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(HeadFailure::Timeout);
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        match read_more(stream, relay, left).await {
+            Ok(0) => {
+                return Err(HeadFailure::Closed {
+                    any_bytes: !relay.is_empty(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeadFailure::Timeout),
+            Err(_) => {
+                return Err(HeadFailure::Closed {
+                    any_bytes: !relay.is_empty(),
+                })
+            }
+        }
+    }
+}
+
+/// Passes a 1xx answer to an HTTP/1.1 client and removes it from the buffer.
+async fn relay_interim<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    relay: &mut Vec<u8>,
+    resp: &ResponseHead,
+) -> Result<(), Forwarded> {
+    if c.head.minor_version == 1 {
+        c.out.clear();
+        let how = ResponseDelivery {
+            client_http10: false,
+            close: false,
+            decode_chunked: false,
+            upgrade: false,
+        };
+        write_response_head(&mut c.out, relay, resp, &how, None);
+        write_all_vec(&mut c.io, &mut c.out)
+            .await
+            .map_err(|_| Forwarded::Broken)?;
+    }
+    relay.drain(..resp.len);
+    Ok(())
+}
+
+/// Sends the response head and body to the client; returns the backend connection to its pool when clean.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response<S: ClientStream>(
+    w: &Worker,
+    c: &mut ClientConn<S>,
+    route: &Rc<Route>,
+    mut conn: BackendConn,
+    relay: &mut Vec<u8>,
+    resp: &mut ResponseHead,
+    index: usize,
+    ex: &mut Exchange,
+    backend_start: Instant,
+    force_close: bool,
+) -> Forwarded {
+    let s = &w.config.server;
+    let client_http10 = c.head.minor_version == 0;
+    let decode = resp.framing == Framing::Chunked && client_http10;
+    let close = force_close
+        || !c.head.keep_alive
+        || resp.framing == Framing::UntilClose
+        || decode
+        || w.draining.get();
+    let how = ResponseDelivery {
+        client_http10,
+        close,
+        decode_chunked: decode,
+        upgrade: false,
+    };
+    let debug_info;
+    let debug = if s.debug && c.head.x_debug {
+        debug_info = DebugInfo {
+            backend_url: &route.backends[index].url,
+            backend_index: index,
+            identifier: &route.identifier,
+            frontend_key: &c.host,
+            total_ms: ex.start.elapsed().as_millis() as u64,
+            backend_ms: backend_start.elapsed().as_millis() as u64,
+        };
+        Some(&debug_info)
+    } else {
+        None
+    };
+    c.out.clear();
+    write_response_head(&mut c.out, relay, resp, &how, debug);
+    ex.status = resp.status;
+
+    // The body bytes that came with the head.
+    let mut framing = BodyFraming::new(resp.framing, decode);
+    let start = resp.len;
+    let end = relay.len();
+    let first = match framing.take(&mut relay[start..end]) {
+        Ok(p) => p,
+        Err(_) => {
+            // The head is not sent yet: the client can still get a clean 502.
+            return Forwarded::Failed {
+                status: 502,
+                reason: "malformed chunked response from backend",
+                close_client: !c.head.keep_alive,
+            };
+        }
+    };
+    let mut extra = end - start > first.consumed;
+    let mut sent = c.out.len() as u64;
+    let write_result = if c.out.len() + first.produced <= COALESCE_LIMIT {
+        c.out
+            .extend_from_slice(&relay[start..start + first.produced]);
+        sent += first.produced as u64;
+        write_all_vec(&mut c.io, &mut c.out).await
+    } else {
+        match write_all_vec(&mut c.io, &mut c.out).await {
+            Ok(()) => {
+                sent += first.produced as u64;
+                write_range(&mut c.io, relay, start, start + first.produced).await
+            }
+            Err(e) => Err(e),
+        }
+    };
+    ex.bytes_sent = sent;
+    if write_result.is_err() {
+        ex.backend_secs = backend_start.elapsed().as_secs_f64();
+        return Forwarded::Broken;
+    }
+    let mut done = first.done;
+    while !done {
+        relay.clear();
+        match read_more(conn.stream(), relay, s.backend_timeout).await {
+            Ok(0) if resp.framing == Framing::UntilClose => break,
+            Ok(0) | Err(_) => {
+                debug!(
+                    "backend {} closed or stalled mid-body for {}",
+                    route.backends[index].url, c.host
+                );
+                ex.backend_secs = backend_start.elapsed().as_secs_f64();
+                return Forwarded::Broken;
+            }
+            Ok(_) => {}
+        }
+        let n = relay.len();
+        let p = match framing.take(&mut relay[..n]) {
+            Ok(p) => p,
+            Err(_) => {
+                ex.backend_secs = backend_start.elapsed().as_secs_f64();
+                return Forwarded::Broken;
+            }
+        };
+        extra |= n > p.consumed;
+        done = p.done;
+        if write_range(&mut c.io, relay, 0, p.produced).await.is_err() {
+            ex.bytes_sent += p.produced as u64;
+            ex.backend_secs = backend_start.elapsed().as_secs_f64();
+            return Forwarded::Broken;
+        }
+        ex.bytes_sent += p.produced as u64;
+    }
+    ex.backend_secs = backend_start.elapsed().as_secs_f64();
+    let reusable = done
+        && !extra
+        && resp.keep_alive
+        && !resp.must_close
+        && resp.framing != Framing::UntilClose;
+    w.pools.release(conn, reusable);
+    Forwarded::Relayed {
+        keep_client: !close,
+    }
+}

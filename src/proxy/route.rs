@@ -1,0 +1,100 @@
+//! Phase 1, route: from a Host header to a route, through the worker's cache.
+//!
+//! A fresh cache entry answers without I/O. On a miss, one lookup per host is in flight at a time
+//! (single flight): concurrent requests for the same host wait for it. When the driver fails, a stale
+//! entry is served (spec §3 FIX) and otherwise the request gets 503 quickly.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::local_sync::Notify;
+use crate::redis::RedisError;
+use crate::routing::cache::CacheHit;
+use crate::routing::{Lookup, Route};
+use crate::worker::Worker;
+
+/// What the route phase decided.
+pub enum RouteOutcome {
+    Found(Rc<Route>),
+    /// No frontend list for any candidate: 400.
+    NoFrontend,
+    /// The driver could not answer and nothing is cached: 503.
+    Unavailable(RedisError),
+}
+
+impl From<Lookup> for RouteOutcome {
+    fn from(l: Lookup) -> Self {
+        match l {
+            Lookup::Found(r) => RouteOutcome::Found(r),
+            Lookup::NoFrontend => RouteOutcome::NoFrontend,
+        }
+    }
+}
+
+/// A lookup in progress, shared by the requests waiting for it.
+#[derive(Default)]
+pub struct Flight {
+    result: RefCell<Option<Result<Lookup, RedisError>>>,
+    done: Notify,
+}
+
+/// Removes the flight and wakes its waiters even if the leading request is dropped mid-lookup.
+struct FlightGuard<'a> {
+    worker: &'a Worker,
+    host: &'a str,
+    flight: Rc<Flight>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.worker.inflight.borrow_mut().remove(self.host);
+        if self.flight.result.borrow().is_none() {
+            *self.flight.result.borrow_mut() = Some(Err(RedisError::ConnectionLost));
+        }
+        self.flight.done.notify_all();
+    }
+}
+
+/// Resolves a normalised host to a route.
+pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
+    let stale = match w.cache.borrow().get(host, Instant::now()) {
+        CacheHit::Fresh(lookup) => return lookup.into(),
+        CacheHit::Stale(lookup) => Some(lookup),
+        CacheHit::Miss => None,
+    };
+    let existing = w.inflight.borrow().get(host).cloned();
+    let result = match existing {
+        Some(flight) => {
+            let notified = flight.done.notified();
+            if flight.result.borrow().is_none() {
+                notified.await;
+            }
+            let r = flight.result.borrow().clone();
+            r.unwrap_or(Err(RedisError::ConnectionLost))
+        }
+        None => {
+            let flight = Rc::new(Flight::default());
+            w.inflight.borrow_mut().insert(host.into(), flight.clone());
+            let guard = FlightGuard {
+                worker: w,
+                host,
+                flight: flight.clone(),
+            };
+            let result = w.store.lookup(host).await;
+            if let Ok(lookup) = &result {
+                w.cache
+                    .borrow_mut()
+                    .insert(host, lookup.clone(), Instant::now());
+            }
+            *flight.result.borrow_mut() = Some(result.clone());
+            drop(guard);
+            result
+        }
+    };
+    match (result, stale) {
+        (Ok(lookup), _) => lookup.into(),
+        (Err(_), Some(stale)) => stale.into(),
+        (Err(e), None) => RouteOutcome::Unavailable(e),
+    }
+}

@@ -1,0 +1,420 @@
+//! One pipelined Redis connection shared by all tasks of a worker.
+//!
+//! Callers append packed commands to an output buffer and wait on a oneshot; a writer task flushes the
+//! buffer (so concurrent lookups of one worker leave in one `write`), a reader task parses replies in
+//! order and hands each caller its share. A manager task connects, sends AUTH and SELECT, and reconnects
+//! with backoff when the connection fails. While the connection is down, queries fail at once (callers
+//! answer 503 or use a stale cache entry); nothing queues forever.
+//!
+//! This type must never be shared across threads (it is `!Send`), and must never block.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+use redis::Value;
+
+use super::resp::frame_len;
+use crate::config::RedisEndpoint;
+use crate::local_sync::{oneshot, Notify, Sender};
+
+/// Why a query got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisError {
+    /// Not connected (connecting, or Redis unreachable).
+    Down,
+    /// No reply within the query timeout.
+    Timeout,
+    /// The connection failed while the query was in flight.
+    ConnectionLost,
+    /// The server answered with something we cannot use.
+    Protocol(String),
+}
+
+impl fmt::Display for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedisError::Down => write!(f, "Redis is unreachable"),
+            RedisError::Timeout => write!(f, "Redis did not answer in time"),
+            RedisError::ConnectionLost => write!(f, "the Redis connection was lost"),
+            RedisError::Protocol(m) => write!(f, "unexpected Redis reply: {m}"),
+        }
+    }
+}
+
+type Reply = Result<Vec<Value>, RedisError>;
+
+struct Pending {
+    expect: usize,
+    values: Vec<Value>,
+    sent_at: Instant,
+    tx: Sender<Reply>,
+}
+
+struct State {
+    up: bool,
+    out: Vec<u8>,
+    queue: VecDeque<Pending>,
+    /// Bumped whenever a connection ends; tasks of an older connection stop.
+    generation: u64,
+    /// Raw fd of the live connection, to shut it down from a watchdog.
+    fd: Option<i32>,
+}
+
+struct Shared {
+    endpoint: RedisEndpoint,
+    label: String,
+    timeout: Duration,
+    client_name: String,
+    state: RefCell<State>,
+    writer_wake: Notify,
+}
+
+/// Handle to a worker's Redis connection. Cloning is cheap (an `Rc`).
+#[derive(Clone)]
+pub struct RedisClient {
+    shared: Rc<Shared>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+impl RedisClient {
+    /// Creates the client and spawns its connection manager on the current runtime.
+    ///
+    /// `label` names it in logs (e.g. `worker 0 routes`); `timeout` bounds every query.
+    pub fn start(
+        endpoint: RedisEndpoint,
+        label: String,
+        client_name: String,
+        timeout: Duration,
+    ) -> RedisClient {
+        let shared = Rc::new(Shared {
+            endpoint,
+            label,
+            timeout,
+            client_name,
+            state: RefCell::new(State {
+                up: false,
+                out: Vec::with_capacity(4096),
+                queue: VecDeque::new(),
+                generation: 0,
+                fd: None,
+            }),
+            writer_wake: Notify::new(),
+        });
+        monoio::spawn(manage(shared.clone()));
+        RedisClient { shared }
+    }
+
+    /// True while a connection is established.
+    pub fn is_up(&self) -> bool {
+        self.shared.state.borrow().up
+    }
+
+    /// Sends already-packed commands and waits for `expect` replies (each may be a `ServerError`).
+    pub async fn query(&self, packed: &[u8], expect: usize) -> Reply {
+        let rx = {
+            let mut st = self.shared.state.borrow_mut();
+            if !st.up {
+                return Err(RedisError::Down);
+            }
+            // Watchdog: a server that stopped answering (hung, SIGSTOPped, network black hole) is treated as
+            // down, so that callers fail fast and the manager reconnects.
+            if let Some(front) = st.queue.front() {
+                if front.sent_at.elapsed() > self.shared.timeout * 3 {
+                    warn!(
+                        "{}: no reply for {:?}; dropping the connection",
+                        self.shared.label,
+                        front.sent_at.elapsed()
+                    );
+                    if let Some(fd) = st.fd.take() {
+                        // SAFETY: shutting down a socket we own; the reader task then sees EOF and cleans up.
+                        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                    }
+                    st.up = false;
+                    return Err(RedisError::Down);
+                }
+            }
+            let (tx, rx) = oneshot();
+            st.out.extend_from_slice(packed);
+            st.queue.push_back(Pending {
+                expect,
+                values: Vec::with_capacity(expect),
+                sent_at: Instant::now(),
+                tx,
+            });
+            rx
+        };
+        self.shared.writer_wake.notify_all();
+        match monoio::time::timeout(self.shared.timeout, rx).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => Err(RedisError::ConnectionLost),
+            Err(_) => Err(RedisError::Timeout),
+        }
+    }
+}
+
+/// Connects, serves, and reconnects with exponential backoff, forever (the task ends with its runtime).
+async fn manage(shared: Rc<Shared>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures: u64 = 0;
+    loop {
+        match connect(&shared).await {
+            Ok(stream) => {
+                if failures > 0 {
+                    info!(
+                        "{}: connected to {} after {} failed attempts",
+                        shared.label,
+                        shared.endpoint.display(),
+                        failures
+                    );
+                } else {
+                    debug!(
+                        "{}: connected to {}",
+                        shared.label,
+                        shared.endpoint.display()
+                    );
+                }
+                failures = 0;
+                backoff = BACKOFF_MIN;
+                let reason = serve(&shared, stream).await;
+                warn!(
+                    "{}: connection to {} lost: {}; reconnecting",
+                    shared.label,
+                    shared.endpoint.display(),
+                    reason
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                // First failure, then once in a while: enough to diagnose, not a flood.
+                if failures == 1 || failures.is_multiple_of(30) {
+                    warn!(
+                        "{}: cannot connect to {}: {} (attempt {}; retrying every {:?} at most)",
+                        shared.label,
+                        shared.endpoint.display(),
+                        e,
+                        failures,
+                        BACKOFF_MAX
+                    );
+                }
+            }
+        }
+        monoio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect(shared: &Shared) -> Result<TcpStream, String> {
+    let ep = &shared.endpoint;
+    let addrs = crate::resolver::resolve(&ep.host, ep.port)
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?;
+    let mut last_err = String::from("no address");
+    for addr in addrs {
+        match monoio::time::timeout(
+            shared.timeout.max(Duration::from_secs(1)),
+            TcpStream::connect_addr(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return handshake(shared, stream).await;
+            }
+            Ok(Err(e)) => last_err = e.to_string(),
+            Err(_) => last_err = "connect timed out".into(),
+        }
+    }
+    Err(last_err)
+}
+
+/// AUTH, SELECT and CLIENT SETNAME, answered in order before the connection is used.
+async fn handshake(shared: &Shared, mut stream: TcpStream) -> Result<TcpStream, String> {
+    let ep = &shared.endpoint;
+    let mut pipe = redis::pipe();
+    let mut expect = Vec::new();
+    if let Some(pw) = &ep.password {
+        pipe.cmd("AUTH").arg(pw);
+        expect.push("AUTH");
+    }
+    if ep.database != 0 {
+        pipe.cmd("SELECT").arg(ep.database);
+        expect.push("SELECT");
+    }
+    pipe.cmd("CLIENT").arg("SETNAME").arg(&shared.client_name);
+    expect.push("CLIENT SETNAME");
+    let (res, _) = stream.write_all(pipe.get_packed_pipeline()).await;
+    res.map_err(|e| format!("write failed: {e}"))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut start = 0;
+    let mut replies = Vec::new();
+    let deadline = shared.timeout.max(Duration::from_secs(1));
+    while replies.len() < expect.len() {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        let len = buf.len();
+        let cap = buf.capacity();
+        let (res, slice) =
+            match monoio::time::timeout(deadline, stream.read(buf.slice_mut(len..cap))).await {
+                Ok(r) => r,
+                Err(_) => return Err("no answer to AUTH/SELECT".into()),
+            };
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return Err("closed by the server during the handshake".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        while let Some(n) = frame_len(&buf[start..]).map_err(|e| e.0)? {
+            let v = redis::parse_redis_value(&buf[start..start + n]).map_err(|e| e.to_string())?;
+            start += n;
+            replies.push(v);
+        }
+    }
+    for (what, reply) in expect.iter().zip(replies) {
+        if let Value::ServerError(err) = reply {
+            if *what == "CLIENT SETNAME" {
+                continue; // very old servers; harmless
+            }
+            return Err(
+                format!("{what} refused: {}", err.details().unwrap_or("").trim())
+                    .replace("AUTH refused: ", "authentication failed: "),
+            );
+        }
+    }
+    Ok(stream)
+}
+
+/// Runs one established connection until it fails; returns why.
+async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
+    let fd = stream.as_raw_fd();
+    let generation = {
+        let mut st = shared.state.borrow_mut();
+        st.up = true;
+        st.fd = Some(fd);
+        st.out.clear();
+        st.generation
+    };
+    let (mut reader, writer) = stream.into_split();
+    monoio::spawn(write_loop(shared.clone(), writer, generation, fd));
+    let reason = read_loop(shared, &mut reader).await;
+    // Tear down: fail everything in flight, stop the writer.
+    let failed: Vec<Pending> = {
+        let mut st = shared.state.borrow_mut();
+        st.up = false;
+        st.fd = None;
+        st.generation += 1;
+        st.out.clear();
+        st.queue.drain(..).collect()
+    };
+    for p in failed {
+        p.tx.send(Err(RedisError::ConnectionLost));
+    }
+    shared.writer_wake.notify_all();
+    reason
+}
+
+async fn write_loop(
+    shared: Rc<Shared>,
+    mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
+    generation: u64,
+    fd: i32,
+) {
+    let mut spare: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let notified = shared.writer_wake.notified();
+        {
+            let mut st = shared.state.borrow_mut();
+            if st.generation != generation {
+                return;
+            }
+            if !st.out.is_empty() {
+                std::mem::swap(&mut st.out, &mut spare);
+            }
+        }
+        if spare.is_empty() {
+            notified.await;
+            continue;
+        }
+        let (res, buf) = writer.write_all(spare).await;
+        spare = buf;
+        spare.clear();
+        if res.is_err() {
+            // Make the reader notice, so that the connection is torn down in one place.
+            // SAFETY: shutting down our own socket.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    shared: &Rc<Shared>,
+    reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
+) -> String {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut start = 0usize;
+    loop {
+        if buf.len() == buf.capacity() {
+            if start > 0 {
+                buf.drain(..start);
+                start = 0;
+            } else {
+                buf.reserve(buf.capacity());
+            }
+        }
+        let len = buf.len();
+        let cap = buf.capacity();
+        let (res, slice) = reader.read(buf.slice_mut(len..cap)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return "closed by the server".into(),
+            Ok(_) => {}
+            Err(e) => return e.to_string(),
+        }
+        loop {
+            let n = match frame_len(&buf[start..]) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => return format!("protocol error: {}", e.0),
+            };
+            let value = match redis::parse_redis_value(&buf[start..start + n]) {
+                Ok(v) => v,
+                Err(e) => return format!("protocol error: {e}"),
+            };
+            start += n;
+            if let Err(reason) = deliver(shared, value) {
+                return reason;
+            }
+        }
+        if start == buf.len() {
+            buf.clear();
+            start = 0;
+        }
+    }
+}
+
+fn deliver(shared: &Shared, value: Value) -> Result<(), String> {
+    let mut st = shared.state.borrow_mut();
+    let Some(front) = st.queue.front_mut() else {
+        return Err("reply with no request waiting for it".into());
+    };
+    front.values.push(value);
+    if front.values.len() >= front.expect {
+        if let Some(done) = st.queue.pop_front() {
+            drop(st);
+            done.tx.send(Ok(done.values));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Redis, spoken from monoio sockets: the redis crate packs commands and parses values, this module does
+//! the I/O.
+//!
+//! - [`resp`]: finds where one RESP frame ends, so only complete frames reach the parser.
+//! - [`connection`]: one pipelined connection per worker (and per role: reads, writes), with reconnect,
+//!   AUTH and SELECT.
+//! - [`routes`]: the route lookup (all candidate lists and the dead set in one round trip).
+//!
+//! Nothing here may block a worker thread: every wait is an `.await` on the worker's runtime.
+
+pub mod connection;
+pub mod resp;
+pub mod routes;
+
+pub use connection::{RedisClient, RedisError};

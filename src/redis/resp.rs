@@ -1,0 +1,128 @@
+//! RESP2/RESP3 frame boundaries.
+//!
+//! The redis crate's parser wants a complete value; on a stream we must first know whether the bytes
+//! read so far hold one. [`frame_len`] answers that without building values. It does not interpret
+//! content beyond lengths.
+
+/// A byte sequence that is not RESP.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RespError(pub String);
+
+/// Upper bound on aggregate sizes we accept from the server (protects against a corrupt length).
+const MAX_ELEMENTS: usize = 1 << 24;
+
+/// Length in bytes of the first complete frame in `buf`, or `None` if more bytes are needed.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, RespError> {
+    let mut pos = 0usize;
+    let mut pending = 1usize;
+    while pending > 0 {
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        let Some(line_end) = find_crlf(buf, pos + 1) else {
+            return Ok(None);
+        };
+        let line = &buf[pos + 1..line_end];
+        pos = line_end + 2;
+        pending -= 1;
+        match kind {
+            b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {}
+            b'$' | b'!' | b'=' => {
+                let n = parse_len(line)?;
+                if n >= 0 {
+                    let end = pos + n as usize;
+                    if buf.len() < end + 2 {
+                        return Ok(None);
+                    }
+                    if &buf[end..end + 2] != b"\r\n" {
+                        return Err(RespError("bulk string not terminated by CRLF".into()));
+                    }
+                    pos = end + 2;
+                }
+            }
+            b'*' | b'~' | b'>' => {
+                let n = parse_len(line)?;
+                if n > 0 {
+                    pending = add_pending(pending, n as usize)?;
+                }
+            }
+            b'%' | b'|' => {
+                let n = parse_len(line)?;
+                if n > 0 {
+                    pending = add_pending(pending, 2 * n as usize)?;
+                }
+                if kind == b'|' {
+                    // An attribute is followed by the value it annotates.
+                    pending = add_pending(pending, 1)?;
+                }
+            }
+            other => return Err(RespError(format!("unknown RESP type byte 0x{other:02x}"))),
+        }
+    }
+    Ok(Some(pos))
+}
+
+fn add_pending(pending: usize, more: usize) -> Result<usize, RespError> {
+    let total = pending.saturating_add(more);
+    if total > MAX_ELEMENTS {
+        return Err(RespError("aggregate too large".into()));
+    }
+    Ok(total)
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 1 < buf.len() {
+        match memchr_cr(&buf[i..]) {
+            Some(off) => {
+                let at = i + off;
+                if at + 1 < buf.len() && buf[at + 1] == b'\n' {
+                    return Some(at);
+                }
+                if at + 1 >= buf.len() {
+                    return None;
+                }
+                i = at + 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+fn memchr_cr(s: &[u8]) -> Option<usize> {
+    s.iter().position(|&b| b == b'\r')
+}
+
+fn parse_len(line: &[u8]) -> Result<i64, RespError> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| *n >= -1)
+        .ok_or_else(|| RespError(format!("bad length {:?}", String::from_utf8_lossy(line))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_and_partial_frames() {
+        assert_eq!(frame_len(b"+OK\r\n"), Ok(Some(5)));
+        assert_eq!(frame_len(b"+OK\r"), Ok(None));
+        assert_eq!(frame_len(b":12\r\n+x"), Ok(Some(5)));
+        assert_eq!(frame_len(b"$3\r\nabc\r\n"), Ok(Some(9)));
+        assert_eq!(frame_len(b"$3\r\nab"), Ok(None));
+        assert_eq!(frame_len(b"$-1\r\n"), Ok(Some(5)));
+        assert_eq!(frame_len(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"), Ok(Some(18)));
+        assert_eq!(frame_len(b"*2\r\n$1\r\na\r\n"), Ok(None));
+        assert_eq!(frame_len(b"*0\r\n"), Ok(Some(4)));
+        assert_eq!(frame_len(b"*-1\r\n"), Ok(Some(5)));
+        assert_eq!(frame_len(b"%1\r\n+k\r\n+v\r\n"), Ok(Some(12)));
+        assert_eq!(frame_len(b">2\r\n+a\r\n+b\r\n"), Ok(Some(12)));
+        // bulk string containing CRLF
+        assert_eq!(frame_len(b"$4\r\na\r\nb\r\n"), Ok(Some(10)));
+        assert!(frame_len(b"?x\r\n").is_err());
+        assert!(frame_len(b"$3\r\nabcde").is_err());
+    }
+}

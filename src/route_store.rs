@@ -1,0 +1,129 @@
+//! Where frontend lists and dead sets come from: the driver. Today that is Redis; the request path only
+//! sees `lookup` and `mark_dead`, so another driver can be added without touching routing.
+//!
+//! Runs on a worker; every method is non-blocking (awaits on the worker's Redis connections).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use log::{debug, warn};
+use redis::Value;
+
+use crate::clock::unix_now;
+use crate::redis::{routes, RedisClient, RedisError};
+use crate::routing::host::candidates;
+use crate::routing::Lookup;
+
+/// A checker's `hchecker_ping` younger than this means it owns the dead sets (spec §3).
+pub const CHECKER_FRESH_SECS: u64 = 30;
+/// How often the proxy looks at `hchecker_ping`.
+pub const CHECKER_POLL: Duration = Duration::from_secs(30);
+
+/// The Redis driver of one worker.
+pub struct RedisRoutes {
+    pub read: RedisClient,
+    pub write: RedisClient,
+    pub prefix: String,
+    /// An active health checker is alive: passive marks only publish.
+    pub checker_alive: Cell<bool>,
+    pub dead_ttl: u64,
+}
+
+/// The driver of one worker.
+pub enum RouteStore {
+    Redis(Rc<RedisRoutes>),
+}
+
+impl RouteStore {
+    /// Fetches every candidate list for `host` and its dead set, in one round trip.
+    pub async fn lookup(&self, host: &str) -> Result<Lookup, RedisError> {
+        match self {
+            RouteStore::Redis(r) => {
+                let cands = candidates(host);
+                let (packed, expect) = routes::pack_lookup(&r.prefix, host, &cands);
+                let replies = r.read.query(&packed, expect).await?;
+                routes::parse_lookup(&cands, replies)
+            }
+        }
+    }
+
+    /// True when the driver can currently answer lookups.
+    pub fn is_up(&self) -> bool {
+        match self {
+            RouteStore::Redis(r) => r.read.is_up(),
+        }
+    }
+
+    /// Records a passive failure (spec §3): `SADD` + `EXPIRE` on `dead:<host>` unless an active checker
+    /// owns the sets, and always `PUBLISH dead host;url;index;count`. Fire and forget: the request does not
+    /// wait for Redis.
+    pub fn mark_dead(&self, host: &str, url: &str, index: usize, count: usize) {
+        match self {
+            RouteStore::Redis(r) => {
+                let mut pipe = redis::pipe();
+                let mut expect = 1;
+                if !r.checker_alive.get() {
+                    let key = format!("{}dead:{host}", r.prefix);
+                    pipe.cmd("SADD").arg(&key).arg(index);
+                    pipe.cmd("EXPIRE").arg(&key).arg(r.dead_ttl);
+                    expect += 2;
+                }
+                pipe.cmd("PUBLISH")
+                    .arg("dead")
+                    .arg(format!("{host};{url};{index};{count}"));
+                let packed = pipe.get_packed_pipeline();
+                let write = r.write.clone();
+                let host = host.to_string();
+                monoio::spawn(async move {
+                    match write.query(&packed, expect).await {
+                        Ok(replies) => {
+                            for v in replies {
+                                if let Value::ServerError(e) = v {
+                                    warn!(
+                                        "dead mark for {host} refused by Redis: {} {}",
+                                        e.code(),
+                                        e.details().unwrap_or("")
+                                    );
+                                }
+                            }
+                        }
+                        Err(e) => debug!("dead mark for {host} not written: {e}"),
+                    }
+                });
+            }
+        }
+    }
+
+    /// Polls `hchecker_ping` forever (spawned once per worker).
+    pub async fn watch_checker(self: Rc<Self>) {
+        let RouteStore::Redis(r) = &*self;
+        let mut packed = Vec::new();
+        redis::cmd("GET")
+            .arg("hchecker_ping")
+            .write_packed_command(&mut packed);
+        loop {
+            if let Ok(mut replies) = r.read.query(&packed, 1).await {
+                let alive = match replies.pop() {
+                    Some(Value::BulkString(b)) => std::str::from_utf8(&b)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .is_some_and(|ping| unix_now().saturating_sub(ping) <= CHECKER_FRESH_SECS),
+                    _ => false,
+                };
+                if alive != r.checker_alive.get() {
+                    debug!(
+                        "active health checker {}",
+                        if alive {
+                            "detected: passive marks only publish"
+                        } else {
+                            "gone: passive marks write dead sets"
+                        }
+                    );
+                    r.checker_alive.set(alive);
+                }
+            }
+            monoio::time::sleep(CHECKER_POLL).await;
+        }
+    }
+}

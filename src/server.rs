@@ -1,0 +1,107 @@
+//! Process start-up and shutdown: bind the listeners, start one worker per configured core, handle
+//! signals, and wait for the workers to drain.
+//!
+//! This is control plane only: it runs on the main thread and never handles a request.
+
+use std::sync::{mpsc, Arc};
+
+use log::{error, info, warn};
+
+use crate::config::{Config, DriverConfig};
+use crate::shutdown::ShutdownLatch;
+use crate::worker::{self, WorkerSpec};
+
+/// Runs the proxy until SIGTERM/SIGINT and draining are over.
+pub fn run(config: Config) -> Result<(), String> {
+    let config = Arc::new(config);
+    let workers = config.server.workers;
+    let per_worker = crate::listeners::bind_all(&config.http, workers)?;
+
+    signals_and_latch(&config).and_then(|latch| start_workers(config.clone(), per_worker, latch))
+}
+
+fn signals_and_latch(config: &Config) -> Result<Arc<ShutdownLatch>, String> {
+    crate::signals::block();
+    let latch = ShutdownLatch::new();
+    crate::signals::spawn(latch.clone(), config.server.drain_timeout.as_secs_f64())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(latch)
+}
+
+fn start_workers(
+    config: Arc<Config>,
+    per_worker: Vec<Vec<std::net::TcpListener>>,
+    latch: Arc<ShutdownLatch>,
+) -> Result<(), String> {
+    let workers = per_worker.len();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if !cores.is_empty() && workers > cores.len() {
+        warn!(
+            "{workers} workers on {} cores: some workers share a core (server.workers)",
+            cores.len()
+        );
+    }
+    let blocking_pool = monoio::blocking::DefaultThreadPool::new(2);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(workers);
+    for (id, listeners) in per_worker.into_iter().enumerate() {
+        let spec = WorkerSpec {
+            id,
+            core: if cores.is_empty() {
+                None
+            } else {
+                Some(cores[id % cores.len()])
+            },
+            config: config.clone(),
+            listeners,
+            latch: latch.clone(),
+            blocking_pool: blocking_pool.clone(),
+            ready: ready_tx.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("hipache-w{id}"))
+            .spawn(move || worker::run(spec))
+            .map_err(|e| format!("cannot start worker thread {id}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                latch.trigger();
+                return Err(e);
+            }
+            Err(_) => {
+                latch.trigger();
+                return Err("a worker stopped during start-up".into());
+            }
+        }
+    }
+    let binds: Vec<String> = config.http.iter().map(|a| a.to_string()).collect();
+    let driver = match &config.driver {
+        DriverConfig::Redis { read, prefix, .. } => {
+            if prefix.is_empty() {
+                read.display()
+            } else {
+                format!("{} (prefix {prefix:?})", read.display())
+            }
+        }
+    };
+    info!(
+        "hipache-tpc {} ready: {workers} workers listening on {}, routes from {driver}",
+        env!("CARGO_PKG_VERSION"),
+        binds.join(", ")
+    );
+    let mut panicked = 0;
+    for handle in handles {
+        if handle.join().is_err() {
+            panicked += 1;
+        }
+    }
+    if panicked > 0 {
+        error!("{panicked} worker thread(s) panicked");
+    }
+    info!("hipache-tpc stopped");
+    Ok(())
+}

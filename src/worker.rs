@@ -1,0 +1,329 @@
+//! One worker: a thread pinned to a core, running its own monoio runtime (io_uring, or epoll when
+//! io_uring is unavailable), its own listeners, Redis connections, route cache, backend pools and
+//! access-log buffer.
+//!
+//! [`Worker`] is the per-core state every request of that core sees through an `Rc`. Nothing in it is
+//! shared with other threads except the immutable `Config` and the shutdown latch. A worker must never
+//! block: every wait is an `.await` on its runtime.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use monoio::io::Canceller;
+use monoio::net::TcpListener;
+
+use crate::access_log::AccessLog;
+use crate::backend_pool::BackendPools;
+use crate::buffers::BufPool;
+use crate::config::{Config, DriverConfig};
+use crate::http1::connection::{serve_client, ListenerInfo};
+use crate::local_sync::Notify;
+use crate::proxy::error_pages::ErrorPages;
+use crate::proxy::route::Flight;
+use crate::redis::RedisClient;
+use crate::rng::Rng;
+use crate::route_store::{RedisRoutes, RouteStore};
+use crate::routing::cache::RouteCache;
+use crate::shutdown::ShutdownLatch;
+
+/// Size of request-head buffers (grown up to `maxHeaderSize` when needed).
+pub const HEAD_BUF: usize = 8 * 1024;
+/// Size of body relay buffers.
+pub const BODY_BUF: usize = 64 * 1024;
+
+/// The state of one core.
+pub struct Worker {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub store: Rc<RouteStore>,
+    pub cache: RefCell<RouteCache>,
+    pub inflight: RefCell<HashMap<Box<str>, Rc<Flight>>>,
+    pub pools: BackendPools,
+    pub error_pages: ErrorPages,
+    pub access_log: RefCell<AccessLog>,
+    pub rng: Rng,
+    pub head_bufs: BufPool,
+    pub body_bufs: BufPool,
+    /// Set when shutdown starts: stop accepting, close idle connections, finish in-flight requests.
+    pub draining: Cell<bool>,
+    pub drain_notify: Notify,
+    /// Open client connections (to know when draining is over).
+    pub connections: Cell<usize>,
+    pub connections_changed: Notify,
+}
+
+impl Worker {
+    fn new(id: usize, config: Arc<Config>) -> std::io::Result<Worker> {
+        let s = &config.server;
+        let store = match &config.driver {
+            DriverConfig::Redis {
+                read,
+                write,
+                prefix,
+            } => {
+                let timeout = s.redis_timeout;
+                let read_client = RedisClient::start(
+                    read.clone(),
+                    format!("worker {id}: redis"),
+                    format!("hipache-tpc-w{id}"),
+                    timeout,
+                );
+                let write_client = if write == read {
+                    read_client.clone()
+                } else {
+                    RedisClient::start(
+                        write.clone(),
+                        format!("worker {id}: redis (writes)"),
+                        format!("hipache-tpc-w{id}-writes"),
+                        timeout,
+                    )
+                };
+                RouteStore::Redis(Rc::new(RedisRoutes {
+                    read: read_client,
+                    write: write_client,
+                    prefix: prefix.clone(),
+                    checker_alive: Cell::new(false),
+                    dead_ttl: s.dead_backend_ttl,
+                }))
+            }
+        };
+        Ok(Worker {
+            id,
+            store: Rc::new(store),
+            cache: RefCell::new(RouteCache::new(s.cache.size, s.cache.ttl)),
+            inflight: RefCell::new(HashMap::new()),
+            pools: BackendPools::new(
+                s.max_sockets,
+                s.backend_idle_timeout,
+                s.connect_timeout,
+                Duration::from_secs(1),
+                s.http_keep_alive,
+            ),
+            error_pages: ErrorPages::new(s.static_dir.clone()),
+            access_log: RefCell::new(AccessLog::open(s.access_log.as_deref())?),
+            rng: Rng::new(id as u64 + 1),
+            head_bufs: BufPool::new(HEAD_BUF, 256),
+            body_bufs: BufPool::new(BODY_BUF, 64),
+            draining: Cell::new(false),
+            drain_notify: Notify::new(),
+            connections: Cell::new(0),
+            connections_changed: Notify::new(),
+            config,
+        })
+    }
+
+    /// Marks backend `index` of `route` dead for `host`: at once in this worker's cache entry, and in the
+    /// driver for everyone (spec §3). Only frontends with more than one backend are marked.
+    pub fn mark_dead(&self, route: &crate::routing::Route, host: &str, index: usize) {
+        let count = route.backends.len();
+        if count <= 1 {
+            return;
+        }
+        route.mark_dead(index);
+        if let Some(b) = route.backends.get(index) {
+            self.store.mark_dead(host, &b.url, index, count);
+        }
+    }
+}
+
+/// Everything a worker thread needs, moved into it.
+pub struct WorkerSpec {
+    pub id: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub config: Arc<Config>,
+    /// One bound, listening socket per `http.bind` address (SO_REUSEPORT).
+    pub listeners: Vec<std::net::TcpListener>,
+    pub latch: Arc<ShutdownLatch>,
+    pub blocking_pool: monoio::blocking::DefaultThreadPool,
+    /// Told once the worker accepts connections (or why it could not start).
+    pub ready: mpsc::Sender<Result<usize, String>>,
+}
+
+/// Runs a worker on the current thread until shutdown has drained.
+pub fn run(spec: WorkerSpec) {
+    if let Some(core) = spec.core {
+        if !core_affinity::set_for_current(core) {
+            warn!("worker {}: could not pin to core {}", spec.id, core.id);
+        }
+    }
+    let use_epoll = std::env::var("HIPACHE_TPC_IO").is_ok_and(|v| v == "epoll");
+    let ready = spec.ready.clone();
+    let id = spec.id;
+    let result = if use_epoll {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .attach_thread_pool(Box::new(spec.blocking_pool.clone()))
+            .build()
+            .map(|mut rt| rt.block_on(worker_main(spec)))
+    } else {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .with_entries(4096)
+            .attach_thread_pool(Box::new(spec.blocking_pool.clone()))
+            .build()
+            .map(|mut rt| rt.block_on(worker_main(spec)))
+    };
+    if let Err(e) = result {
+        error!("worker {id}: cannot build its runtime: {e}");
+        let _ = ready.send(Err(format!("worker {id}: cannot build its runtime: {e}")));
+    }
+}
+
+async fn worker_main(spec: WorkerSpec) {
+    let WorkerSpec {
+        id,
+        config,
+        listeners,
+        latch,
+        ready,
+        ..
+    } = spec;
+    let worker = match Worker::new(id, config.clone()) {
+        Ok(w) => Rc::new(w),
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: cannot open the access log: {e}")));
+            return;
+        }
+    };
+    let mut accepting = Vec::new();
+    for std_listener in listeners {
+        let local = match std_listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker {id}: listener without address: {e}")));
+                return;
+            }
+        };
+        let listener = match TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "worker {id}: cannot use listener {local}: {e}"
+                )));
+                return;
+            }
+        };
+        let info = Rc::new(ListenerInfo::new(local, false));
+        accepting.push(monoio::spawn(accept_loop(listener, info, worker.clone())));
+    }
+    monoio::spawn(housekeeping(worker.clone()));
+    monoio::spawn(worker.store.clone().watch_checker());
+    let _ = ready.send(Ok(id));
+    drop(ready);
+
+    latch.wait().await;
+    worker.draining.set(true);
+    worker.drain_notify.notify_all();
+    for task in accepting {
+        task.await;
+    }
+    // Let in-flight requests finish, within the drain deadline.
+    let deadline = Instant::now() + config.server.drain_timeout;
+    while worker.connections.get() > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            warn!(
+                "worker {id}: drain deadline reached with {} connections still open; closing them",
+                worker.connections.get()
+            );
+            break;
+        }
+        let changed = worker.connections_changed.notified();
+        let _ = monoio::time::timeout(left, changed).await;
+    }
+    worker.pools.close_idle();
+    worker.access_log.borrow_mut().flush();
+    info!("worker {id}: stopped");
+}
+
+/// Accepts connections until draining starts; a connection accepted while stopping is still served.
+async fn accept_loop(listener: TcpListener, info: Rc<ListenerInfo>, w: Rc<Worker>) {
+    let mut error_logged_at: Option<Instant> = None;
+    loop {
+        if w.draining.get() {
+            break;
+        }
+        let canceller = Canceller::new();
+        let accept = listener.cancelable_accept(canceller.handle());
+        let drain = w.drain_notify.notified();
+        futures_pin(accept, drain, canceller, &w, &info, &mut error_logged_at).await;
+    }
+}
+
+/// Waits for either a connection or the drain signal. On drain, the pending accept is cancelled and a
+/// connection the kernel had already handed over is served rather than dropped.
+async fn futures_pin(
+    accept: impl std::future::Future<Output = std::io::Result<(monoio::net::TcpStream, SocketAddr)>>,
+    drain: crate::local_sync::Notified<'_>,
+    canceller: Canceller,
+    w: &Rc<Worker>,
+    info: &Rc<ListenerInfo>,
+    error_logged_at: &mut Option<Instant>,
+) {
+    let mut accept = std::pin::pin!(accept);
+    let result = monoio::select! {
+        r = &mut accept => r,
+        _ = drain => {
+            canceller.cancel();
+            accept.await
+        }
+    };
+    match result {
+        Ok((stream, peer)) => spawn_connection(stream, peer, info.clone(), w.clone()),
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+        Err(e) => {
+            // EMFILE and friends: log at most once a second, and pause so the loop does not spin.
+            if error_logged_at.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                error!("worker {}: accept on {} failed: {e}", w.id, info.local);
+                *error_logged_at = Some(Instant::now());
+            }
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn spawn_connection(
+    stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    info: Rc<ListenerInfo>,
+    w: Rc<Worker>,
+) {
+    let _ = stream.set_nodelay(true);
+    w.connections.set(w.connections.get() + 1);
+    monoio::spawn(async move {
+        let guard = ConnectionGuard(w.clone());
+        serve_client(stream, peer, info, &w).await;
+        drop(guard);
+    });
+}
+
+/// Keeps the open-connection count right however the connection task ends.
+struct ConnectionGuard(Rc<Worker>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .set(self.0.connections.get().saturating_sub(1));
+        self.0.connections_changed.notify_all();
+    }
+}
+
+/// Periodic chores: flush the access log (every 200 ms), sweep idle backend connections (every second).
+async fn housekeeping(w: Rc<Worker>) {
+    let mut tick: u64 = 0;
+    loop {
+        monoio::time::sleep(Duration::from_millis(200)).await;
+        w.access_log.borrow_mut().flush();
+        tick += 1;
+        if tick.is_multiple_of(5) {
+            w.pools.sweep();
+        }
+    }
+}
