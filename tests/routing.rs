@@ -39,9 +39,19 @@ fn candidate_table_exact_wildcards_depth_and_normalisation() {
     let p = proxy.port;
 
     // Exact, with normalisation: case, port, trailing dot.
-    for host in ["www.a.com", "WWW.A.Com", "www.a.com:8080", "www.a.com.", "www.a.com.:80"] {
+    for host in [
+        "www.a.com",
+        "WWW.A.Com",
+        "www.a.com:8080",
+        "www.a.com.",
+        "www.a.com.:80",
+    ] {
         let r = get(p, host, "/");
-        assert_eq!((r.status, r.backend()), (200, "exact".into()), "Host: {host}");
+        assert_eq!(
+            (r.status, r.backend()),
+            (200, "exact".into()),
+            "Host: {host}"
+        );
     }
     // Wildcard; the longest matching suffix wins; exact beats wildcard.
     assert_eq!(get(p, "other.a.com", "/").backend(), "wild");
@@ -57,8 +67,15 @@ fn candidate_table_exact_wildcards_depth_and_normalisation() {
     // Unknown host: 400 "No Application Configured", with a Content-Length.
     let r = get(p, "unknown.org", "/");
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("No Application Configured"), "{}", r.text());
-    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    assert!(
+        r.text().contains("No Application Configured"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
     assert_eq!(r.header("content-type"), Some("text/html"));
     assert_eq!(r.header("cache-control"), Some("no-cache"));
 }
@@ -69,7 +86,10 @@ fn catch_all_and_host_errors() {
     let catch = Backend::start("catch-all");
     redis.set_frontend("*", "everything", &[catch.url()]);
     let proxy = Proxy::start(&redis, json!({}));
-    assert_eq!(get(proxy.port, "anything.example", "/").backend(), "catch-all");
+    assert_eq!(
+        get(proxy.port, "anything.example", "/").backend(),
+        "catch-all"
+    );
     assert_eq!(get(proxy.port, "localhost", "/").backend(), "catch-all");
 
     // No Host header at all (HTTP/1.0 and HTTP/1.1): 400.
@@ -118,7 +138,13 @@ fn dead_sets_identifier_only_and_bad_entries() {
     assert!(r.text().contains("Application Not Responding"));
     assert_eq!(get(p, "alldead.com", "/").status, 502);
     assert_eq!(get(p, "bad.com", "/").status, 502);
-    assert!(wait_until(Duration::from_secs(2), || proxy.log().contains("not a url at all")), "log names the bad entry:\n{}", proxy.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || proxy
+            .log()
+            .contains("not a url at all")),
+        "log names the bad entry:\n{}",
+        proxy.log()
+    );
     assert_eq!(get(p, "schemeless.com", "/").backend(), "b1");
 }
 
@@ -154,9 +180,18 @@ fn driver_prefix_database_and_password() {
     assert_eq!(plain.requests(), 0);
 
     // A wrong password: routes unavailable (503) and the log says why.
-    let wrong = Proxy::start_url(&format!("redis://:nope@127.0.0.1:{}/3#pfx", redis.port), json!({}));
+    let wrong = Proxy::start_url(
+        &format!("redis://:nope@127.0.0.1:{}/3#pfx", redis.port),
+        json!({}),
+    );
     assert_eq!(get(wrong.port, "p.com", "/").status, 503);
-    assert!(wait_until(Duration::from_secs(3), || wrong.log().contains("authentication failed")), "{}", wrong.log());
+    assert!(
+        wait_until(Duration::from_secs(3), || wrong
+            .log()
+            .contains("authentication failed")),
+        "{}",
+        wrong.log()
+    );
 }
 
 #[test]
@@ -173,7 +208,11 @@ fn legacy_redis_keys_are_honoured() {
     });
     let proxy = Proxy::start_config(dir, port, &config).expect("legacy config starts");
     assert_eq!(get(proxy.port, "old.com", "/").backend(), "legacy");
-    assert!(proxy.log().contains("legacy key `server.port`"), "{}", proxy.log());
+    assert!(
+        proxy.log().contains("legacy key `server.port`"),
+        "{}",
+        proxy.log()
+    );
 }
 
 #[test]
@@ -182,7 +221,10 @@ fn cache_hits_cost_no_redis_round_trip_and_ttl_bounds_staleness() {
     let v1 = Backend::start("v1");
     let v2 = Backend::start("v2");
     redis.set_frontend("c.com", "c", &[v1.url()]);
-    let proxy = Proxy::start(&redis, json!({ "server": { "lruCache": { "size": 100, "ttl": 1 } } }));
+    let proxy = Proxy::start(
+        &redis,
+        json!({ "server": { "lruCache": { "size": 100, "ttl": 1 } } }),
+    );
     let mut conn = Conn::open(proxy.port);
     assert_eq!(conn.get("c.com", "/").backend(), "v1");
     let before = lrange_calls(&redis);
@@ -191,11 +233,17 @@ fn cache_hits_cost_no_redis_round_trip_and_ttl_bounds_staleness() {
     }
     let after = lrange_calls(&redis);
     // 300 requests within the TTL on one connection (one worker): at most one refresh (3 candidates).
-    assert!(after - before <= 3, "LRANGE calls went from {before} to {after}");
+    assert!(
+        after - before <= 3,
+        "LRANGE calls went from {before} to {after}"
+    );
 
     // A change is seen once the TTL has passed, on the same keep-alive connection.
     redis.set_frontend("c.com", "c", &[v2.url()]);
-    assert!(wait_until(Duration::from_millis(2500), || conn.get("c.com", "/").backend() == "v2"));
+    assert!(wait_until(Duration::from_millis(2500), || conn
+        .get("c.com", "/")
+        .backend()
+        == "v2"));
 }
 
 #[test]
@@ -203,7 +251,10 @@ fn ttl_zero_asks_redis_on_every_request() {
     let redis = RedisServer::start();
     let b = Backend::start("b");
     redis.set_frontend("z.com", "z", &[b.url()]);
-    let proxy = Proxy::start(&redis, json!({ "server": { "lruCache": { "size": 100, "ttl": 0 } } }));
+    let proxy = Proxy::start(
+        &redis,
+        json!({ "server": { "lruCache": { "size": 100, "ttl": 0 } } }),
+    );
     let mut conn = Conn::open(proxy.port);
     conn.get("z.com", "/");
     let before = lrange_calls(&redis);
@@ -227,7 +278,9 @@ fn concurrent_misses_for_one_host_cost_one_lookup_per_worker() {
     let pid = redis.pid().expect("redis pid") as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let port = proxy.port;
-    let clients: Vec<_> = (0..40).map(|_| std::thread::spawn(move || get(port, "sf.com", "/").status)).collect();
+    let clients: Vec<_> = (0..40)
+        .map(|_| std::thread::spawn(move || get(port, "sf.com", "/").status))
+        .collect();
     std::thread::sleep(Duration::from_millis(500));
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();

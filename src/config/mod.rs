@@ -294,7 +294,8 @@ impl Builder {
         known: &[&str],
     ) -> Section<'a> {
         for key in obj.keys() {
-            if !known.contains(&key.as_str()) {
+            // Keys starting with "//" are comments (see config/config.example.json).
+            if !known.contains(&key.as_str()) && !key.starts_with("//") {
                 let full = if path.is_empty() {
                     key.clone()
                 } else {

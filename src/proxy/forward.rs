@@ -166,6 +166,7 @@ async fn attempts<S: ClientStream>(
             }
         };
         let backend_start = Instant::now();
+        relay.clear();
         let mut conn = match w.pools.acquire(addr, fresh_only).await {
             Ok(conn) => conn,
             Err(AcquireError::Saturated) => {
@@ -197,7 +198,10 @@ async fn attempts<S: ClientStream>(
         }
         // Stream the rest of a large body. From here on the request cannot be re-sent.
         if !body.complete {
-            match stream_request_body(w, c, conn.stream(), body, relay).await {
+            let streamed = stream_request_body(w, c, conn.stream(), body, relay).await;
+            // The relay buffer held request bytes; the response starts afresh.
+            relay.clear();
+            match streamed {
                 Ok(()) => {}
                 Err(BodyStreamError::Client) => return Forwarded::Broken,
                 Err(BodyStreamError::Malformed) => {

@@ -58,6 +58,8 @@ pub fn write_request_head(
                     _ => kept_real_ip = true,
                 }
             }
+            // The proxy answers `100-continue` itself, before reading the body.
+            HeaderKind::Expect => continue,
             kind if kind.is_hop_by_hop() => continue,
             HeaderKind::Other
                 if head.connection.other

@@ -187,19 +187,38 @@ fn read_request(c: &mut Conn) -> std::io::Result<Option<Request>> {
                 let hdrs: Vec<(String, String)> = req
                     .headers
                     .iter()
-                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string()))
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).to_string(),
+                        )
+                    })
                     .collect();
                 c.buf.drain(..n);
-                let get = |name: &str| hdrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+                let get = |name: &str| {
+                    hdrs.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.clone())
+                };
                 let conn_hdr = get("connection").unwrap_or_default().to_ascii_lowercase();
-                let keep_alive = if version == 1 { !conn_hdr.contains("close") } else { conn_hdr.contains("keep-alive") };
+                let keep_alive = if version == 1 {
+                    !conn_hdr.contains("close")
+                } else {
+                    conn_hdr.contains("keep-alive")
+                };
                 let mut body_len = 0;
                 let mut body_hash = FNV_START;
-                if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+                if get("transfer-encoding")
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+                {
                     loop {
                         let line = c.line()?;
                         let size_text = String::from_utf8_lossy(&line);
-                        let size = u64::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| std::io::ErrorKind::InvalidData)?;
+                        let size = u64::from_str_radix(
+                            size_text.split(';').next().unwrap_or("").trim(),
+                            16,
+                        )
+                        .map_err(|_| std::io::ErrorKind::InvalidData)?;
                         if size == 0 {
                             while !c.line()?.is_empty() {}
                             break;
@@ -210,7 +229,10 @@ fn read_request(c: &mut Conn) -> std::io::Result<Option<Request>> {
                         }
                     }
                 } else if let Some(cl) = get("content-length") {
-                    let n: u64 = cl.trim().parse().map_err(|_| std::io::ErrorKind::InvalidData)?;
+                    let n: u64 = cl
+                        .trim()
+                        .parse()
+                        .map_err(|_| std::io::ErrorKind::InvalidData)?;
                     c.body(n, &mut body_len, &mut body_hash)?;
                 }
                 return Ok(Some(Request {
@@ -235,7 +257,10 @@ fn read_request(c: &mut Conn) -> std::io::Result<Option<Request>> {
 
 fn serve(stream: TcpStream, name: &str, stats: &Stats, stop: &AtomicBool) {
     let _ = stream.set_nodelay(true);
-    let mut c = Conn { stream, buf: Vec::new() };
+    let mut c = Conn {
+        stream,
+        buf: Vec::new(),
+    };
     while let Ok(Some(req)) = read_request(&mut c) {
         stats.requests.fetch_add(1, Ordering::SeqCst);
         if respond(&mut c, &req, name, stop).is_err() || !req.keep_alive {
@@ -248,14 +273,34 @@ fn respond(c: &mut Conn, req: &Request, name: &str, stop: &AtomicBool) -> std::i
     let head = req.method == "HEAD";
     let path = req.path.split('?').next().unwrap_or("").to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let arg = parts.get(1).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    let conn_hdr = if req.keep_alive { "" } else { "Connection: close\r\n" };
+    let arg = parts
+        .get(1)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    let conn_hdr = if req.keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
     match parts[0] {
         "status" => {
             let body = format!("status {arg} from {name}\n");
-            send(c, &format!("HTTP/1.1 {arg} Scripted\r\nContent-Length: {}\r\n{conn_hdr}\r\n", body.len()), body.as_bytes(), head)
+            send(
+                c,
+                &format!(
+                    "HTTP/1.1 {arg} Scripted\r\nContent-Length: {}\r\n{conn_hdr}\r\n",
+                    body.len()
+                ),
+                body.as_bytes(),
+                head,
+            )
         }
-        "size" => send(c, &format!("HTTP/1.1 200 OK\r\nContent-Length: {arg}\r\n{conn_hdr}\r\n"), &pattern(arg as usize), head),
+        "size" => send(
+            c,
+            &format!("HTTP/1.1 200 OK\r\nContent-Length: {arg}\r\n{conn_hdr}\r\n"),
+            &pattern(arg as usize),
+            head,
+        ),
         "chunked" => {
             c.stream.write_all(format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n{conn_hdr}\r\n").as_bytes())?;
             if head {
@@ -263,14 +308,16 @@ fn respond(c: &mut Conn, req: &Request, name: &str, stop: &AtomicBool) -> std::i
             }
             let data = pattern(arg as usize);
             for piece in data.chunks(8000) {
-                c.stream.write_all(format!("{:x};ext=1\r\n", piece.len()).as_bytes())?;
+                c.stream
+                    .write_all(format!("{:x};ext=1\r\n", piece.len()).as_bytes())?;
                 c.stream.write_all(piece)?;
                 c.stream.write_all(b"\r\n")?;
             }
             c.stream.write_all(b"0\r\nX-Checksum: done\r\n\r\n")
         }
         "close" => {
-            c.stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+            c.stream
+                .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
             if !head {
                 c.stream.write_all(&pattern(arg as usize))?;
             }
@@ -291,8 +338,18 @@ fn respond(c: &mut Conn, req: &Request, name: &str, stop: &AtomicBool) -> std::i
             let _ = c.stream.shutdown(Shutdown::Both);
             Err(std::io::ErrorKind::ConnectionAborted.into())
         }
-        "204" => send(c, &format!("HTTP/1.1 204 No Content\r\n{conn_hdr}\r\n"), b"", true),
-        "304" => send(c, &format!("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n{conn_hdr}\r\n"), b"", true),
+        "204" => send(
+            c,
+            &format!("HTTP/1.1 204 No Content\r\n{conn_hdr}\r\n"),
+            b"",
+            true,
+        ),
+        "304" => send(
+            c,
+            &format!("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n{conn_hdr}\r\n"),
+            b"",
+            true,
+        ),
         "hop-headers" => {
             let body = b"hop";
             send(
@@ -308,7 +365,13 @@ fn respond(c: &mut Conn, req: &Request, name: &str, stop: &AtomicBool) -> std::i
     }
 }
 
-fn echo(c: &mut Conn, req: &Request, name: &str, conn_hdr: &str, head: bool) -> std::io::Result<()> {
+fn echo(
+    c: &mut Conn,
+    req: &Request,
+    name: &str,
+    conn_hdr: &str,
+    head: bool,
+) -> std::io::Result<()> {
     let mut body = format!(
         "backend: {name}\nmethod: {}\npath: {}\nversion: 1.{}\nbody-length: {}\nbody-hash: {:016x}\n",
         req.method, req.path, req.version, req.body_len, req.body_hash
@@ -316,7 +379,15 @@ fn echo(c: &mut Conn, req: &Request, name: &str, conn_hdr: &str, head: bool) -> 
     for (k, v) in &req.headers {
         body.push_str(&format!("header: {k}: {v}\n"));
     }
-    send(c, &format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{conn_hdr}\r\n", body.len()), body.as_bytes(), head)
+    send(
+        c,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{conn_hdr}\r\n",
+            body.len()
+        ),
+        body.as_bytes(),
+        head,
+    )
 }
 
 fn send(c: &mut Conn, head_text: &str, body: &[u8], head_only: bool) -> std::io::Result<()> {

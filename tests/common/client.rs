@@ -17,11 +17,18 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn text(&self) -> String {
@@ -31,7 +38,9 @@ impl Response {
     /// A `key: value` line of the test backend's echo body.
     pub fn echo(&self, key: &str) -> Option<String> {
         let prefix = format!("{key}: ");
-        self.text().lines().find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        self.text()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
     }
 
     /// A request header as the backend saw it (from the echo body), `None` if absent.
@@ -64,9 +73,25 @@ pub struct Conn {
 impl Conn {
     pub fn open(port: u16) -> Conn {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to proxy");
-        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn { stream, buf: Vec::new() }
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Wraps a connection opened by hand.
+    pub fn from_stream(stream: TcpStream) -> Conn {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -74,7 +99,14 @@ impl Conn {
     }
 
     /// Sends a request with the given extra header lines and body (Content-Length added when non-empty).
-    pub fn request(&mut self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -123,7 +155,12 @@ impl Conn {
                         resp.version.unwrap_or(1),
                         resp.headers
                             .iter()
-                            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string()))
+                            .map(|h| {
+                                (
+                                    h.name.to_string(),
+                                    String::from_utf8_lossy(h.value).to_string(),
+                                )
+                            })
                             .collect::<Vec<_>>(),
                     );
                     self.buf.drain(..n);
@@ -134,7 +171,12 @@ impl Conn {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());
                     }
                 }
-                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}: {:?}", String::from_utf8_lossy(&self.buf)))),
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{e:?}: {:?}", String::from_utf8_lossy(&self.buf)),
+                    ))
+                }
             }
         };
         let mut r = Response {
@@ -147,11 +189,18 @@ impl Conn {
         if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
             return Ok(r);
         }
-        if r.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        if r.header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
             loop {
                 let line = self.line()?;
                 let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+                    .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                })?;
                 if size == 0 {
                     loop {
                         let t = self.line()?;
@@ -159,7 +208,8 @@ impl Conn {
                             break;
                         }
                         if let Some((k, v)) = t.split_once(':') {
-                            r.trailers.push((k.trim().to_string(), v.trim().to_string()));
+                            r.trailers
+                                .push((k.trim().to_string(), v.trim().to_string()));
                         }
                     }
                     break;
@@ -206,9 +256,14 @@ impl Conn {
         let closed = match self.fill() {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
         };
-        self.stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
         closed
     }
 

@@ -64,7 +64,8 @@ impl Proxy {
         let dir = TempDir::new("proxy");
         let port = free_port();
         let config = config_for(redis_url, port, dir.path(), extra);
-        Self::start_config(dir, port, &config).unwrap_or_else(|log| panic!("proxy did not start:\n{log}"))
+        Self::start_config(dir, port, &config)
+            .unwrap_or_else(|log| panic!("proxy did not start:\n{log}"))
     }
 
     /// Starts with a complete configuration; `Err(log)` if it exits or never becomes ready.
@@ -96,7 +97,9 @@ impl Proxy {
             child: Some(child),
             log,
         };
-        let ready = wait_until(Duration::from_secs(15), || proxy.log().contains(" ready: ") || proxy.exited());
+        let ready = wait_until(Duration::from_secs(15), || {
+            proxy.log().contains(" ready: ") || proxy.exited()
+        });
         if !ready || proxy.exited() {
             std::thread::sleep(Duration::from_millis(100));
             return Err(proxy.log());
@@ -105,7 +108,9 @@ impl Proxy {
     }
 
     fn exited(&mut self) -> bool {
-        self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// Everything the proxy logged so far.
@@ -119,7 +124,9 @@ impl Proxy {
 
     /// Waits until the access log has at least `n` lines (it is flushed every 200 ms).
     pub fn access_log_lines(&self, n: usize) -> Vec<String> {
-        wait_until(Duration::from_secs(5), || self.access_log().lines().count() >= n);
+        wait_until(Duration::from_secs(5), || {
+            self.access_log().lines().count() >= n
+        });
         self.access_log().lines().map(str::to_string).collect()
     }
 
@@ -129,7 +136,8 @@ impl Proxy {
 
     /// A field of /proc/<pid>/status in kB (e.g. "VmRSS", "VmHWM").
     pub fn proc_status_kb(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{field}:")))
@@ -148,7 +156,10 @@ impl Proxy {
         self.signal(libc::SIGTERM);
         let mut status = None;
         wait_until(wait, || {
-            status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            status = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             status.is_some()
         });
         if status.is_some() {
@@ -168,7 +179,11 @@ impl Drop for Proxy {
 }
 
 /// Runs the binary with `args` to completion: (exit code, stdout, stderr).
-pub fn run_cli(args: &[&str], cwd: Option<&std::path::Path>, env: &[(&str, &str)]) -> (i32, String, String) {
+pub fn run_cli(
+    args: &[&str],
+    cwd: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
     if let Some(d) = cwd {

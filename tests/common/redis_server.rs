@@ -47,13 +47,17 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.arg("--requirepass").arg(pw);
         }
-        let child = cmd.spawn().expect("redis-server must be installed (apt-get install redis-server)");
+        let child = cmd
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
         self.child = Some(child);
         let url = self.url(0);
         assert!(
-            wait_until(Duration::from_secs(10), || redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .is_ok()),
+            wait_until(Duration::from_secs(10), || redis::Client::open(
+                url.as_str()
+            )
+            .and_then(|c| c.get_connection())
+            .is_ok()),
             "redis-server did not start on port {}",
             self.port
         );
@@ -83,7 +87,8 @@ impl RedisServer {
         for a in &args[1..] {
             c.arg(*a);
         }
-        c.query(&mut self.conn(db)).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+        c.query(&mut self.conn(db))
+            .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
     }
 
     /// `RPUSH frontend:<host> <identifier> <backends...>` (after deleting the key).

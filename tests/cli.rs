@@ -1,0 +1,227 @@
+//! The command line, configuration errors, shipped configuration files, and stopping (SIGTERM).
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::client::Conn;
+use common::proxy::run_cli;
+use common::{Backend, Proxy, RedisServer, TempDir};
+use serde_json::json;
+
+fn write_config(dir: &TempDir, text: &str) -> String {
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = run_cli(&["--version"], None, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("hipache-tpc {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, out, _) = run_cli(&["--help"], None, &[]);
+    assert_eq!(code, 0);
+    for flag in ["--config", "-c", "--dry", "-d", "--version"] {
+        assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
+    }
+}
+
+#[test]
+fn configuration_errors_name_the_file_and_key() {
+    let dir = TempDir::new("cli");
+    let missing = dir.path().join("nope.json");
+    let (code, _, err) = run_cli(&["-c", missing.to_str().unwrap()], None, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("nope.json") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    let cases = [
+        ("{ \"server\": { ", "invalid JSON at line 1"),
+        (
+            r#"{"server": {"workers": "many", "accessLog": false}}"#,
+            "key `server.workers`",
+        ),
+        (
+            r#"{"server": {"accessLog": false, "tcpTimeout": -1}}"#,
+            "key `server.tcpTimeout`",
+        ),
+        (
+            r#"{"server": {"accessLog": false}, "http": {"port": 0}}"#,
+            "key `http.port`",
+        ),
+        (
+            r#"{"server": {"accessLog": false}, "http": {"bind": [{"address": 5}]}}"#,
+            "key `http.bind[0].address`",
+        ),
+        (
+            r#"{"server": {"accessLog": false}, "driver": "mysql://x"}"#,
+            "key `driver`",
+        ),
+        (
+            r#"{"server": {"accessLog": "/nonexistent-dir/sub/access.log"}}"#,
+            "key `server.accessLog`",
+        ),
+        (
+            r#"{"server": {"accessLog": false, "lruCache": 5}}"#,
+            "key `server.lruCache`",
+        ),
+        ("[1, 2]", "top level must be a JSON object"),
+    ];
+    for (text, want) in cases {
+        let path = write_config(&dir, text);
+        let (code, out, err) = run_cli(&["-c", &path, "--dry"], None, &[]);
+        assert_eq!(code, 1, "{text} should fail: {out}{err}");
+        assert!(err.contains(want), "{text}: expected {want:?} in:\n{err}");
+        assert!(err.contains("config.json"), "names the file: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn unusable_bind_address_is_a_clear_error() {
+    let dir = TempDir::new("cli");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let path = write_config(
+        &dir,
+        &format!(
+            r#"{{"server": {{"accessLog": false, "workers": 2}}, "http": {{"port": {port}, "bind": ["127.0.0.1"]}}}}"#
+        ),
+    );
+    let (code, _, err) = run_cli(&["-c", &path], None, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} is already in use")),
+        "{err}"
+    );
+    // The same port held by a SO_REUSEPORT socket of another process is refused too.
+    drop(taken);
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other.set_reuse_port(true).unwrap();
+    other
+        .bind(
+            &format!("127.0.0.1:{port}")
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    other.listen(16).unwrap();
+    let (code, _, err) = run_cli(&["-c", &path], None, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already in use"), "{err}");
+    // An address that is not ours.
+    let path = write_config(
+        &dir,
+        r#"{"server": {"accessLog": false}, "http": {"port": 8080, "bind": ["192.0.2.1"]}}"#,
+    );
+    let (code, _, err) = run_cli(&["-c", &path], None, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("192.0.2.1:8080"), "{err}");
+}
+
+#[test]
+fn dry_run_prints_the_effective_configuration_censored() {
+    let dir = TempDir::new("cli");
+    let path = write_config(
+        &dir,
+        r#"{"server": {"accessLog": false, "workers": 3, "colour": "blue"}, "http": {"port": 9000}, "driver": "redis://:hunter2@10.0.0.5:6380/2#pfx"}"#,
+    );
+    let (code, out, err) = run_cli(&["-d", "-c", &path], None, &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("--dry prints JSON");
+    assert_eq!(v["server"]["workers"], 3);
+    assert_eq!(v["http"]["bind"][0], "0.0.0.0:9000");
+    assert_eq!(v["driver"]["prefix"], "pfx");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "password leaked"
+    );
+    assert!(out.contains(":***@10.0.0.5:6380/2"), "{out}");
+    assert!(
+        err.contains("unknown configuration key `server.colour`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn default_path_and_settings_flavor() {
+    let dir = TempDir::new("cli");
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/config.json"),
+        r#"{"server": {"accessLog": false, "workers": 1}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config/config_staging.json"),
+        r#"{"server": {"accessLog": false, "workers": 4}}"#,
+    )
+    .unwrap();
+    let (code, out, _) = run_cli(&["--dry"], Some(dir.path()), &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"workers\": 1"), "{out}");
+    let (code, out, _) = run_cli(
+        &["--dry"],
+        Some(dir.path()),
+        &[("SETTINGS_FLAVOR", "staging")],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("\"workers\": 4"), "{out}");
+}
+
+#[test]
+fn shipped_configuration_files_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for name in ["config/config.json", "config/config_test.json"] {
+        let path = format!("{root}/{name}");
+        let (code, _, err) = run_cli(&["--dry", "-c", &path], None, &[]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(!err.contains("unknown configuration key"), "{name}: {err}");
+    }
+    // The annotated example documents every key: all of them must be known.
+    let mut example: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/config/config.example.json")).unwrap(),
+    )
+    .unwrap();
+    example["server"]["accessLog"] = json!(false);
+    example["server"]["staticDir"] = json!(null);
+    let dir = TempDir::new("cli");
+    let path = write_config(&dir, &example.to_string());
+    let (code, _, err) = run_cli(&["--dry", "-c", &path], None, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("unknown configuration key"), "{err}");
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_then_exits_zero() {
+    let redis = RedisServer::start();
+    let backend = Backend::start("slow");
+    redis.set_frontend("s.test", "s", &[backend.url()]);
+    let mut proxy = Proxy::start(&redis, json!({ "server": { "drainTimeout": 10 } }));
+    let port = proxy.port;
+    let slow = std::thread::spawn(move || Conn::open(port).get("s.test", "/slow/1500"));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let status = proxy
+        .terminate(Duration::from_secs(10))
+        .expect("proxy exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "the request in flight completed");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1000),
+        "waited for the request in flight"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no longer listening"
+    );
+}
