@@ -103,27 +103,34 @@ impl RouteStore {
             .arg("hchecker_ping")
             .write_packed_command(&mut packed);
         loop {
-            if let Ok(mut replies) = r.read.query(&packed, 1).await {
-                let alive = match replies.pop() {
-                    Some(Value::BulkString(b)) => std::str::from_utf8(&b)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                        .is_some_and(|ping| unix_now().saturating_sub(ping) <= CHECKER_FRESH_SECS),
-                    _ => false,
-                };
-                if alive != r.checker_alive.get() {
-                    debug!(
-                        "active health checker {}",
-                        if alive {
-                            "detected: passive marks only publish"
-                        } else {
-                            "gone: passive marks write dead sets"
-                        }
-                    );
-                    r.checker_alive.set(alive);
+            let pause = match r.read.query(&packed, 1).await {
+                Ok(mut replies) => {
+                    let alive = match replies.pop() {
+                        Some(Value::BulkString(b)) => std::str::from_utf8(&b)
+                            .ok()
+                            .and_then(|s| s.trim().parse::<u64>().ok())
+                            .is_some_and(|ping| {
+                                unix_now().saturating_sub(ping) <= CHECKER_FRESH_SECS
+                            }),
+                        _ => false,
+                    };
+                    if alive != r.checker_alive.get() {
+                        debug!(
+                            "active health checker {}",
+                            if alive {
+                                "detected: passive marks only publish"
+                            } else {
+                                "gone: passive marks write dead sets"
+                            }
+                        );
+                        r.checker_alive.set(alive);
+                    }
+                    CHECKER_POLL
                 }
-            }
-            monoio::time::sleep(CHECKER_POLL).await;
+                // Redis not reachable (yet): look again soon rather than in 30 s.
+                Err(_) => Duration::from_secs(1),
+            };
+            monoio::time::sleep(pause).await;
         }
     }
 }

@@ -123,11 +123,14 @@ async fn attempts<S: ClientStream>(
     let mut fresh_retry: Option<usize> = None;
     let mut fresh_retry_used = false;
     let mut resp = ResponseHead::default();
-    let body_partial = !body.complete;
-    let failed = |status, reason| Forwarded::Failed {
+    // Set once body bytes beyond the buffer have been read from the client: the request can no longer
+    // be re-sent, so any failure is final.
+    let mut streamed = false;
+    // The client connection must close after an error answer if its body was not entirely consumed.
+    let failed = |status, reason, body: &RequestBody| Forwarded::Failed {
         status,
         reason,
-        close_client: body_partial,
+        close_client: !body.complete,
     };
     loop {
         let (index, fresh_only) = match fresh_retry.take() {
@@ -135,11 +138,11 @@ async fn attempts<S: ClientStream>(
             None => {
                 attempt += 1;
                 if attempt > max_attempts {
-                    return failed(502, "backends failed (retries exhausted)");
+                    return failed(502, "backends failed (retries exhausted)", body);
                 }
                 match choose_backend(route, &w.rng) {
                     Some(i) => (i, false),
-                    None => return failed(502, "all backends are marked dead"),
+                    None => return failed(502, "all backends are marked dead", body),
                 }
             }
         };
@@ -170,38 +173,34 @@ async fn attempts<S: ClientStream>(
         let mut conn = match w.pools.acquire(addr, fresh_only).await {
             Ok(conn) => conn,
             Err(AcquireError::Saturated) => {
-                return failed(503, "backend connection limit (maxSockets) reached")
+                return failed(503, "backend connection limit (maxSockets) reached", body)
             }
             Err(e) => {
+                // Nothing was sent: always safe to try again.
                 debug!("backend {} of {}: {e}", backend.url, c.host);
                 w.mark_dead(route, &c.host, index);
-                if body.complete {
-                    continue;
-                }
-                return failed(502, "backend unreachable");
+                continue;
             }
         };
 
-        // Send the head and the body in hand.
+        // Send the head and the body in hand (still in the client buffer: a failure here can be retried).
         if let Err(e) = send_request(c, conn.stream(), body, body_in_out).await {
-            if conn.reused && !fresh_retry_used && body.complete {
+            if conn.reused && !fresh_retry_used {
                 fresh_retry_used = true;
                 fresh_retry = Some(index);
                 continue;
             }
             debug!("backend {} of {}: write failed: {e}", backend.url, c.host);
             w.mark_dead(route, &c.host, index);
-            if body.complete {
-                continue;
-            }
-            return failed(502, "backend closed the connection");
+            continue;
         }
         // Stream the rest of a large body. From here on the request cannot be re-sent.
         if !body.complete {
-            let streamed = stream_request_body(w, c, conn.stream(), body, relay).await;
+            streamed = true;
+            let result = stream_request_body(w, c, conn.stream(), body, relay).await;
             // The relay buffer held request bytes; the response starts afresh.
             relay.clear();
-            match streamed {
+            match result {
                 Ok(()) => {}
                 Err(BodyStreamError::Client) => return Forwarded::Broken,
                 Err(BodyStreamError::Malformed) => {
@@ -239,7 +238,7 @@ async fn attempts<S: ClientStream>(
                         .await;
                         return Forwarded::Broken;
                     }
-                    return failed(502, "backend closed the connection during the upload");
+                    return failed(502, "backend closed the connection during the upload", body);
                 }
             }
         }
@@ -273,10 +272,10 @@ async fn attempts<S: ClientStream>(
                     s.backend_timeout.unwrap_or_default()
                 );
                 w.mark_dead(route, &c.host, index);
-                return failed(504, "backend timed out");
+                return failed(504, "backend timed out", body);
             }
             Err(HeadFailure::Closed { any_bytes: false }) => {
-                if conn.reused && !fresh_retry_used && body.complete {
+                if conn.reused && !fresh_retry_used && !streamed {
                     fresh_retry_used = true;
                     fresh_retry = Some(index);
                     continue;
@@ -286,21 +285,21 @@ async fn attempts<S: ClientStream>(
                     backend.url, c.host
                 );
                 w.mark_dead(route, &c.host, index);
-                if body.complete {
+                if !streamed {
                     continue;
                 }
-                return failed(502, "backend closed the connection");
+                return failed(502, "backend closed the connection", body);
             }
             Err(HeadFailure::Closed { any_bytes: true }) => {
-                return failed(502, "backend closed the connection mid-response")
+                return failed(502, "backend closed the connection mid-response", body)
             }
             Err(HeadFailure::Malformed(why)) => {
                 warn!("backend {} of {}: {why}", backend.url, c.host);
-                return failed(502, "invalid response from backend");
+                return failed(502, "invalid response from backend", body);
             }
         }
         if resp.status == 101 && !c.head.websocket {
-            return failed(502, "backend switched protocols unasked");
+            return failed(502, "backend switched protocols unasked", body);
         }
         // Status-based marks (spec §3): 501, 502, 504-599; the answer itself is relayed unchanged.
         if s.dead_backend_on_500 && matches!(resp.status, 501 | 502 | 504..=599) {

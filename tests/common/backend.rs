@@ -397,3 +397,70 @@ fn send(c: &mut Conn, head_text: &str, body: &[u8], head_only: bool) -> std::io:
     }
     c.stream.write_all(&out)
 }
+
+/// Accepts connections and reads from them, but never answers (a hung application).
+pub struct BlackHole {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl BlackHole {
+    pub fn start() -> BlackHole {
+        let port = free_port();
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind black hole");
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let st2 = st.clone();
+                std::thread::spawn(move || {
+                    conn.set_read_timeout(Some(Duration::from_millis(100))).ok();
+                    let mut buf = [0u8; 4096];
+                    while !st2.load(Ordering::SeqCst) {
+                        if let Ok(0) = conn.read(&mut buf) {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        BlackHole { port, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Reads `limit` bytes of each request, then closes the connection (a backend dying mid-upload).
+pub fn start_dropper(limit: usize) -> u16 {
+    let port = free_port();
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind dropper");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                let mut total = 0;
+                while total < limit {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+                let _ = conn.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}

@@ -19,7 +19,11 @@ impl RedisServer {
 
     /// Starts a server requiring `password` (if any).
     pub fn start_with(password: Option<&str>) -> RedisServer {
-        let port = free_port();
+        Self::start_on(free_port(), password)
+    }
+
+    /// Starts on a given port (e.g. one a proxy is already configured for).
+    pub fn start_on(port: u16, password: Option<&str>) -> RedisServer {
         let mut server = RedisServer {
             port,
             child: None,
