@@ -380,3 +380,23 @@ fn max_sockets_bounds_backend_connections_with_a_short_wait_then_503() {
     );
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_tcp_timeout() {
+    let redis = RedisServer::start();
+    let b = Backend::start("big");
+    redis.set_frontend("big.test", "big", &[b.url()]);
+    let proxy = Proxy::start(&redis, json!({ "server": { "tcpTimeout": 1 } }));
+    let mut c = Conn::open(proxy.port);
+    let total = 200 * 1024 * 1024;
+    c.send(format!("GET /size/{total} HTTP/1.1\r\nHost: big.test\r\n\r\n").as_bytes());
+    // Do not read: the proxy's writes stop making progress once the socket buffers are full.
+    std::thread::sleep(Duration::from_secs(4));
+    let received = c.read_to_close().len();
+    assert!(
+        received < total / 2,
+        "received {received} bytes: the stalled client was not dropped"
+    );
+    // Other clients are served normally meanwhile.
+    assert_eq!(get(proxy.port, "big.test", "/").status, 200);
+}

@@ -75,6 +75,8 @@ pub struct ClientConn<S> {
     pub host: String,
     /// Scratch buffer for outgoing heads.
     pub out: Vec<u8>,
+    /// A write to the client that makes no progress for this long fails (`server.tcpTimeout`).
+    pub send_timeout: Option<Duration>,
 }
 
 /// What the log line needs to know about an exchange.
@@ -116,6 +118,7 @@ pub async fn serve_client<S: ClientStream>(
         listener,
         host: String::new(),
         out: Vec::new(),
+        send_timeout: w.config.server.tcp_timeout,
     };
     let mut first = true;
     loop {
@@ -303,7 +306,10 @@ async fn respond_ping<S: ClientStream>(
     }
     ex.status = 200;
     ex.bytes_sent = c.out.len() as u64;
-    write_all_vec(&mut c.io, &mut c.out).await.is_ok() && !close
+    write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
+        .await
+        .is_ok()
+        && !close
 }
 
 /// Consumes the request body if it is entirely in the buffer. False when it is not (the connection
@@ -368,7 +374,10 @@ pub async fn respond_error<S: ClientStream>(
     }
     ex.status = status;
     ex.bytes_sent = c.out.len() as u64;
-    write_all_vec(&mut c.io, &mut c.out).await.is_ok() && !close
+    write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
+        .await
+        .is_ok()
+        && !close
 }
 
 fn push_connection(out: &mut Vec<u8>, close: bool, http10: bool) {

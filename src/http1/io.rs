@@ -7,7 +7,7 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 /// Reads once into the spare capacity of `buf` (growing it when full). `Ok(0)` is end of stream.
 pub async fn read_more<R: AsyncReadRent>(
@@ -33,24 +33,43 @@ pub async fn read_more<R: AsyncReadRent>(
     res
 }
 
-/// Writes `buf[range]` entirely.
+/// Writes `buf[start..end]` entirely. With a timeout, each `write` must make progress within it (a
+/// peer that stops reading is dropped, like nginx's `send_timeout`); the stream must then be closed.
 pub async fn write_range<W: AsyncWriteRent>(
     w: &mut W,
     buf: &mut Vec<u8>,
     start: usize,
     end: usize,
+    timeout: Option<Duration>,
 ) -> io::Result<()> {
-    if start >= end {
-        return Ok(());
+    let mut pos = start;
+    while pos < end {
+        let owned = std::mem::take(buf);
+        let write = w.write(owned.slice(pos..end));
+        let (res, slice) = match timeout {
+            Some(d) => match monoio::time::timeout(d, write).await {
+                Ok(done) => done,
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+            },
+            None => write.await,
+        };
+        *buf = slice.into_inner();
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => pos += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    let owned = std::mem::take(buf);
-    let (res, slice) = w.write_all(owned.slice(start..end)).await;
-    *buf = slice.into_inner();
-    res.map(|_| ())
+    Ok(())
 }
 
-/// Writes all of `buf`.
-pub async fn write_all_vec<W: AsyncWriteRent>(w: &mut W, buf: &mut Vec<u8>) -> io::Result<()> {
+/// Writes all of `buf` (see [`write_range`]).
+pub async fn write_all_vec<W: AsyncWriteRent>(
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
     let end = buf.len();
-    write_range(w, buf, 0, end).await
+    write_range(w, buf, 0, end, timeout).await
 }

@@ -184,7 +184,7 @@ async fn attempts<S: ClientStream>(
         };
 
         // Send the head and the body in hand (still in the client buffer: a failure here can be retried).
-        if let Err(e) = send_request(c, conn.stream(), body, body_in_out).await {
+        if let Err(e) = send_request(c, conn.stream(), body, body_in_out, s.backend_timeout).await {
             if conn.reused && !fresh_retry_used {
                 fresh_retry_used = true;
                 fresh_retry = Some(index);
@@ -386,7 +386,7 @@ async fn send_continue<S: ClientStream>(c: &mut ClientConn<S>) -> Result<(), For
         c.head.expect_continue = false;
         c.out.clear();
         c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        write_all_vec(&mut c.io, &mut c.out)
+        write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
             .await
             .map_err(|_| Forwarded::Broken)?;
     }
@@ -398,11 +398,12 @@ async fn send_request<S: ClientStream>(
     stream: &mut TcpStream,
     body: &RequestBody,
     body_in_out: bool,
+    timeout: Option<Duration>,
 ) -> io::Result<()> {
-    write_all_vec(stream, &mut c.out).await?;
+    write_all_vec(stream, &mut c.out, timeout).await?;
     if !body_in_out && body.in_hand > 0 {
         let start = c.head.len;
-        write_range(stream, &mut c.buf, start, start + body.in_hand).await?;
+        write_range(stream, &mut c.buf, start, start + body.in_hand, timeout).await?;
     }
     Ok(())
 }
@@ -438,9 +439,15 @@ async fn stream_request_body<S: ClientStream>(
         if p.consumed < n {
             c.buf.extend_from_slice(&relay[p.consumed..n]);
         }
-        write_range(backend, relay, 0, p.consumed)
-            .await
-            .map_err(|_| BodyStreamError::Backend)?;
+        write_range(
+            backend,
+            relay,
+            0,
+            p.consumed,
+            w.config.server.backend_timeout,
+        )
+        .await
+        .map_err(|_| BodyStreamError::Backend)?;
     }
     body.complete = true;
     Ok(())
@@ -506,7 +513,7 @@ async fn relay_interim<S: ClientStream>(
             upgrade: false,
         };
         write_response_head(&mut c.out, relay, resp, &how, None);
-        write_all_vec(&mut c.io, &mut c.out)
+        write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
             .await
             .map_err(|_| Forwarded::Broken)?;
     }
@@ -581,12 +588,19 @@ async fn relay_response<S: ClientStream>(
         c.out
             .extend_from_slice(&relay[start..start + first.produced]);
         sent += first.produced as u64;
-        write_all_vec(&mut c.io, &mut c.out).await
+        write_all_vec(&mut c.io, &mut c.out, c.send_timeout).await
     } else {
-        match write_all_vec(&mut c.io, &mut c.out).await {
+        match write_all_vec(&mut c.io, &mut c.out, c.send_timeout).await {
             Ok(()) => {
                 sent += first.produced as u64;
-                write_range(&mut c.io, relay, start, start + first.produced).await
+                write_range(
+                    &mut c.io,
+                    relay,
+                    start,
+                    start + first.produced,
+                    c.send_timeout,
+                )
+                .await
             }
             Err(e) => Err(e),
         }
@@ -621,7 +635,10 @@ async fn relay_response<S: ClientStream>(
         };
         extra |= n > p.consumed;
         done = p.done;
-        if write_range(&mut c.io, relay, 0, p.produced).await.is_err() {
+        if write_range(&mut c.io, relay, 0, p.produced, c.send_timeout)
+            .await
+            .is_err()
+        {
             ex.bytes_sent += p.produced as u64;
             ex.backend_secs = backend_start.elapsed().as_secs_f64();
             return Forwarded::Broken;
