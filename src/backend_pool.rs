@@ -292,6 +292,19 @@ impl BackendConn {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Takes the connection out of its pool for good (an upgraded tunnel): it no longer counts
+    /// toward `maxSockets`.
+    pub fn into_stream(mut self) -> Option<TcpStream> {
+        let stream = self.stream.take();
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            if let Some(pool) = inner.pools.get_mut(&self.addr) {
+                pool.open -= 1;
+                pool.wake_one();
+            }
+        }
+        stream
+    }
 }
 
 impl Drop for BackendConn {

@@ -35,4 +35,5 @@ pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod tls;
 pub mod worker;

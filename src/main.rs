@@ -28,6 +28,11 @@ fn main() {
         warn!("{}: {w}", path.display());
     }
     if args.dry {
+        // Certificates and keys are read and checked too.
+        if let Err(e) = hipache_tpc::tls::load_all(&config) {
+            eprintln!("hipache-tpc: configuration error: {e}");
+            std::process::exit(1);
+        }
         match serde_json::to_string_pretty(&config.to_effective_json()) {
             Ok(text) => println!("{text}"),
             Err(e) => {

@@ -15,9 +15,31 @@ use crate::worker::{self, WorkerSpec};
 pub fn run(config: Config) -> Result<(), String> {
     let config = Arc::new(config);
     let workers = config.server.workers;
+    // Certificates first: a bad key must stop start-up before any port is taken.
+    let tls_configs = crate::tls::load_all(&config)?;
+    let https_addrs: Vec<std::net::SocketAddr> = config
+        .https
+        .iter()
+        .flat_map(|h| h.listeners.iter().map(|l| l.addr))
+        .collect();
     let per_worker = crate::listeners::bind_all(&config.http, workers)?;
+    let per_worker_tls = crate::listeners::bind_all(&https_addrs, workers)?;
+    let listeners: Vec<Listeners> = per_worker
+        .into_iter()
+        .zip(per_worker_tls)
+        .map(|(plain, tls)| Listeners {
+            plain,
+            tls: tls.into_iter().zip(tls_configs.iter().cloned()).collect(),
+        })
+        .collect();
 
-    signals_and_latch(&config).and_then(|latch| start_workers(config.clone(), per_worker, latch))
+    signals_and_latch(&config).and_then(|latch| start_workers(config.clone(), listeners, latch))
+}
+
+/// The sockets of one worker.
+struct Listeners {
+    plain: Vec<std::net::TcpListener>,
+    tls: Vec<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
 }
 
 fn signals_and_latch(config: &Config) -> Result<Arc<ShutdownLatch>, String> {
@@ -30,7 +52,7 @@ fn signals_and_latch(config: &Config) -> Result<Arc<ShutdownLatch>, String> {
 
 fn start_workers(
     config: Arc<Config>,
-    per_worker: Vec<Vec<std::net::TcpListener>>,
+    per_worker: Vec<Listeners>,
     latch: Arc<ShutdownLatch>,
 ) -> Result<(), String> {
     let workers = per_worker.len();
@@ -53,7 +75,8 @@ fn start_workers(
                 Some(cores[id % cores.len()])
             },
             config: config.clone(),
-            listeners,
+            listeners: listeners.plain,
+            tls_listeners: listeners.tls,
             latch: latch.clone(),
             blocking_pool: blocking_pool.clone(),
             ready: ready_tx.clone(),
@@ -78,7 +101,17 @@ fn start_workers(
             }
         }
     }
-    let binds: Vec<String> = config.http.iter().map(|a| a.to_string()).collect();
+    let binds: Vec<String> = config
+        .http
+        .iter()
+        .map(|a| a.to_string())
+        .chain(
+            config
+                .https
+                .iter()
+                .flat_map(|h| h.listeners.iter().map(|l| format!("{} (https)", l.addr))),
+        )
+        .collect();
     let driver = match &config.driver {
         DriverConfig::Redis { read, prefix, .. } => {
             if prefix.is_empty() {

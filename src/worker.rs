@@ -14,7 +14,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use std::os::fd::AsRawFd;
+
+use log::{debug, error, info, warn};
 use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
@@ -139,6 +141,8 @@ pub struct WorkerSpec {
     pub config: Arc<Config>,
     /// One bound, listening socket per `http.bind` address (SO_REUSEPORT).
     pub listeners: Vec<std::net::TcpListener>,
+    /// One per HTTPS listener address, with its TLS configuration.
+    pub tls_listeners: Vec<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     pub latch: Arc<ShutdownLatch>,
     pub blocking_pool: monoio::blocking::DefaultThreadPool,
     /// Told once the worker accepts connections (or why it could not start).
@@ -180,6 +184,7 @@ async fn worker_main(spec: WorkerSpec) {
         id,
         config,
         listeners,
+        tls_listeners,
         latch,
         ready,
         ..
@@ -192,7 +197,16 @@ async fn worker_main(spec: WorkerSpec) {
         }
     };
     let mut accepting = Vec::new();
-    for std_listener in listeners {
+    let handshake_timeout = config
+        .https
+        .as_ref()
+        .map_or(Duration::from_secs(10), |h| h.handshake_timeout);
+    let all = listeners.into_iter().map(|l| (l, None)).chain(
+        tls_listeners
+            .into_iter()
+            .map(|(l, cfg)| (l, Some(monoio_rustls::TlsAcceptor::from(cfg)))),
+    );
+    for (std_listener, tls) in all {
         let local = match std_listener.local_addr() {
             Ok(a) => a,
             Err(e) => {
@@ -209,8 +223,19 @@ async fn worker_main(spec: WorkerSpec) {
                 return;
             }
         };
-        let info = Rc::new(ListenerInfo::new(local, false));
-        accepting.push(monoio::spawn(accept_loop(listener, info, worker.clone())));
+        let info = Rc::new(ListenerInfo::new(local, tls.is_some()));
+        let tls = tls.map(|acceptor| {
+            Rc::new(TlsSetup {
+                acceptor,
+                handshake_timeout,
+            })
+        });
+        accepting.push(monoio::spawn(accept_loop(
+            listener,
+            info,
+            tls,
+            worker.clone(),
+        )));
     }
     monoio::spawn(housekeeping(worker.clone()));
     monoio::spawn(worker.store.clone().watch_checker());
@@ -243,7 +268,18 @@ async fn worker_main(spec: WorkerSpec) {
 }
 
 /// Accepts connections until draining starts; a connection accepted while stopping is still served.
-async fn accept_loop(listener: TcpListener, info: Rc<ListenerInfo>, w: Rc<Worker>) {
+/// What a TLS listener needs to turn a TCP connection into a TLS one.
+struct TlsSetup {
+    acceptor: monoio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    info: Rc<ListenerInfo>,
+    tls: Option<Rc<TlsSetup>>,
+    w: Rc<Worker>,
+) {
     let mut error_logged_at: Option<Instant> = None;
     loop {
         if w.draining.get() {
@@ -252,18 +288,28 @@ async fn accept_loop(listener: TcpListener, info: Rc<ListenerInfo>, w: Rc<Worker
         let canceller = Canceller::new();
         let accept = listener.cancelable_accept(canceller.handle());
         let drain = w.drain_notify.notified();
-        futures_pin(accept, drain, canceller, &w, &info, &mut error_logged_at).await;
+        accept_one(
+            accept,
+            drain,
+            canceller,
+            &w,
+            &info,
+            &tls,
+            &mut error_logged_at,
+        )
+        .await;
     }
 }
 
 /// Waits for either a connection or the drain signal. On drain, the pending accept is cancelled and a
 /// connection the kernel had already handed over is served rather than dropped.
-async fn futures_pin(
+async fn accept_one(
     accept: impl std::future::Future<Output = std::io::Result<(monoio::net::TcpStream, SocketAddr)>>,
     drain: crate::local_sync::Notified<'_>,
     canceller: Canceller,
     w: &Rc<Worker>,
     info: &Rc<ListenerInfo>,
+    tls: &Option<Rc<TlsSetup>>,
     error_logged_at: &mut Option<Instant>,
 ) {
     let mut accept = std::pin::pin!(accept);
@@ -275,7 +321,7 @@ async fn futures_pin(
         }
     };
     match result {
-        Ok((stream, peer)) => spawn_connection(stream, peer, info.clone(), w.clone()),
+        Ok((stream, peer)) => spawn_connection(stream, peer, info.clone(), tls.clone(), w.clone()),
         Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
         Err(e) => {
             // EMFILE and friends: log at most once a second, and pause so the loop does not spin.
@@ -292,13 +338,27 @@ fn spawn_connection(
     stream: monoio::net::TcpStream,
     peer: SocketAddr,
     info: Rc<ListenerInfo>,
+    tls: Option<Rc<TlsSetup>>,
     w: Rc<Worker>,
 ) {
     let _ = stream.set_nodelay(true);
     w.connections.set(w.connections.get() + 1);
     monoio::spawn(async move {
         let guard = ConnectionGuard(w.clone());
-        serve_client(stream, peer, info, &w).await;
+        let fd = stream.as_raw_fd();
+        match tls {
+            None => serve_client(stream, fd, peer, info, &w).await,
+            Some(tls) => {
+                // A client that sends garbage is dropped at once; one that sends nothing, at the timeout.
+                match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls_stream)) => serve_client(tls_stream, fd, peer, info, &w).await,
+                    Ok(Err(e)) => debug!("worker {}: TLS handshake with {peer} failed: {e}", w.id),
+                    Err(_) => debug!("worker {}: TLS handshake with {peer} timed out", w.id),
+                }
+            }
+        }
         drop(guard);
     });
 }

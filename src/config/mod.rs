@@ -6,6 +6,7 @@
 //! become warnings naming them. Sockets are not bound here; `server` does that.
 
 pub mod driver_url;
+mod https;
 mod json;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use driver_url::{RedisEndpoint, RedisUrl};
+pub use https::{CertSpec, HttpsConfig, TlsListenerConfig};
 use json::{Section, ValueExt};
 
 /// A configuration problem: which file, which key, what is wrong.
@@ -51,8 +53,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Plain HTTP listeners (`http.port` + `http.bind`).
     pub http: Vec<SocketAddr>,
-    /// The raw `https` section, if any (TLS listeners come with the TLS feature).
-    pub https: Option<Value>,
+    /// HTTPS listeners (`https` section), if any.
+    pub https: Option<HttpsConfig>,
     pub driver: DriverConfig,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -104,6 +106,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// `server.redisTimeout`: a route lookup that takes longer gets 503 (or the stale cache entry).
     pub redis_timeout: Duration,
+    /// `server.websocketIdleTimeout`: close a tunnel after this long without traffic; `None` = never.
+    pub websocket_idle_timeout: Option<Duration>,
 }
 
 /// `server.lruCache`.
@@ -163,6 +167,7 @@ const SERVER_KEYS: &[&str] = &[
     "trustForwardedHeaders",
     "drainTimeout",
     "redisTimeout",
+    "websocketIdleTimeout",
     // legacy 0.3
     "port",
     "address",
@@ -263,9 +268,22 @@ impl Config {
                 "trustForwardedHeaders": s.trust_forwarded_headers,
                 "drainTimeout": secs(s.drain_timeout),
                 "redisTimeout": secs(s.redis_timeout),
+                "websocketIdleTimeout": opt_secs(s.websocket_idle_timeout),
             },
             "http": { "bind": self.http.iter().map(|a| a.to_string()).collect::<Vec<_>>() },
-            "https": self.https.as_ref().map(|_| "present (not served by this build)"),
+            "https": self.https.as_ref().map(|h| serde_json::json!({
+                "handshakeTimeout": secs(h.handshake_timeout),
+                "listeners": h.listeners.iter().map(|l| serde_json::json!({
+                    "address": l.addr.to_string(),
+                    "from": l.origin,
+                    "cert": l.default_cert.as_ref().map(|c| c.cert.display().to_string()),
+                    "key": l.default_cert.as_ref().map(|c| c.key.display().to_string()),
+                    "ca": l.default_cert.as_ref().map(|c| c.ca.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()),
+                    "passphrase": l.default_cert.as_ref().and_then(|c| c.passphrase.as_ref()).map(|_| "***"),
+                    "certificates": l.sni.iter().map(|c| c.cert.display().to_string()).collect::<Vec<_>>(),
+                    "certificatesDir": l.sni_dir.as_ref().map(|d| d.display().to_string()),
+                })).collect::<Vec<_>>(),
+            })),
             "driver": driver,
             "user": self.user,
             "group": self.group,
@@ -320,7 +338,17 @@ impl Builder {
         let server_section = self.section("server", server_obj, SERVER_KEYS);
         let server = self.server(&server_section)?;
         let http = self.http(&top, &server_section)?;
-        let https = self.https(&top, &server_section);
+        let https = self.https_section(&top, &server_section)?;
+        if let Some(h) = &https {
+            for l in &h.listeners {
+                if http.contains(&l.addr) {
+                    return Err(self.err(
+                        &l.origin,
+                        format!("{} is also an `http.bind` address", l.addr),
+                    ));
+                }
+            }
+        }
         let driver = self.driver(&top)?;
         let user = top.opt_string("user").map_err(|(k, m)| self.err(&k, m))?;
         let group = top.opt_string("group").map_err(|(k, m)| self.err(&k, m))?;
@@ -484,6 +512,7 @@ impl Builder {
                 .unwrap_or(false),
             drain_timeout,
             redis_timeout,
+            websocket_idle_timeout: s.opt_seconds("websocketIdleTimeout").map_err(e)?.flatten(),
         })
     }
 
@@ -624,16 +653,6 @@ impl Builder {
             return Err(self.err(key, "no address to listen on"));
         }
         Ok(out)
-    }
-
-    fn https(&mut self, top: &Section, server: &Section) -> Option<Value> {
-        let section = top.get("https").or_else(|| server.get("https")).cloned();
-        if section.is_some() {
-            self.warnings.push(
-                "the `https` section is accepted but this build does not serve HTTPS yet; it is ignored".into(),
-            );
-        }
-        section
     }
 
     fn driver(&mut self, top: &Section) -> Result<DriverConfig, ConfigError> {

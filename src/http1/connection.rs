@@ -11,11 +11,12 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::debug;
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::body::BodyFraming;
@@ -29,15 +30,27 @@ use crate::routing::host::normalize_host_into;
 use crate::routing::Route;
 use crate::worker::{Worker, HEAD_BUF};
 
-/// A client byte stream the proxy can serve: readable, writable, and able to wait for input without
-/// consuming it (so the wait can be abandoned safely).
+/// A client byte stream the proxy can serve.
 pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
+    /// `wait_readable` waits for input without consuming it, so an idle connection can hold no buffer
+    /// and the wait can be abandoned without losing bytes. Streams that buffer internally (TLS) cannot:
+    /// they wait with a read instead, which is safe because an abandoned wait always closes the
+    /// connection.
+    const READINESS_WAIT: bool;
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
 }
 
 impl ClientStream for TcpStream {
+    const READINESS_WAIT: bool = true;
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
         self.readable(true)
+    }
+}
+
+impl ClientStream for monoio_rustls::ServerTlsStream<TcpStream> {
+    const READINESS_WAIT: bool = false;
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
+        std::future::ready(Ok(()))
     }
 }
 
@@ -77,6 +90,8 @@ pub struct ClientConn<S> {
     pub out: Vec<u8>,
     /// A write to the client that makes no progress for this long fails (`server.tcpTimeout`).
     pub send_timeout: Option<Duration>,
+    /// The client's TCP socket (under TLS too), to shut a tunnel down from outside.
+    pub fd: RawFd,
 }
 
 /// What the log line needs to know about an exchange.
@@ -88,6 +103,24 @@ pub struct Exchange {
     pub backend_secs: f64,
 }
 
+/// What the connection does after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Become a tunnel to this backend connection (WebSocket).
+    Tunnel(crate::backend_pool::BackendConn),
+}
+
+impl Next {
+    fn from_keep(keep: bool) -> Next {
+        if keep {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+}
+
 enum ReadEnd {
     /// Closed, timed out, or draining: end the connection quietly.
     Closed,
@@ -96,8 +129,9 @@ enum ReadEnd {
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve_client<S: ClientStream>(
+pub async fn serve_client<S: ClientStream + Split + 'static>(
     io: S,
+    fd: RawFd,
     peer: SocketAddr,
     listener: Rc<ListenerInfo>,
     w: &Worker,
@@ -119,6 +153,7 @@ pub async fn serve_client<S: ClientStream>(
         host: String::new(),
         out: Vec::new(),
         send_timeout: w.config.server.tcp_timeout,
+        fd,
     };
     let mut first = true;
     loop {
@@ -140,12 +175,52 @@ pub async fn serve_client<S: ClientStream>(
             }
         }
         first = false;
-        let keep = handle_request(&mut c, w).await;
-        if !keep {
-            break;
+        let mut ex = Exchange::new();
+        match run_phases(&mut c, w, &mut ex).await {
+            Next::KeepAlive if !w.draining.get() => {
+                log_exchange(&c.peer_ip, &c.head, &c.buf, w, &ex)
+            }
+            Next::KeepAlive | Next::Close => {
+                log_exchange(&c.peer_ip, &c.head, &c.buf, w, &ex);
+                break;
+            }
+            Next::Tunnel(conn) => return run_tunnel(c, conn, ex, w).await,
         }
     }
     w.head_bufs.put(std::mem::take(&mut c.buf));
+}
+
+/// Turns the connection into a tunnel to the backend until both sides close, then logs the exchange.
+async fn run_tunnel<S: ClientStream + Split + 'static>(
+    c: ClientConn<S>,
+    conn: crate::backend_pool::BackendConn,
+    mut ex: Exchange,
+    w: &Worker,
+) {
+    let Some(backend) = conn.into_stream() else {
+        return;
+    };
+    let ClientConn {
+        io,
+        buf,
+        pos,
+        head,
+        peer_ip,
+        fd,
+        ..
+    } = c;
+    // Bytes the client sent after its upgrade request go to the backend first.
+    let early = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
+    let bytes = crate::proxy::tunnel::run(
+        io,
+        fd,
+        early,
+        backend,
+        w.config.server.websocket_idle_timeout,
+    )
+    .await;
+    ex.bytes_sent += bytes.to_client;
+    log_exchange(&peer_ip, &head, &buf, w, &ex);
 }
 
 /// Reads the next request head into `c.buf[..c.head.len]`.
@@ -163,17 +238,26 @@ async fn read_request<S: ClientStream>(
         if w.draining.get() {
             return Err(ReadEnd::Closed);
         }
-        // Idle: give the buffer back while waiting.
-        w.head_bufs.put(std::mem::take(&mut c.buf));
         let limit = if first {
             Some(s.header_timeout)
         } else {
             s.tcp_timeout
         };
-        if !wait_idle(&c.io, limit, w).await {
-            return Err(ReadEnd::Closed);
+        if S::READINESS_WAIT {
+            // Idle: give the buffer back while waiting.
+            w.head_bufs.put(std::mem::take(&mut c.buf));
+            if !wait_idle(&c.io, limit, w).await {
+                return Err(ReadEnd::Closed);
+            }
+            c.buf = w.head_bufs.get();
+        } else {
+            if c.buf.capacity() == 0 {
+                c.buf = w.head_bufs.get();
+            }
+            if !read_idle(&mut c.io, &mut c.buf, limit, w).await {
+                return Err(ReadEnd::Closed);
+            }
         }
-        c.buf = w.head_bufs.get();
     }
     let deadline = Instant::now() + s.header_timeout;
     loop {
@@ -222,6 +306,21 @@ async fn wait_idle<S: ClientStream>(io: &S, limit: Option<Duration>, w: &Worker)
     }
 }
 
+/// Waits for a request by reading (streams without a readiness wait). False: timed out, draining,
+/// closed or broken; the connection must then be closed (the abandoned read may hold bytes).
+async fn read_idle<S: ClientStream>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    limit: Option<Duration>,
+    w: &Worker,
+) -> bool {
+    let drain = w.drain_notify.notified();
+    monoio::select! {
+        r = read_more(io, buf, limit) => matches!(r, Ok(n) if n > 0),
+        _ = drain => false,
+    }
+}
+
 impl Exchange {
     fn new() -> Self {
         Exchange {
@@ -234,59 +333,64 @@ impl Exchange {
     }
 }
 
-/// Runs the phases for the request whose head is in `c`, logs it, and says whether to keep going.
-async fn handle_request<S: ClientStream>(c: &mut ClientConn<S>, w: &Worker) -> bool {
-    let mut ex = Exchange::new();
-    let keep = run_phases(c, w, &mut ex).await;
-    log_exchange(c, w, &ex);
-    keep && !w.draining.get()
-}
-
-async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Worker, ex: &mut Exchange) -> bool {
+async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Worker, ex: &mut Exchange) -> Next {
     let Some(host_span) = c.head.host else {
-        return respond_error_skipping_body(c, w, ex, 400, "missing Host header").await;
+        return Next::from_keep(
+            respond_error_skipping_body(c, w, ex, 400, "missing Host header").await,
+        );
     };
     let raw_host = host_span.of(&c.buf);
     if raw_host == b"__ping__" {
-        return respond_ping(c, w, ex).await;
+        return Next::from_keep(respond_ping(c, w, ex).await);
     }
     let mut host = std::mem::take(&mut c.host);
     let normalized = normalize_host_into(raw_host, &mut host);
     c.host = host;
     if normalized.is_err() {
-        return respond_error_skipping_body(c, w, ex, 400, "invalid Host header").await;
+        return Next::from_keep(
+            respond_error_skipping_body(c, w, ex, 400, "invalid Host header").await,
+        );
     }
     // Phase 1: route.
     let route = match find_route(w, &c.host).await {
         RouteOutcome::Found(route) => route,
         RouteOutcome::NoFrontend => {
-            return respond_error_skipping_body(c, w, ex, 400, "no frontend for this host").await
+            return Next::from_keep(
+                respond_error_skipping_body(c, w, ex, 400, "no frontend for this host").await,
+            )
         }
         RouteOutcome::Unavailable(e) => {
             debug!("worker {}: no route for {}: {e}", w.id, c.host);
-            return respond_error_skipping_body(
-                c,
-                w,
-                ex,
-                503,
-                "routes unavailable (driver unreachable)",
-            )
-            .await;
+            return Next::from_keep(
+                respond_error_skipping_body(
+                    c,
+                    w,
+                    ex,
+                    503,
+                    "routes unavailable (driver unreachable)",
+                )
+                .await,
+            );
         }
     };
     ex.route = Some(route.clone());
     if route.backends.is_empty() {
-        return respond_error_skipping_body(c, w, ex, 502, "frontend has no backend").await;
+        return Next::from_keep(
+            respond_error_skipping_body(c, w, ex, 502, "frontend has no backend").await,
+        );
     }
     // Phases 2 and 3: choose a backend and forward (with retries).
     match forward(w, c, &route, ex).await {
-        Forwarded::Relayed { keep_client } => keep_client,
+        Forwarded::Relayed { keep_client } => Next::from_keep(keep_client),
         Forwarded::Failed {
             status,
             reason,
             close_client,
-        } => respond_error(c, w, ex, status, reason, close_client || !c.head.keep_alive).await,
-        Forwarded::Broken => false,
+        } => Next::from_keep(
+            respond_error(c, w, ex, status, reason, close_client || !c.head.keep_alive).await,
+        ),
+        Forwarded::Broken => Next::Close,
+        Forwarded::Upgraded(conn) => Next::Tunnel(conn),
     }
 }
 
@@ -410,20 +514,20 @@ async fn linger<S: ClientStream>(c: &mut ClientConn<S>) {
     c.buf = scratch;
 }
 
-fn log_exchange<S>(c: &ClientConn<S>, w: &Worker, ex: &Exchange) {
+fn log_exchange(peer_ip: &str, head: &RequestHead, buf: &[u8], w: &Worker, ex: &Exchange) {
     let mut log = w.access_log.borrow_mut();
     if !log.enabled() {
         return;
     }
     log.log(&LogFields {
-        client: &c.peer_ip,
-        method: c.head.method.of(&c.buf),
-        target: c.head.target.of(&c.buf),
-        minor_version: c.head.minor_version,
+        client: peer_ip,
+        method: head.method.of(buf),
+        target: head.target.of(buf),
+        minor_version: head.minor_version,
         status: ex.status,
         bytes: ex.bytes_sent,
-        referer: c.head.referer.map(|s| s.of(&c.buf)),
-        user_agent: c.head.user_agent.map(|s| s.of(&c.buf)),
+        referer: head.referer.map(|s| s.of(buf)),
+        user_agent: head.user_agent.map(|s| s.of(buf)),
         identifier: ex.route.as_ref().map(|r| &*r.identifier),
         total_secs: ex.start.elapsed().as_secs_f64(),
         backend_secs: ex.backend_secs,

@@ -49,6 +49,8 @@ pub enum Forwarded {
     },
     /// The exchange broke after bytes were sent, or the client went away: close the connection.
     Broken,
+    /// The backend accepted a WebSocket upgrade; its `101` was relayed. The connection becomes a tunnel.
+    Upgraded(BackendConn),
 }
 
 /// The request body as the forward phase sees it.
@@ -298,8 +300,11 @@ async fn attempts<S: ClientStream>(
                 return failed(502, "invalid response from backend", body);
             }
         }
-        if resp.status == 101 && !c.head.websocket {
-            return failed(502, "backend switched protocols unasked", body);
+        if resp.status == 101 {
+            if !c.head.websocket {
+                return failed(502, "backend switched protocols unasked", body);
+            }
+            return answer_upgrade(w, c, route, conn, relay, &resp, index, ex, backend_start).await;
         }
         // Status-based marks (spec §3): 501, 502, 504-599; the answer itself is relayed unchanged.
         if s.dead_backend_on_500 && matches!(resp.status, 501 | 502 | 504..=599) {
@@ -519,6 +524,56 @@ async fn relay_interim<S: ClientStream>(
     }
     relay.drain(..resp.len);
     Ok(())
+}
+
+/// Relays a `101 Switching Protocols` and any bytes the backend sent after it; the caller then runs the
+/// tunnel.
+#[allow(clippy::too_many_arguments)]
+async fn answer_upgrade<S: ClientStream>(
+    w: &Worker,
+    c: &mut ClientConn<S>,
+    route: &Rc<Route>,
+    conn: BackendConn,
+    relay: &mut Vec<u8>,
+    resp: &ResponseHead,
+    index: usize,
+    ex: &mut Exchange,
+    backend_start: Instant,
+) -> Forwarded {
+    let how = ResponseDelivery {
+        client_http10: false,
+        close: false,
+        decode_chunked: false,
+        upgrade: true,
+    };
+    let debug_info;
+    let debug = if w.config.server.debug && c.head.x_debug {
+        debug_info = DebugInfo {
+            backend_url: &route.backends[index].url,
+            backend_index: index,
+            identifier: &route.identifier,
+            frontend_key: &c.host,
+            total_ms: ex.start.elapsed().as_millis() as u64,
+            backend_ms: backend_start.elapsed().as_millis() as u64,
+        };
+        Some(&debug_info)
+    } else {
+        None
+    };
+    c.out.clear();
+    write_response_head(&mut c.out, relay, resp, &how, debug);
+    // Bytes the backend sent right after its 101 belong to the tunnel.
+    c.out.extend_from_slice(&relay[resp.len..]);
+    ex.status = 101;
+    ex.bytes_sent = c.out.len() as u64;
+    ex.backend_secs = backend_start.elapsed().as_secs_f64();
+    if write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
+        .await
+        .is_err()
+    {
+        return Forwarded::Broken;
+    }
+    Forwarded::Upgraded(conn)
 }
 
 /// Sends the response head and body to the client; returns the backend connection to its pool when clean.

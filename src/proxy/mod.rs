@@ -12,3 +12,4 @@ pub mod error_pages;
 pub mod forward;
 pub mod headers;
 pub mod route;
+pub mod tunnel;

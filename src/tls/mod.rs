@@ -1,0 +1,53 @@
+//! TLS termination: the certificates each HTTPS listener serves, chosen by SNI, and the rustls
+//! configuration built from them.
+//!
+//! - [`certs`]: reads PEM certificate chains and private keys (PKCS#1, SEC1, PKCS#8, encrypted PKCS#8 with
+//!   a passphrase) and checks that they belong together. Every problem names the file.
+//! - [`sni`]: picks a certificate for a ClientHello: exact name, then wildcard, then the default.
+//!
+//! Everything here runs at start-up (and in `--dry`); the handshake itself runs on the workers through
+//! monoio-rustls with the `Arc<ServerConfig>` built here, shared read-only by all workers.
+
+pub mod certs;
+pub mod sni;
+
+use std::sync::Arc;
+
+use log::info;
+use rustls::ServerConfig;
+
+use crate::config::{Config, TlsListenerConfig};
+
+/// ALPN protocols offered, in preference order.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Builds the rustls configuration of one listener.
+pub fn listener_config(listener: &TlsListenerConfig) -> Result<Arc<ServerConfig>, String> {
+    let resolver = sni::SniResolver::load(listener)?;
+    info!(
+        "https {}: {} certificate(s), names: {}",
+        listener.addr,
+        resolver.certificate_count(),
+        resolver.describe()
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("https {}: {e}", listener.addr))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    // Stateless resumption (TLS 1.2 tickets, TLS 1.3 PSKs) for returning clients.
+    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+        config.ticketer = ticketer;
+    }
+    Ok(Arc::new(config))
+}
+
+/// Builds every HTTPS listener's configuration, in `config.https.listeners` order.
+pub fn load_all(config: &Config) -> Result<Vec<Arc<ServerConfig>>, String> {
+    match &config.https {
+        None => Ok(Vec::new()),
+        Some(h) => h.listeners.iter().map(listener_config).collect(),
+    }
+}
