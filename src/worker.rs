@@ -248,6 +248,10 @@ async fn worker_main(spec: WorkerSpec) {
     for task in accepting {
         task.await;
     }
+    // Under io_uring a dropped listener is closed by a queued Close operation: park once so it is
+    // submitted now. Until it is, the kernel keeps queueing connections for this worker's socket, and a
+    // worker with nothing to drain would otherwise exit with the Close never submitted.
+    monoio::time::sleep(Duration::from_millis(1)).await;
     // Let in-flight requests finish, within the drain deadline.
     let deadline = Instant::now() + config.server.drain_timeout;
     while worker.connections.get() > 0 {
@@ -264,6 +268,8 @@ async fn worker_main(spec: WorkerSpec) {
     }
     worker.pools.close_idle();
     worker.access_log.borrow_mut().flush();
+    // Submit the Close operations of everything just dropped before the runtime goes away.
+    monoio::time::sleep(Duration::from_millis(1)).await;
     info!("worker {id}: stopped");
 }
 
@@ -283,6 +289,7 @@ async fn accept_loop(
     let mut error_logged_at: Option<Instant> = None;
     loop {
         if w.draining.get() {
+            debug!("worker {}: stopped accepting on {}", w.id, info.local);
             break;
         }
         let canceller = Canceller::new();

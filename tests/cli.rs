@@ -193,6 +193,23 @@ fn shipped_configuration_files_are_valid() {
     .unwrap();
     example["server"]["accessLog"] = json!(false);
     example["server"]["staticDir"] = json!(null);
+    // Every key of the full example (https included) is known to the loader.
+    let parsed = hipache_tpc::config::Config::from_json_text(
+        std::path::Path::new("/tmp/example.json"),
+        &example.to_string(),
+    )
+    .unwrap();
+    assert!(
+        !parsed
+            .warnings
+            .iter()
+            .any(|w| w.contains("unknown configuration key")),
+        "{:?}",
+        parsed.warnings
+    );
+    assert_eq!(parsed.https.as_ref().map(|h| h.listeners.len()), Some(1));
+    // The example's certificate files do not exist here: --dry runs without the https section.
+    example["https"] = json!(null);
     let dir = TempDir::new("cli");
     let path = write_config(&dir, &example.to_string());
     let (code, _, err) = run_cli(&["--dry", "-c", &path], None, &[]);

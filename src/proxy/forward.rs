@@ -534,7 +534,7 @@ async fn answer_upgrade<S: ClientStream>(
     c: &mut ClientConn<S>,
     route: &Rc<Route>,
     conn: BackendConn,
-    relay: &mut Vec<u8>,
+    relay: &[u8],
     resp: &ResponseHead,
     index: usize,
     ex: &mut Exchange,

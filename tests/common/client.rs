@@ -64,10 +64,20 @@ impl Response {
     }
 }
 
-/// One client connection.
-pub struct Conn {
-    pub stream: TcpStream,
+/// One client connection (plain TCP unless another stream is given).
+pub struct Conn<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
+}
+
+impl<S: Read + Write> Conn<S> {
+    /// Wraps any byte stream (e.g. a TLS stream).
+    pub fn over(stream: S) -> Conn<S> {
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
 }
 
 impl Conn {
@@ -93,7 +103,9 @@ impl Conn {
             buf: Vec::new(),
         }
     }
+}
 
+impl<S: Read + Write> Conn<S> {
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write to proxy");
     }
@@ -250,6 +262,18 @@ impl Conn {
         }
     }
 
+    /// Everything the proxy sends until it closes (for raw checks).
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        while let Ok(n) = self.fill() {
+            if n == 0 {
+                break;
+            }
+        }
+        std::mem::take(&mut self.buf)
+    }
+}
+
+impl Conn {
     /// True if the proxy closed the connection (EOF or reset) within `wait`.
     pub fn is_closed_within(&mut self, wait: Duration) -> bool {
         self.stream.set_read_timeout(Some(wait)).unwrap();
@@ -265,16 +289,6 @@ impl Conn {
             .set_read_timeout(Some(Duration::from_secs(15)))
             .unwrap();
         closed
-    }
-
-    /// Everything the proxy sends until it closes (for raw checks).
-    pub fn read_to_close(&mut self) -> Vec<u8> {
-        while let Ok(n) = self.fill() {
-            if n == 0 {
-                break;
-            }
-        }
-        std::mem::take(&mut self.buf)
     }
 }
 

@@ -10,6 +10,8 @@ pub mod backend;
 pub mod client;
 pub mod proxy;
 pub mod redis_server;
+pub mod tls;
+pub mod ws;
 
 pub use backend::Backend;
 #[allow(unused_imports)]

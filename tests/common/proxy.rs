@@ -76,6 +76,11 @@ impl Proxy {
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info,hipache_tpc=debug")
+            .envs(
+                std::env::var("TEST_PROXY_IO")
+                    .ok()
+                    .map(|v| ("HIPACHE_TPC_IO", v)),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -149,6 +154,22 @@ impl Proxy {
         unsafe {
             libc::kill(self.pid() as i32, sig);
         }
+    }
+
+    /// Waits for the process to exit by itself (at most `wait`).
+    pub fn wait_exit(&mut self, wait: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(wait, || {
+            status = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
     }
 
     /// SIGTERM and wait for the exit status (at most `wait`).
