@@ -26,6 +26,7 @@ pub mod config;
 pub mod http1;
 pub mod listeners;
 pub mod local_sync;
+pub mod metrics;
 pub mod proxy;
 pub mod redis;
 pub mod resolver;

@@ -64,6 +64,7 @@ fn start_workers(
         );
     }
     let blocking_pool = monoio::blocking::DefaultThreadPool::new(2);
+    let metrics = crate::metrics::Metrics::new(workers);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(workers);
     for (id, listeners) in per_worker.into_iter().enumerate() {
@@ -79,6 +80,7 @@ fn start_workers(
             tls_listeners: listeners.tls,
             latch: latch.clone(),
             blocking_pool: blocking_pool.clone(),
+            metrics: metrics.clone(),
             ready: ready_tx.clone(),
         };
         let handle = std::thread::Builder::new()

@@ -26,6 +26,7 @@ use crate::buffers::BufPool;
 use crate::config::{Config, DriverConfig};
 use crate::http1::connection::{serve_client, ListenerInfo};
 use crate::local_sync::Notify;
+use crate::metrics::{Counter, Gauge, Metrics, WorkerSlot};
 use crate::proxy::error_pages::ErrorPages;
 use crate::proxy::route::Flight;
 use crate::redis::RedisClient;
@@ -58,10 +59,18 @@ pub struct Worker {
     /// Open client connections (to know when draining is over).
     pub connections: Cell<usize>,
     pub connections_changed: Notify,
+    /// Every worker's metric slots; this worker writes only its own (`m()`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Worker {
-    fn new(id: usize, config: Arc<Config>) -> std::io::Result<Worker> {
+    /// This worker's metric slot.
+    #[inline]
+    pub fn m(&self) -> &WorkerSlot {
+        self.metrics.slot(self.id)
+    }
+
+    fn new(id: usize, config: Arc<Config>, metrics: Arc<Metrics>) -> std::io::Result<Worker> {
         let s = &config.server;
         let store = match &config.driver {
             DriverConfig::Redis {
@@ -116,6 +125,7 @@ impl Worker {
             drain_notify: Notify::new(),
             connections: Cell::new(0),
             connections_changed: Notify::new(),
+            metrics,
             config,
         })
     }
@@ -128,6 +138,7 @@ impl Worker {
             return;
         }
         route.mark_dead(index);
+        self.m().inc(Counter::DeadMarks);
         if let Some(b) = route.backends.get(index) {
             self.store.mark_dead(host, &b.url, index, count);
         }
@@ -145,6 +156,7 @@ pub struct WorkerSpec {
     pub tls_listeners: Vec<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     pub latch: Arc<ShutdownLatch>,
     pub blocking_pool: monoio::blocking::DefaultThreadPool,
+    pub metrics: Arc<Metrics>,
     /// Told once the worker accepts connections (or why it could not start).
     pub ready: mpsc::Sender<Result<usize, String>>,
 }
@@ -187,9 +199,10 @@ async fn worker_main(spec: WorkerSpec) {
         tls_listeners,
         latch,
         ready,
+        metrics,
         ..
     } = spec;
-    let worker = match Worker::new(id, config.clone()) {
+    let worker = match Worker::new(id, config.clone(), metrics) {
         Ok(w) => Rc::new(w),
         Err(e) => {
             let _ = ready.send(Err(format!("worker {id}: cannot open the access log: {e}")));
@@ -350,6 +363,8 @@ fn spawn_connection(
 ) {
     let _ = stream.set_nodelay(true);
     w.connections.set(w.connections.get() + 1);
+    w.m().inc(Counter::ClientConnectionsAccepted);
+    w.m().gauge_add(Gauge::ClientConnections, 1);
     monoio::spawn(async move {
         let guard = ConnectionGuard(w.clone());
         let fd = stream.as_raw_fd();
@@ -360,9 +375,18 @@ fn spawn_connection(
                 match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream))
                     .await
                 {
-                    Ok(Ok(tls_stream)) => serve_client(tls_stream, fd, peer, info, &w).await,
-                    Ok(Err(e)) => debug!("worker {}: TLS handshake with {peer} failed: {e}", w.id),
-                    Err(_) => debug!("worker {}: TLS handshake with {peer} timed out", w.id),
+                    Ok(Ok(tls_stream)) => {
+                        w.m().inc(Counter::TlsHandshakes);
+                        serve_client(tls_stream, fd, peer, info, &w).await
+                    }
+                    Ok(Err(e)) => {
+                        w.m().inc(Counter::TlsHandshakeErrors);
+                        debug!("worker {}: TLS handshake with {peer} failed: {e}", w.id)
+                    }
+                    Err(_) => {
+                        w.m().inc(Counter::TlsHandshakeErrors);
+                        debug!("worker {}: TLS handshake with {peer} timed out", w.id)
+                    }
                 }
             }
         }
@@ -378,6 +402,7 @@ impl Drop for ConnectionGuard {
         self.0
             .connections
             .set(self.0.connections.get().saturating_sub(1));
+        self.0.m().gauge_add(Gauge::ClientConnections, -1);
         self.0.connections_changed.notify_all();
     }
 }
@@ -388,6 +413,14 @@ async fn housekeeping(w: Rc<Worker>) {
     loop {
         monoio::time::sleep(Duration::from_millis(200)).await;
         w.access_log.borrow_mut().flush();
+        let m = w.m();
+        m.set(Gauge::CacheEntries, w.cache.borrow().len() as i64);
+        m.set(Gauge::BackendConnections, w.pools.counts().1 as i64);
+        m.set(Gauge::RedisUp, i64::from(w.store.is_up()));
+        m.heartbeat.store(
+            crate::clock::unix_now(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tick += 1;
         if tick.is_multiple_of(5) {
             w.pools.sweep();

@@ -23,6 +23,7 @@ use super::body::BodyFraming;
 use super::head::{HeadError, Parsed, RequestHead};
 use super::io::{read_more, write_all_vec};
 use crate::access_log::{push_u64, LogFields};
+use crate::metrics::{Counter, Gauge, Hist};
 use crate::proxy::error_pages::reason_phrase;
 use crate::proxy::forward::{forward, Forwarded};
 use crate::proxy::route::{find_route, RouteOutcome};
@@ -211,6 +212,8 @@ async fn run_tunnel<S: ClientStream + Split + 'static>(
     } = c;
     // Bytes the client sent after its upgrade request go to the backend first.
     let early = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
+    w.m().inc(Counter::WebsocketTunnels);
+    w.m().gauge_add(Gauge::OpenTunnels, 1);
     let bytes = crate::proxy::tunnel::run(
         io,
         fd,
@@ -219,6 +222,7 @@ async fn run_tunnel<S: ClientStream + Split + 'static>(
         w.config.server.websocket_idle_timeout,
     )
     .await;
+    w.m().gauge_add(Gauge::OpenTunnels, -1);
     ex.bytes_sent += bytes.to_client;
     log_exchange(&peer_ip, &head, &buf, w, &ex);
 }
@@ -514,7 +518,10 @@ async fn linger<S: ClientStream>(c: &mut ClientConn<S>) {
     c.buf = scratch;
 }
 
+/// Phase 4: counts the exchange and writes its access-log line.
 fn log_exchange(peer_ip: &str, head: &RequestHead, buf: &[u8], w: &Worker, ex: &Exchange) {
+    let total_secs = ex.start.elapsed().as_secs_f64();
+    record(w, ex, total_secs);
     let mut log = w.access_log.borrow_mut();
     if !log.enabled() {
         return;
@@ -529,13 +536,24 @@ fn log_exchange(peer_ip: &str, head: &RequestHead, buf: &[u8], w: &Worker, ex: &
         referer: head.referer.map(|s| s.of(buf)),
         user_agent: head.user_agent.map(|s| s.of(buf)),
         identifier: ex.route.as_ref().map(|r| &*r.identifier),
-        total_secs: ex.start.elapsed().as_secs_f64(),
+        total_secs,
         backend_secs: ex.backend_secs,
     });
 }
 
+fn record(w: &Worker, ex: &Exchange, total_secs: f64) {
+    let m = w.m();
+    m.response(ex.status);
+    m.observe(Hist::Total, total_secs);
+    if ex.backend_secs > 0.0 {
+        m.observe(Hist::Backend, ex.backend_secs);
+    }
+}
+
 /// Logs a request whose head could not be parsed (method and target may be unknown).
 fn log_rejected<S>(c: &ClientConn<S>, w: &Worker, ex: &Exchange) {
+    w.m().inc(Counter::RejectedRequests);
+    record(w, ex, ex.start.elapsed().as_secs_f64());
     let mut log = w.access_log.borrow_mut();
     if !log.enabled() {
         return;

@@ -27,6 +27,7 @@ use crate::http1::body::BodyFraming;
 use crate::http1::connection::{ClientConn, ClientStream, Exchange};
 use crate::http1::head::{Framing, Parsed, ResponseHead};
 use crate::http1::io::{read_more, write_all_vec, write_range};
+use crate::metrics::Counter;
 use crate::proxy::choose::choose_backend;
 use crate::proxy::headers::{
     write_request_head, write_response_head, ClientSide, DebugInfo, ResponseDelivery,
@@ -136,9 +137,15 @@ async fn attempts<S: ClientStream>(
     };
     loop {
         let (index, fresh_only) = match fresh_retry.take() {
-            Some(i) => (i, true),
+            Some(i) => {
+                w.m().inc(Counter::Retries);
+                (i, true)
+            }
             None => {
                 attempt += 1;
+                if attempt > 1 {
+                    w.m().inc(Counter::Retries);
+                }
                 if attempt > max_attempts {
                     return failed(502, "backends failed (retries exhausted)", body);
                 }
@@ -166,7 +173,7 @@ async fn attempts<S: ClientStream>(
                     "frontend {}: cannot resolve backend {}: {e}",
                     route.frontend_key, backend.url
                 );
-                w.mark_dead(route, &c.host, index);
+                backend_failed(w, route, &c.host, index);
                 continue;
             }
         };
@@ -180,7 +187,7 @@ async fn attempts<S: ClientStream>(
             Err(e) => {
                 // Nothing was sent: always safe to try again.
                 debug!("backend {} of {}: {e}", backend.url, c.host);
-                w.mark_dead(route, &c.host, index);
+                backend_failed(w, route, &c.host, index);
                 continue;
             }
         };
@@ -193,7 +200,7 @@ async fn attempts<S: ClientStream>(
                 continue;
             }
             debug!("backend {} of {}: write failed: {e}", backend.url, c.host);
-            w.mark_dead(route, &c.host, index);
+            backend_failed(w, route, &c.host, index);
             continue;
         }
         // Stream the rest of a large body. From here on the request cannot be re-sent.
@@ -273,7 +280,7 @@ async fn attempts<S: ClientStream>(
                     c.host,
                     s.backend_timeout.unwrap_or_default()
                 );
-                w.mark_dead(route, &c.host, index);
+                backend_failed(w, route, &c.host, index);
                 return failed(504, "backend timed out", body);
             }
             Err(HeadFailure::Closed { any_bytes: false }) => {
@@ -286,7 +293,7 @@ async fn attempts<S: ClientStream>(
                     "backend {} of {}: closed before answering",
                     backend.url, c.host
                 );
-                w.mark_dead(route, &c.host, index);
+                backend_failed(w, route, &c.host, index);
                 if !streamed {
                     continue;
                 }
@@ -308,6 +315,7 @@ async fn attempts<S: ClientStream>(
         }
         // Status-based marks (spec §3): 501, 502, 504-599; the answer itself is relayed unchanged.
         if s.dead_backend_on_500 && matches!(resp.status, 501 | 502 | 504..=599) {
+            w.m().inc(Counter::BackendBadStatus);
             w.mark_dead(route, &c.host, index);
         }
         return relay_response(
@@ -324,6 +332,12 @@ async fn attempts<S: ClientStream>(
         )
         .await;
     }
+}
+
+/// A connection-level failure: counted, and the backend marked dead (spec §3).
+fn backend_failed(w: &Worker, route: &Route, host: &str, index: usize) {
+    w.m().inc(Counter::BackendErrors);
+    w.mark_dead(route, host, index);
 }
 
 /// Reads a body that fits the retry buffer, sends `100 Continue` when the client waits for it.

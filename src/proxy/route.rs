@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::local_sync::Notify;
+use crate::metrics::Counter;
 use crate::redis::RedisError;
 use crate::routing::cache::CacheHit;
 use crate::routing::{Lookup, Route};
@@ -59,10 +60,14 @@ impl Drop for FlightGuard<'_> {
 /// Resolves a normalised host to a route.
 pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
     let stale = match w.cache.borrow().get(host, Instant::now()) {
-        CacheHit::Fresh(lookup) => return lookup.into(),
+        CacheHit::Fresh(lookup) => {
+            w.m().inc(Counter::CacheHits);
+            return lookup.into();
+        }
         CacheHit::Stale(lookup) => Some(lookup),
         CacheHit::Miss => None,
     };
+    w.m().inc(Counter::CacheMisses);
     let existing = w.inflight.borrow().get(host).cloned();
     let result = match existing {
         Some(flight) => {
@@ -81,7 +86,11 @@ pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
                 host,
                 flight: flight.clone(),
             };
+            w.m().inc(Counter::RedisRoundTrips);
             let result = w.store.lookup(host).await;
+            if result.is_err() {
+                w.m().inc(Counter::RedisErrors);
+            }
             if let Ok(lookup) = &result {
                 w.cache
                     .borrow_mut()
@@ -94,7 +103,10 @@ pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
     };
     match (result, stale) {
         (Ok(lookup), _) => lookup.into(),
-        (Err(_), Some(stale)) => stale.into(),
+        (Err(_), Some(stale)) => {
+            w.m().inc(Counter::CacheStaleServed);
+            stale.into()
+        }
         (Err(e), None) => RouteOutcome::Unavailable(e),
     }
 }
