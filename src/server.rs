@@ -8,6 +8,7 @@ use std::sync::{mpsc, Arc};
 use log::{error, info, warn};
 
 use crate::config::{Config, DriverConfig};
+use crate::file_routes::{watcher, RouteFeed};
 use crate::shutdown::ShutdownLatch;
 use crate::worker::{self, WorkerSpec};
 
@@ -15,9 +16,32 @@ use crate::worker::{self, WorkerSpec};
 pub fn run(config: Config) -> Result<(), String> {
     let config = Arc::new(config);
     let workers = config.server.workers;
+    // A routes file that cannot be read or parsed stops the start-up before anything is bound.
+    let initial_routes = match &config.driver {
+        DriverConfig::File { path } => {
+            Some(watcher::load_initial(path).map_err(|e| e.to_string())?)
+        }
+        DriverConfig::Redis { .. } => None,
+    };
     let per_worker = crate::listeners::bind_all(&config.http, workers)?;
 
-    signals_and_latch(&config).and_then(|latch| start_workers(config.clone(), per_worker, latch))
+    let latch = signals_and_latch(&config)?;
+    let (feeds, routes_watcher) = match initial_routes {
+        Some(initial) => {
+            let (feeds, handle) = watcher::spawn(initial, per_worker.len(), latch.clone())
+                .map_err(|e| format!("cannot start the routes-file watcher thread: {e}"))?;
+            (feeds.into_iter().map(Some).collect(), Some(handle))
+        }
+        None => ((0..per_worker.len()).map(|_| None).collect(), None),
+    };
+    let result = start_workers(config.clone(), per_worker, feeds, latch.clone());
+    if let Some(handle) = routes_watcher {
+        latch.trigger();
+        if handle.join().is_err() {
+            error!("the routes-file watcher thread panicked");
+        }
+    }
+    result
 }
 
 fn signals_and_latch(config: &Config) -> Result<Arc<ShutdownLatch>, String> {
@@ -31,6 +55,7 @@ fn signals_and_latch(config: &Config) -> Result<Arc<ShutdownLatch>, String> {
 fn start_workers(
     config: Arc<Config>,
     per_worker: Vec<Vec<std::net::TcpListener>>,
+    feeds: Vec<Option<RouteFeed>>,
     latch: Arc<ShutdownLatch>,
 ) -> Result<(), String> {
     let workers = per_worker.len();
@@ -44,7 +69,7 @@ fn start_workers(
     let blocking_pool = monoio::blocking::DefaultThreadPool::new(2);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(workers);
-    for (id, listeners) in per_worker.into_iter().enumerate() {
+    for (id, (listeners, routes)) in per_worker.into_iter().zip(feeds).enumerate() {
         let spec = WorkerSpec {
             id,
             core: if cores.is_empty() {
@@ -57,6 +82,7 @@ fn start_workers(
             latch: latch.clone(),
             blocking_pool: blocking_pool.clone(),
             ready: ready_tx.clone(),
+            routes,
         };
         let handle = std::thread::Builder::new()
             .name(format!("hipache-w{id}"))
@@ -86,6 +112,9 @@ fn start_workers(
             } else {
                 format!("{} (prefix {prefix:?})", read.display())
             }
+        }
+        DriverConfig::File { path } => {
+            format!("the file {} (reloaded on change)", path.display())
         }
     };
     info!(
