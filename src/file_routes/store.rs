@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,12 +78,11 @@ impl FileRoutes {
     /// Installs the newest table the watcher sent, if any. True when the table changed (the caller must
     /// then forget cached routes).
     pub fn install_update(&self) -> bool {
+        // Several may have queued up since the last look: only the newest matters. An empty or
+        // disconnected channel (watcher stopped at shutdown) ends the loop.
         let mut newest = None;
-        loop {
-            match self.updates.try_recv() {
-                Ok(table) => newest = Some(table),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(table) = self.updates.try_recv() {
+            newest = Some(table);
         }
         match newest {
             Some(table) => {
