@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use super::table::FrontendList;
 
+/// Longest TTL honoured (about 100 years): `deadBackendTTL` has no upper bound in the configuration,
+/// and an `Instant` plus an absurd duration would overflow.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// One host's dead set.
 struct DeadSet {
     /// The list the indexes refer to.
@@ -31,7 +35,7 @@ pub struct DeadMarks {
 impl DeadMarks {
     pub fn new(ttl: Duration) -> Self {
         DeadMarks {
-            ttl,
+            ttl: ttl.min(MAX_TTL),
             hosts: HashMap::new(),
         }
     }
@@ -136,6 +140,15 @@ mod tests {
         let reordered = list(&["id", "http://b:2", "http://a:1"]);
         assert!(d.indexes("h.com", &reordered, t0).is_empty());
         assert!(d.indexes("h.com", &l, t0).is_empty(), "forgotten for good");
+    }
+
+    #[test]
+    fn an_absurd_ttl_does_not_overflow() {
+        let mut d = DeadMarks::new(Duration::from_secs(u64::MAX));
+        let l = list(&["id", "http://a:1", "http://b:2"]);
+        let t0 = Instant::now();
+        d.mark("h.com", &l, 0, t0);
+        assert_eq!(d.indexes("h.com", &l, t0), [0]);
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl FileRoutes {
         let Some((key, list)) = table.find(host) else {
             return;
         };
-        if list.get(index + 1).map(String::as_str) != Some(url) {
+        let entry = index.checked_add(1).and_then(|i| list.get(i));
+        if entry.map(String::as_str) != Some(url) {
             debug!("dead mark for {host} ({url}) dropped: the routes file changed meanwhile");
             return;
         }
