@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-/// hipache-tpc: a thread-per-core HTTP reverse proxy routed by Redis, compatible with Hipache.
+/// hipache-tpc: a thread-per-core HTTP reverse proxy routed by Redis (or a routes file), compatible
+/// with Hipache.
 #[derive(FromArgs, Debug)]
 pub struct Args {
     /// configuration file (default: config/config.json, or config/config_<flavor>.json when
@@ -14,7 +15,8 @@ pub struct Args {
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
 
-    /// load and validate the configuration, print the effective settings, and exit
+    /// load and validate the configuration (and the routes file of a file: driver), print the
+    /// effective settings, and exit
     #[argh(switch, short = 'd')]
     pub dry: bool,
 

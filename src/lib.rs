@@ -1,4 +1,5 @@
-//! hipache-tpc: a thread-per-core HTTP reverse proxy routed by Hipache's Redis schema.
+//! hipache-tpc: a thread-per-core HTTP reverse proxy routed by Hipache's Redis schema (or a routes file
+//! holding the same data).
 //!
 //! The crate is split into the **data plane**, which handles client traffic on each worker thread, and
 //! the **control plane**, which decides what the data plane does (configuration, Redis, signals).
@@ -15,6 +16,7 @@
 //! Control plane:
 //! - [`config`]: the Hipache-compatible configuration file.
 //! - [`redis`]: the per-worker Redis connection (RESP over monoio sockets) and route queries.
+//! - [`file_routes`]: the file driver (routes from a JSON file, hot-reloaded by a watcher thread).
 //! - [`server`], [`listeners`], [`signals`], [`shutdown`]: process start-up, sockets, signals, draining.
 
 pub mod access_log;
@@ -23,6 +25,7 @@ pub mod buffers;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod file_routes;
 pub mod http1;
 pub mod listeners;
 pub mod local_sync;

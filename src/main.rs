@@ -1,9 +1,11 @@
 //! `hipache-tpc` binary: parse the command line, load the configuration, and run (or just validate).
 //!
-//! Fatal errors are printed to stderr with the file and key at fault, and the exit status is 1.
+//! Fatal errors are printed to stderr with the file and key at fault (or, for a routes file, the line and
+//! column), and the exit status is 1.
 
 use hipache_tpc::cli::Args;
-use hipache_tpc::config::{self, Config};
+use hipache_tpc::config::{self, Config, DriverConfig};
+use hipache_tpc::file_routes::RouteTable;
 use hipache_tpc::server;
 use log::warn;
 
@@ -32,6 +34,25 @@ fn main() {
         if let Err(e) = hipache_tpc::tls::load_all(&config) {
             eprintln!("hipache-tpc: configuration error: {e}");
             std::process::exit(1);
+        }
+        // So is the routes file.
+        if let DriverConfig::File { path } = &config.driver {
+            match RouteTable::load(path) {
+                Ok(table) => {
+                    for w in table.warnings() {
+                        warn!("routes file {}: {w}", path.display());
+                    }
+                    eprintln!(
+                        "hipache-tpc: routes file {} is valid: {} frontends",
+                        path.display(),
+                        table.len()
+                    );
+                }
+                Err(e) => {
+                    eprintln!("hipache-tpc: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         match serde_json::to_string_pretty(&config.to_effective_json()) {
             Ok(text) => println!("{text}"),

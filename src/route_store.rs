@@ -1,7 +1,9 @@
-//! Where frontend lists and dead sets come from: the driver. Today that is Redis; the request path only
-//! sees `lookup` and `mark_dead`, so another driver can be added without touching routing.
+//! Where frontend lists and dead sets come from: the driver, Redis or a routes file. The request path
+//! only sees `lookup` and `mark_dead`; everything after them (the route cache, random choice, retries,
+//! error pages, the access log) is shared by both drivers.
 //!
-//! Runs on a worker; every method is non-blocking (awaits on the worker's Redis connections).
+//! Runs on a worker; every method is non-blocking (awaits on the worker's Redis connections, or reads
+//! the worker's in-memory copy of the routes file).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -11,6 +13,7 @@ use log::{debug, warn};
 use redis::Value;
 
 use crate::clock::unix_now;
+use crate::file_routes::FileRoutes;
 use crate::redis::{routes, RedisClient, RedisError};
 use crate::routing::host::candidates;
 use crate::routing::Lookup;
@@ -33,10 +36,13 @@ pub struct RedisRoutes {
 /// The driver of one worker.
 pub enum RouteStore {
     Redis(Rc<RedisRoutes>),
+    /// A routes file: lists from the worker's copy of the table, dead marks in the worker's memory.
+    File(FileRoutes),
 }
 
 impl RouteStore {
-    /// Fetches every candidate list for `host` and its dead set, in one round trip.
+    /// Fetches every candidate list for `host` and its dead set: in one round trip to Redis, or from the
+    /// worker's routes table without I/O (the file driver never fails).
     pub async fn lookup(&self, host: &str) -> Result<Lookup, RedisError> {
         match self {
             RouteStore::Redis(r) => {
@@ -45,6 +51,7 @@ impl RouteStore {
                 let replies = r.read.query(&packed, expect).await?;
                 routes::parse_lookup(&cands, replies)
             }
+            RouteStore::File(f) => Ok(f.lookup(host)),
         }
     }
 
@@ -52,14 +59,16 @@ impl RouteStore {
     pub fn is_up(&self) -> bool {
         match self {
             RouteStore::Redis(r) => r.read.is_up(),
+            RouteStore::File(_) => true,
         }
     }
 
-    /// Records a passive failure (spec §3): `SADD` + `EXPIRE` on `dead:<host>` unless an active checker
-    /// owns the sets, and always `PUBLISH dead host;url;index;count`. Fire and forget: the request does not
-    /// wait for Redis.
+    /// Records a passive failure (spec §3). Redis: `SADD` + `EXPIRE` on `dead:<host>` unless an active
+    /// checker owns the sets, and always `PUBLISH dead host;url;index;count`; fire and forget, the request
+    /// does not wait for Redis. File: a mark in this worker's memory, with the same TTL rules.
     pub fn mark_dead(&self, host: &str, url: &str, index: usize, count: usize) {
         match self {
+            RouteStore::File(f) => f.mark_dead(host, url, index),
             RouteStore::Redis(r) => {
                 let mut pipe = redis::pipe();
                 let mut expect = 1;
@@ -95,9 +104,12 @@ impl RouteStore {
         }
     }
 
-    /// Polls `hchecker_ping` forever (spawned once per worker).
+    /// Polls `hchecker_ping` forever (spawned once per worker; returns at once for the file driver,
+    /// which has no active checker).
     pub async fn watch_checker(self: Rc<Self>) {
-        let RouteStore::Redis(r) = &*self;
+        let RouteStore::Redis(r) = &*self else {
+            return;
+        };
         let mut packed = Vec::new();
         redis::cmd("GET")
             .arg("hchecker_ping")

@@ -8,6 +8,7 @@ use std::sync::{mpsc, Arc};
 use log::{error, info, warn};
 
 use crate::config::{Config, DriverConfig};
+use crate::file_routes::{watcher, RouteFeed};
 use crate::shutdown::ShutdownLatch;
 use crate::worker::{self, WorkerSpec};
 
@@ -15,13 +16,20 @@ use crate::worker::{self, WorkerSpec};
 pub fn run(config: Config) -> Result<(), String> {
     let config = Arc::new(config);
     let workers = config.server.workers;
-    // Certificates first: a bad key must stop start-up before any port is taken.
+    // Certificates and the routes file first: a bad key or a broken routes file stops the start-up
+    // before any port is taken.
     let tls_configs = crate::tls::load_all(&config)?;
     let https_addrs: Vec<std::net::SocketAddr> = config
         .https
         .iter()
         .flat_map(|h| h.listeners.iter().map(|l| l.addr))
         .collect();
+    let initial_routes = match &config.driver {
+        DriverConfig::File { path } => {
+            Some(watcher::load_initial(path).map_err(|e| e.to_string())?)
+        }
+        DriverConfig::Redis { .. } => None,
+    };
     let per_worker = crate::listeners::bind_all(&config.http, workers)?;
     let per_worker_tls = crate::listeners::bind_all(&https_addrs, workers)?;
     let listeners: Vec<Listeners> = per_worker
@@ -33,7 +41,23 @@ pub fn run(config: Config) -> Result<(), String> {
         })
         .collect();
 
-    signals_and_latch(&config).and_then(|latch| start_workers(config.clone(), listeners, latch))
+    let latch = signals_and_latch(&config)?;
+    let (feeds, routes_watcher) = match initial_routes {
+        Some(initial) => {
+            let (feeds, handle) = watcher::spawn(initial, listeners.len(), latch.clone())
+                .map_err(|e| format!("cannot start the routes-file watcher thread: {e}"))?;
+            (feeds.into_iter().map(Some).collect(), Some(handle))
+        }
+        None => ((0..listeners.len()).map(|_| None).collect(), None),
+    };
+    let result = start_workers(config.clone(), listeners, feeds, latch.clone());
+    if let Some(handle) = routes_watcher {
+        latch.trigger();
+        if handle.join().is_err() {
+            error!("the routes-file watcher thread panicked");
+        }
+    }
+    result
 }
 
 /// The sockets of one worker.
@@ -53,6 +77,7 @@ fn signals_and_latch(config: &Config) -> Result<Arc<ShutdownLatch>, String> {
 fn start_workers(
     config: Arc<Config>,
     per_worker: Vec<Listeners>,
+    feeds: Vec<Option<RouteFeed>>,
     latch: Arc<ShutdownLatch>,
 ) -> Result<(), String> {
     let workers = per_worker.len();
@@ -67,7 +92,7 @@ fn start_workers(
     let metrics = crate::metrics::Metrics::new(workers);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(workers);
-    for (id, listeners) in per_worker.into_iter().enumerate() {
+    for (id, (listeners, routes)) in per_worker.into_iter().zip(feeds).enumerate() {
         let spec = WorkerSpec {
             id,
             core: if cores.is_empty() {
@@ -82,6 +107,7 @@ fn start_workers(
             blocking_pool: blocking_pool.clone(),
             metrics: metrics.clone(),
             ready: ready_tx.clone(),
+            routes,
         };
         let handle = std::thread::Builder::new()
             .name(format!("hipache-w{id}"))
@@ -121,6 +147,9 @@ fn start_workers(
             } else {
                 format!("{} (prefix {prefix:?})", read.display())
             }
+        }
+        DriverConfig::File { path } => {
+            format!("the file {} (reloaded on change)", path.display())
         }
     };
     info!(

@@ -1,6 +1,6 @@
 //! One worker: a thread pinned to a core, running its own monoio runtime (io_uring, or epoll when
-//! io_uring is unavailable), its own listeners, Redis connections, route cache, backend pools and
-//! access-log buffer.
+//! io_uring is unavailable), its own listeners, driver (Redis connections, or its copy of the routes
+//! file), route cache, backend pools and access-log buffer.
 //!
 //! [`Worker`] is the per-core state every request of that core sees through an `Rc`. Nothing in it is
 //! shared with other threads except the immutable `Config` and the shutdown latch. A worker must never
@@ -24,6 +24,7 @@ use crate::access_log::AccessLog;
 use crate::backend_pool::BackendPools;
 use crate::buffers::BufPool;
 use crate::config::{Config, DriverConfig};
+use crate::file_routes::{FileRoutes, RouteFeed};
 use crate::http1::connection::{serve_client, ListenerInfo};
 use crate::local_sync::Notify;
 use crate::metrics::{Counter, Gauge, Metrics, WorkerSlot};
@@ -70,7 +71,12 @@ impl Worker {
         self.metrics.slot(self.id)
     }
 
-    fn new(id: usize, config: Arc<Config>, metrics: Arc<Metrics>) -> std::io::Result<Worker> {
+    fn new(
+        id: usize,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        routes: Option<RouteFeed>,
+    ) -> Result<Worker, String> {
         let s = &config.server;
         let store = match &config.driver {
             DriverConfig::Redis {
@@ -103,7 +109,22 @@ impl Worker {
                     dead_ttl: s.dead_backend_ttl,
                 }))
             }
+            DriverConfig::File { path } => {
+                let feed = routes.ok_or_else(|| {
+                    format!(
+                        "worker {id}: the routes file {} was not loaded",
+                        path.display()
+                    )
+                })?;
+                RouteStore::File(FileRoutes::new(
+                    path.clone(),
+                    feed,
+                    Duration::from_secs(s.dead_backend_ttl),
+                ))
+            }
         };
+        let access_log = AccessLog::open(s.access_log.as_deref())
+            .map_err(|e| format!("worker {id}: cannot open the access log: {e}"))?;
         Ok(Worker {
             id,
             store: Rc::new(store),
@@ -117,7 +138,7 @@ impl Worker {
                 s.http_keep_alive,
             ),
             error_pages: ErrorPages::new(s.static_dir.clone()),
-            access_log: RefCell::new(AccessLog::open(s.access_log.as_deref())?),
+            access_log: RefCell::new(access_log),
             rng: Rng::new(id as u64 + 1),
             head_bufs: BufPool::new(HEAD_BUF, 256),
             body_bufs: BufPool::new(BODY_BUF, 64),
@@ -159,6 +180,8 @@ pub struct WorkerSpec {
     pub metrics: Arc<Metrics>,
     /// Told once the worker accepts connections (or why it could not start).
     pub ready: mpsc::Sender<Result<usize, String>>,
+    /// With the file driver: the routes table at start-up and the channel newer ones arrive on.
+    pub routes: Option<RouteFeed>,
 }
 
 /// Runs a worker on the current thread until shutdown has drained.
@@ -200,12 +223,13 @@ async fn worker_main(spec: WorkerSpec) {
         latch,
         ready,
         metrics,
+        routes,
         ..
     } = spec;
-    let worker = match Worker::new(id, config.clone(), metrics) {
+    let worker = match Worker::new(id, config.clone(), metrics, routes) {
         Ok(w) => Rc::new(w),
         Err(e) => {
-            let _ = ready.send(Err(format!("worker {id}: cannot open the access log: {e}")));
+            let _ = ready.send(Err(e));
             return;
         }
     };
@@ -251,7 +275,14 @@ async fn worker_main(spec: WorkerSpec) {
         )));
     }
     monoio::spawn(housekeeping(worker.clone()));
-    monoio::spawn(worker.store.clone().watch_checker());
+    match &*worker.store {
+        RouteStore::Redis(_) => {
+            monoio::spawn(worker.store.clone().watch_checker());
+        }
+        RouteStore::File(_) => {
+            monoio::spawn(follow_routes_file(worker.clone()));
+        }
+    }
     let _ = ready.send(Ok(id));
     drop(ready);
 
@@ -404,6 +435,35 @@ impl Drop for ConnectionGuard {
             .set(self.0.connections.get().saturating_sub(1));
         self.0.m().gauge_add(Gauge::ClientConnections, -1);
         self.0.connections_changed.notify_all();
+    }
+}
+
+/// How often a worker looks for a new routes table from the file watcher.
+pub const ROUTES_FILE_DRAIN: Duration = Duration::from_millis(100);
+
+/// File driver only: installs the tables the watcher thread sends (clearing the route cache, so that no
+/// request is answered from the old routes afterwards) and forgets expired dead marks. The look at the
+/// channel is a non-blocking `try_recv`; parsing happened on the watcher thread.
+async fn follow_routes_file(w: Rc<Worker>) {
+    let RouteStore::File(f) = &*w.store else {
+        return;
+    };
+    let mut tick: u64 = 0;
+    loop {
+        monoio::time::sleep(ROUTES_FILE_DRAIN).await;
+        if f.install_update() {
+            w.cache.borrow_mut().clear();
+            debug!(
+                "worker {}: routes file {} installed ({} frontends), route cache cleared",
+                w.id,
+                f.path.display(),
+                f.frontends()
+            );
+        }
+        tick += 1;
+        if tick.is_multiple_of(10) {
+            f.sweep_dead(Instant::now());
+        }
     }
 }
 

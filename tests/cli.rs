@@ -180,7 +180,12 @@ fn default_path_and_settings_flavor() {
 #[test]
 fn shipped_configuration_files_are_valid() {
     let root = env!("CARGO_MANIFEST_DIR");
-    for name in ["config/config.json", "config/config_test.json"] {
+    // quickstart.json uses the file driver: --dry also validates config/routes.json.
+    for name in [
+        "config/config.json",
+        "config/config_test.json",
+        "config/quickstart.json",
+    ] {
         let path = format!("{root}/{name}");
         let (code, _, err) = run_cli(&["--dry", "-c", &path], None, &[]);
         assert_eq!(code, 0, "{name}: {err}");

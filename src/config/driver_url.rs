@@ -1,8 +1,9 @@
-//! Parsing of Hipache driver URLs: `redis://:password@host:port/db#prefix` (spec §1).
+//! Parsing of driver URLs: Hipache's `redis://:password@host:port/db#prefix` (spec §1), and the routes
+//! file `file:///abs/routes.json` / `file:relative/routes.json`.
 //!
-//! Every part is optional (`redis:` means 127.0.0.1:6379, database 0, no prefix). The password is what
-//! follows the last `:` of the user-info, or the whole user-info when it has no `:`. This module only
-//! parses; it never connects.
+//! Every part of a Redis URL is optional (`redis:` means 127.0.0.1:6379, database 0, no prefix). The
+//! password is what follows the last `:` of the user-info, or the whole user-info when it has no `:`.
+//! This module only parses; it never connects, and never opens or resolves a file.
 
 use std::fmt;
 
@@ -46,7 +47,7 @@ pub struct RedisUrl {
 pub fn parse_redis_url(url: &str) -> Result<RedisUrl, String> {
     let rest = url
         .strip_prefix("redis:")
-        .ok_or_else(|| format!("unsupported driver URL {url:?}: expected redis://[:password@]host[:port][/db][#prefix]"))?;
+        .ok_or_else(|| format!("unsupported driver URL {url:?}: expected redis://[:password@]host[:port][/db][#prefix] or file:path/to/routes.json"))?;
     let (rest, prefix) = match rest.split_once('#') {
         Some((before, after)) => (before, percent_decode(after)?),
         None => (rest, String::new()),
@@ -100,6 +101,34 @@ pub fn parse_redis_url(url: &str) -> Result<RedisUrl, String> {
         },
         prefix,
     })
+}
+
+/// Parses a `file:` driver URL into the path it names, percent-escapes decoded: `file:///abs/routes.json`
+/// (or `file://localhost/abs/...`), `file:/abs/routes.json`, or `file:relative/routes.json`. A relative
+/// path is returned as is; the caller resolves it against the configuration file's folder.
+pub fn parse_file_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("file:")
+        .ok_or_else(|| format!("driver URL {url:?} is not a file: URL"))?;
+    let path = match rest.strip_prefix("//") {
+        Some(after) => {
+            let (host, path) = match after.find('/') {
+                Some(i) => (&after[..i], &after[i..]),
+                None => (after, ""),
+            };
+            if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) {
+                return Err(format!(
+                    "driver URL {url:?}: {host:?} would be a host name; write file:///absolute/path/routes.json or file:relative/path/routes.json"
+                ));
+            }
+            path
+        }
+        None => rest,
+    };
+    if path.is_empty() {
+        return Err(format!("driver URL {url:?} names no file"));
+    }
+    percent_decode(path).map_err(|e| format!("driver URL {url:?}: {e}"))
 }
 
 /// Splits `host`, `host:port`, `[v6]` or `[v6]:port`. An empty host is returned as "".
@@ -204,5 +233,25 @@ mod tests {
         assert!(parse_redis_url("redis://h:99999").is_err());
         assert!(parse_redis_url("redis://h/notanumber").is_err());
         assert!(!format!("{:?}", ep("redis://:pw@h").endpoint).contains("pw"));
+    }
+
+    #[test]
+    fn file_url_forms() {
+        assert_eq!(parse_file_url("file:///etc/r.json").unwrap(), "/etc/r.json");
+        assert_eq!(
+            parse_file_url("file://localhost/etc/r.json").unwrap(),
+            "/etc/r.json"
+        );
+        assert_eq!(parse_file_url("file:/etc/r.json").unwrap(), "/etc/r.json");
+        assert_eq!(parse_file_url("file:routes.json").unwrap(), "routes.json");
+        assert_eq!(
+            parse_file_url("file:my%20routes.json").unwrap(),
+            "my routes.json"
+        );
+        assert!(parse_file_url("file:").is_err());
+        assert!(parse_file_url("file:///").is_ok());
+        assert!(parse_file_url("file://routes.json").is_err());
+        assert!(parse_file_url("file://otherhost/r.json").is_err());
+        assert!(parse_file_url("file:%zz").is_err());
     }
 }

@@ -130,6 +130,11 @@ pub enum DriverConfig {
         /// Glued to every key (`<prefix>frontend:<host>`), from the first URL.
         prefix: String,
     },
+    /// `file:`: a JSON routes file (see `crate::file_routes`), re-read when it changes.
+    File {
+        /// Resolved against the configuration file's folder when relative.
+        path: PathBuf,
+    },
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -244,6 +249,10 @@ impl Config {
                 "read": read.display(),
                 "write": write.display(),
                 "prefix": prefix,
+            }),
+            DriverConfig::File { path } => serde_json::json!({
+                "type": "file",
+                "path": path.display().to_string(),
             }),
         };
         serde_json::json!({
@@ -693,6 +702,18 @@ impl Builder {
                 ));
             }
         }
+        if let Some((key, _)) = urls.iter().find(|(_, url)| url.starts_with("file:")) {
+            if urls.len() > 1 {
+                return Err(self.err(
+                    key,
+                    "a file: driver must be the only driver URL (it has no separate write target)",
+                ));
+            }
+            let path = driver_url::parse_file_url(&urls[0].1).map_err(|m| self.err(key, m))?;
+            return Ok(DriverConfig::File {
+                path: self.resolve_path(&path),
+            });
+        }
         let mut parsed = Vec::with_capacity(urls.len());
         for (key, url) in &urls {
             parsed.push(driver_url::parse_redis_url(url).map_err(|m| self.err(key, m))?);
@@ -882,6 +903,7 @@ mod tests {
                 assert_eq!(read.port, 7000);
                 assert_eq!(read.database, 2);
             }
+            other => panic!("expected the Redis driver, got {other:?}"),
         }
         assert!(c.warnings.iter().any(|w| w.contains("server.port")));
     }
@@ -900,7 +922,39 @@ mod tests {
                 assert_eq!(write.password.as_deref(), Some("pw"));
                 assert_eq!(prefix, "p");
             }
+            other => panic!("expected the Redis driver, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn file_driver_paths_resolve_against_the_config_folder() {
+        let path_of = |driver: &str| match load(&format!(
+            r#"{{"server":{{"accessLog":false}},"driver":{driver}}}"#
+        ))
+        .map(|c| c.driver)
+        {
+            Ok(DriverConfig::File { path }) => path,
+            other => panic!("{driver}: {other:?}"),
+        };
+        assert_eq!(
+            path_of(r#""file:routes.json""#),
+            Path::new("/tmp/routes.json")
+        );
+        assert_eq!(
+            path_of(r#"["file:sub/routes.json"]"#),
+            Path::new("/tmp/sub/routes.json")
+        );
+        assert_eq!(
+            path_of(r#""file:///etc/hipache/routes.json""#),
+            Path::new("/etc/hipache/routes.json")
+        );
+        let err = load(r#"{"server":{"accessLog":false},"driver":["file:r.json","redis:"]}"#)
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("driver[0]"));
+        assert!(err.message.contains("only driver URL"), "{err}");
+        let err =
+            load(r#"{"server":{"accessLog":false},"driver":"file://host/r.json"}"#).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("driver"));
     }
 
     #[test]
