@@ -25,7 +25,8 @@ pub struct LogFields<'a> {
     pub client: &'a str,
     pub method: &'a [u8],
     pub target: &'a [u8],
-    pub minor_version: u8,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: &'a str,
     pub status: u16,
     pub bytes: u64,
     pub referer: Option<&'a [u8]>,
@@ -78,11 +79,9 @@ impl AccessLog {
         escape_into(b, f.method);
         b.push(b' ');
         escape_into(b, f.target);
-        b.extend_from_slice(if f.minor_version == 0 {
-            b" HTTP/1.0\" "
-        } else {
-            b" HTTP/1.1\" "
-        });
+        b.push(b' ');
+        b.extend_from_slice(f.protocol.as_bytes());
+        b.extend_from_slice(b"\" ");
         push_u64(b, u64::from(f.status));
         b.push(b' ');
         push_u64(b, f.bytes);
@@ -190,7 +189,7 @@ mod tests {
             client: "127.0.0.1",
             method: b"GET",
             target: b"/x?\"q\"",
-            minor_version: 1,
+            protocol: "HTTP/1.1",
             status: 200,
             bytes: 561,
             referer: None,

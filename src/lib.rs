@@ -26,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod file_routes;
+pub mod h2;
 pub mod http1;
 pub mod listeners;
 pub mod local_sync;

@@ -399,7 +399,14 @@ fn spawn_connection(
     monoio::spawn(async move {
         let guard = ConnectionGuard(w.clone());
         let fd = stream.as_raw_fd();
+        let http2 = w.config.server.http2;
         match tls {
+            None if http2
+                && crate::h2::starts_with_preface(&stream, w.config.server.header_timeout)
+                    .await =>
+            {
+                crate::h2::serve(stream, fd, peer, info, w.clone()).await
+            }
             None => serve_client(stream, fd, peer, info, &w).await,
             Some(tls) => {
                 // A client that sends garbage is dropped at once; one that sends nothing, at the timeout.
@@ -408,7 +415,13 @@ fn spawn_connection(
                 {
                     Ok(Ok(tls_stream)) => {
                         w.m().inc(Counter::TlsHandshakes);
-                        serve_client(tls_stream, fd, peer, info, &w).await
+                        if http2
+                            && tls_stream.alpn_protocol().as_deref() == Some(crate::h2::ALPN_H2)
+                        {
+                            crate::h2::serve(tls_stream, fd, peer, info, w.clone()).await
+                        } else {
+                            serve_client(tls_stream, fd, peer, info, &w).await
+                        }
                     }
                     Ok(Err(e)) => {
                         w.m().inc(Counter::TlsHandshakeErrors);

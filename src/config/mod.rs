@@ -108,6 +108,10 @@ pub struct ServerConfig {
     pub redis_timeout: Duration,
     /// `server.websocketIdleTimeout`: close a tunnel after this long without traffic; `None` = never.
     pub websocket_idle_timeout: Option<Duration>,
+    /// `server.http2`: accept HTTP/2 (ALPN `h2` on HTTPS listeners, prior-knowledge h2c on plain ones).
+    pub http2: bool,
+    /// `server.http2MaxStreams`: concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: u32,
 }
 
 /// `server.lruCache`.
@@ -173,6 +177,8 @@ const SERVER_KEYS: &[&str] = &[
     "drainTimeout",
     "redisTimeout",
     "websocketIdleTimeout",
+    "http2",
+    "http2MaxStreams",
     // legacy 0.3
     "port",
     "address",
@@ -278,6 +284,8 @@ impl Config {
                 "drainTimeout": secs(s.drain_timeout),
                 "redisTimeout": secs(s.redis_timeout),
                 "websocketIdleTimeout": opt_secs(s.websocket_idle_timeout),
+                "http2": s.http2,
+                "http2MaxStreams": s.http2_max_streams,
             },
             "http": { "bind": self.http.iter().map(|a| a.to_string()).collect::<Vec<_>>() },
             "https": self.https.as_ref().map(|h| serde_json::json!({
@@ -522,6 +530,16 @@ impl Builder {
             drain_timeout,
             redis_timeout,
             websocket_idle_timeout: s.opt_seconds("websocketIdleTimeout").map_err(e)?.flatten(),
+            http2: s.opt_bool("http2").map_err(e)?.unwrap_or(true),
+            http2_max_streams: match s.opt_count("http2MaxStreams").map_err(e)?.unwrap_or(128) {
+                n @ 1..=65_535 => n as u32,
+                n => {
+                    return Err(self.err(
+                        "server.http2MaxStreams",
+                        format!("{n}: expected 1 to 65535"),
+                    ))
+                }
+            },
         })
     }
 

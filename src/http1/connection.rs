@@ -38,7 +38,18 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
     /// they wait with a read instead, which is safe because an abandoned wait always closes the
     /// connection.
     const READINESS_WAIT: bool;
+    /// The protocol written in the access log, when it is not the request line's (HTTP/2 streams).
+    const LOG_VERSION: Option<&'static str> = None;
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+/// The protocol label of a request for the access log.
+fn protocol_label<S: ClientStream>(head: &RequestHead) -> &'static str {
+    match S::LOG_VERSION {
+        Some(label) => label,
+        None if head.minor_version == 0 => "HTTP/1.0",
+        None => "HTTP/1.1",
+    }
 }
 
 impl ClientStream for TcpStream {
@@ -178,11 +189,23 @@ pub async fn serve_client<S: ClientStream + Split + 'static>(
         first = false;
         let mut ex = Exchange::new();
         match run_phases(&mut c, w, &mut ex).await {
-            Next::KeepAlive if !w.draining.get() => {
-                log_exchange(&c.peer_ip, &c.head, &c.buf, w, &ex)
-            }
+            Next::KeepAlive if !w.draining.get() => log_exchange(
+                &c.peer_ip,
+                &c.head,
+                &c.buf,
+                protocol_label::<S>(&c.head),
+                w,
+                &ex,
+            ),
             Next::KeepAlive | Next::Close => {
-                log_exchange(&c.peer_ip, &c.head, &c.buf, w, &ex);
+                log_exchange(
+                    &c.peer_ip,
+                    &c.head,
+                    &c.buf,
+                    protocol_label::<S>(&c.head),
+                    w,
+                    &ex,
+                );
                 break;
             }
             Next::Tunnel(conn) => return run_tunnel(c, conn, ex, w).await,
@@ -224,7 +247,7 @@ async fn run_tunnel<S: ClientStream + Split + 'static>(
     .await;
     w.m().gauge_add(Gauge::OpenTunnels, -1);
     ex.bytes_sent += bytes.to_client;
-    log_exchange(&peer_ip, &head, &buf, w, &ex);
+    log_exchange(&peer_ip, &head, &buf, protocol_label::<S>(&head), w, &ex);
 }
 
 /// Reads the next request head into `c.buf[..c.head.len]`.
@@ -519,7 +542,14 @@ async fn linger<S: ClientStream>(c: &mut ClientConn<S>) {
 }
 
 /// Phase 4: counts the exchange and writes its access-log line.
-fn log_exchange(peer_ip: &str, head: &RequestHead, buf: &[u8], w: &Worker, ex: &Exchange) {
+fn log_exchange(
+    peer_ip: &str,
+    head: &RequestHead,
+    buf: &[u8],
+    protocol: &str,
+    w: &Worker,
+    ex: &Exchange,
+) {
     let total_secs = ex.start.elapsed().as_secs_f64();
     record(w, ex, total_secs);
     let mut log = w.access_log.borrow_mut();
@@ -530,7 +560,7 @@ fn log_exchange(peer_ip: &str, head: &RequestHead, buf: &[u8], w: &Worker, ex: &
         client: peer_ip,
         method: head.method.of(buf),
         target: head.target.of(buf),
-        minor_version: head.minor_version,
+        protocol,
         status: ex.status,
         bytes: ex.bytes_sent,
         referer: head.referer.map(|s| s.of(buf)),
@@ -551,7 +581,7 @@ fn record(w: &Worker, ex: &Exchange, total_secs: f64) {
 }
 
 /// Logs a request whose head could not be parsed (method and target may be unknown).
-fn log_rejected<S>(c: &ClientConn<S>, w: &Worker, ex: &Exchange) {
+fn log_rejected<S: ClientStream>(c: &ClientConn<S>, w: &Worker, ex: &Exchange) {
     w.m().inc(Counter::RejectedRequests);
     record(w, ex, ex.start.elapsed().as_secs_f64());
     let mut log = w.access_log.borrow_mut();
@@ -572,7 +602,7 @@ fn log_rejected<S>(c: &ClientConn<S>, w: &Worker, ex: &Exchange) {
         client: &c.peer_ip,
         method: if method.is_empty() { b"-" } else { method },
         target,
-        minor_version: 1,
+        protocol: S::LOG_VERSION.unwrap_or("HTTP/1.1"),
         status: ex.status,
         bytes: ex.bytes_sent,
         referer: None,

@@ -21,8 +21,11 @@ use crate::config::{Config, TlsListenerConfig};
 /// ALPN protocols offered, in preference order.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-/// Builds the rustls configuration of one listener.
-pub fn listener_config(listener: &TlsListenerConfig) -> Result<Arc<ServerConfig>, String> {
+/// Builds the rustls configuration of one listener; `http2` offers ALPN `h2` first.
+pub fn listener_config(
+    listener: &TlsListenerConfig,
+    http2: bool,
+) -> Result<Arc<ServerConfig>, String> {
     let resolver = sni::SniResolver::load(listener)?;
     info!(
         "https {}: {} certificate(s), names: {}",
@@ -36,7 +39,11 @@ pub fn listener_config(listener: &TlsListenerConfig) -> Result<Arc<ServerConfig>
         .map_err(|e| format!("https {}: {e}", listener.addr))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![crate::h2::ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
+    } else {
+        vec![ALPN_HTTP1.to_vec()]
+    };
     // Stateless resumption (TLS 1.2 tickets, TLS 1.3 PSKs) for returning clients.
     if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
         config.ticketer = ticketer;
@@ -48,6 +55,10 @@ pub fn listener_config(listener: &TlsListenerConfig) -> Result<Arc<ServerConfig>
 pub fn load_all(config: &Config) -> Result<Vec<Arc<ServerConfig>>, String> {
     match &config.https {
         None => Ok(Vec::new()),
-        Some(h) => h.listeners.iter().map(listener_config).collect(),
+        Some(h) => h
+            .listeners
+            .iter()
+            .map(|l| listener_config(l, config.server.http2))
+            .collect(),
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod h2client;
 pub mod proxy;
 pub mod redis_server;
 pub mod tls;

@@ -193,3 +193,16 @@ pub fn read_all<R: Read>(r: &mut R) -> Vec<u8> {
     let _ = r.read_to_end(&mut out);
     out
 }
+
+/// A client configuration that accepts any certificate and offers `alpn`.
+pub fn insecure_client_config(alpn: Vec<Vec<u8>>) -> Arc<ClientConfig> {
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Recorder::default()))
+            .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    Arc::new(config)
+}

@@ -1,0 +1,190 @@
+//! HTTP/2 for clients (spec §11): h2 over TLS (ALPN `h2`) and h2c with prior knowledge on plain
+//! listeners, served with monoio-http's HTTP/2 server. Backends stay on HTTP/1.1 pools.
+//!
+//! The connection task drives the frames (HEADERS, DATA, SETTINGS, WINDOW_UPDATE, PING, GOAWAY) and
+//! starts one task per stream; each stream is served by the same code as an HTTP/1.1 request through
+//! [`stream_io::H2StreamIo`]. Protocol errors are answered by the library with RST_STREAM or GOAWAY and
+//! the proper code; nothing here panics on client input. On drain, or after `tcpTimeout` without a
+//! stream, the connection is closed gracefully with GOAWAY, letting open streams finish.
+
+pub mod stream_io;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::debug;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+use monoio_http::h2::server;
+
+use crate::http1::connection::{serve_client, ListenerInfo};
+use crate::metrics::Counter;
+use crate::worker::Worker;
+use stream_io::H2StreamIo;
+
+/// The client connection preface (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// ALPN identifier.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// Per-stream receive window: how much a client may send ahead of the backend.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Per-connection receive window.
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Response bytes buffered per stream beyond the client's window.
+const SEND_BUFFER: usize = 256 * 1024;
+
+enum Event<T> {
+    Stream(T),
+    Drain,
+    Idle,
+}
+
+/// Serves one HTTP/2 connection until it closes.
+pub async fn serve<T>(io: T, fd: RawFd, peer: SocketAddr, listener: Rc<ListenerInfo>, w: Rc<Worker>)
+where
+    T: AsyncReadRent + AsyncWriteRent + Unpin + 'static,
+{
+    let s = &w.config.server;
+    let mut builder = server::Builder::new();
+    builder
+        .max_concurrent_streams(s.http2_max_streams)
+        .max_header_list_size(u32::try_from(s.max_header_size).unwrap_or(u32::MAX))
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buffer_size(SEND_BUFFER);
+    let mut conn =
+        match monoio::time::timeout(s.header_timeout, builder.handshake::<T, Bytes>(io)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                debug!("worker {}: HTTP/2 handshake with {peer} failed: {e}", w.id);
+                return;
+            }
+            Err(_) => {
+                debug!("worker {}: HTTP/2 handshake with {peer} timed out", w.id);
+                return;
+            }
+        };
+    let active = Rc::new(Cell::new(0usize));
+    let last_activity = Rc::new(Cell::new(Instant::now()));
+    let mut closing = false;
+    loop {
+        if w.draining.get() && !closing {
+            conn.graceful_shutdown();
+            closing = true;
+        }
+        let idle_left = match s.tcp_timeout {
+            Some(limit) if !closing && active.get() == 0 => {
+                Some(limit.saturating_sub(last_activity.get().elapsed()))
+            }
+            _ => None,
+        };
+        let drain = w.drain_notify.notified();
+        let event = monoio::select! {
+            next = conn.accept() => Event::Stream(next),
+            _ = drain, if !closing => Event::Drain,
+            _ = monoio::time::sleep(idle_left.unwrap_or(Duration::ZERO)), if idle_left.is_some() => Event::Idle,
+        };
+        match event {
+            Event::Stream(Some(Ok((request, respond)))) => {
+                active.set(active.get() + 1);
+                last_activity.set(Instant::now());
+                let stream = StreamTask {
+                    fd,
+                    peer,
+                    listener: listener.clone(),
+                    worker: w.clone(),
+                    active: active.clone(),
+                    last_activity: last_activity.clone(),
+                };
+                monoio::spawn(stream.run(request, respond));
+            }
+            Event::Stream(Some(Err(e))) => {
+                debug!("worker {}: HTTP/2 connection from {peer} ended: {e}", w.id);
+                break;
+            }
+            Event::Stream(None) => break,
+            Event::Drain => {
+                conn.graceful_shutdown();
+                closing = true;
+            }
+            Event::Idle => {
+                if active.get() == 0
+                    && s.tcp_timeout
+                        .is_some_and(|limit| last_activity.get().elapsed() >= limit)
+                {
+                    conn.graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// What a stream task needs from its connection.
+struct StreamTask {
+    fd: RawFd,
+    peer: SocketAddr,
+    listener: Rc<ListenerInfo>,
+    worker: Rc<Worker>,
+    active: Rc<Cell<usize>>,
+    last_activity: Rc<Cell<Instant>>,
+}
+
+impl StreamTask {
+    async fn run(
+        self,
+        request: http::Request<monoio_http::h2::RecvStream>,
+        respond: server::SendResponse<Bytes>,
+    ) {
+        let w = &self.worker;
+        w.m().inc(Counter::H2Streams);
+        let io = H2StreamIo::new(request, respond, w.config.server.max_header_size);
+        serve_client(io, self.fd, self.peer, self.listener.clone(), w).await;
+        self.active.set(self.active.get().saturating_sub(1));
+        self.last_activity.set(Instant::now());
+    }
+}
+
+/// Whether a new plain connection starts with the HTTP/2 preface, looked at without consuming it.
+/// Waits (cancel-safely) for the first bytes, at most `limit`.
+pub async fn starts_with_preface(stream: &TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut peeked = [0u8; 24];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || monoio::time::timeout(left, stream.readable(false))
+                .await
+                .is_err()
+        {
+            return false;
+        }
+        // SAFETY: recv into a stack buffer of the given length on a socket we own; MSG_PEEK leaves the
+        // bytes for whoever reads next.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                peeked.as_mut_ptr().cast(),
+                peeked.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        let n = n as usize;
+        if n == PREFACE.len() {
+            return peeked == PREFACE;
+        }
+        if !PREFACE.starts_with(&peeked[..n]) {
+            return false;
+        }
+        // A prefix of the preface: the rest is on its way.
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
