@@ -80,10 +80,20 @@ impl<T> Future for Receiver<T> {
 
 /// Wakes every task waiting on it. A notification is a generation bump: a waiter created before the
 /// bump completes, one created after waits for the next.
+///
+/// Each waiting future holds a slot in a reusable table and frees it when dropped, so a waiter that
+/// gives up (an idle connection that gets a request first) leaves nothing behind: memory is bounded by
+/// the number of waiters alive at once.
 #[derive(Default)]
 pub struct Notify {
     generation: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
+    slots: RefCell<WakerSlots>,
+}
+
+#[derive(Default)]
+struct WakerSlots {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Notify {
@@ -94,7 +104,14 @@ impl Notify {
     /// Wakes all current waiters.
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
-        for waker in self.wakers.borrow_mut().drain(..) {
+        let woken: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .wakers
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for waker in woken {
             waker.wake();
         }
     }
@@ -104,7 +121,14 @@ impl Notify {
         Notified {
             notify: self,
             generation: self.generation.get(),
+            slot: None,
         }
+    }
+
+    /// Waiters currently registered (for tests and metrics).
+    pub fn waiters(&self) -> usize {
+        let slots = self.slots.borrow();
+        slots.wakers.len() - slots.free.len()
     }
 }
 
@@ -112,19 +136,75 @@ impl Notify {
 pub struct Notified<'a> {
     notify: &'a Notify,
     generation: u64,
+    slot: Option<usize>,
 }
 
 impl Future for Notified<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.notify.generation.get() != self.generation {
             return Poll::Ready(());
         }
-        let mut wakers = self.notify.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        let mut slots = self.notify.slots.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut slots.wakers[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                entry => *entry = Some(cx.waker().clone()),
+            },
+            None => {
+                let i = match slots.free.pop() {
+                    Some(i) => {
+                        slots.wakers[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        slots.wakers.push(Some(cx.waker().clone()));
+                        slots.wakers.len() - 1
+                    }
+                };
+                drop(slots);
+                self.slot = Some(i);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot.take() {
+            let mut slots = self.notify.slots.borrow_mut();
+            slots.wakers[i] = None;
+            slots.free.push(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn dropped_waiters_leave_nothing_behind() {
+        let notify = Notify::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..1000 {
+            let mut fut = std::pin::pin!(notify.notified());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(notify.waiters(), 0);
+        let mut a = Box::pin(notify.notified());
+        let mut b = Box::pin(notify.notified());
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(notify.waiters(), 2);
+        notify.notify_all();
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(b.as_mut().poll(&mut cx).is_ready());
+        drop((a, b));
+        assert_eq!(notify.waiters(), 0);
+        assert!(notify.slots.borrow().wakers.len() <= 2);
     }
 }

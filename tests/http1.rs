@@ -477,3 +477,27 @@ fn access_log_lines_and_reopen_on_sigusr1() {
         std::fs::read_to_string(&log_path).is_ok_and(|t| t.contains("/after-rotation"))
     }));
 }
+
+#[test]
+fn connections_that_come_and_go_leave_no_memory_behind() {
+    let s = setup(json!({ "server": { "workers": 1, "accessLog": false } }));
+    let churn = |n: usize| {
+        for i in 0..n {
+            let mut c = Conn::open(s.proxy.port);
+            // Idle a moment before the request, so the connection waits on the idle path.
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            assert_eq!(c.get("app.test", "/").status, 200);
+        }
+    };
+    churn(1000);
+    let warm = s.proxy.proc_status_kb("VmRSS");
+    churn(5000);
+    let after = s.proxy.proc_status_kb("VmRSS");
+    // A few bytes kept per connection would show as megabytes here.
+    assert!(
+        after < warm + 3 * 1024,
+        "RSS grew from {warm} kB to {after} kB over 5000 connections"
+    );
+}

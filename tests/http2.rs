@@ -56,6 +56,15 @@ fn many_concurrent_streams_to_several_frontends_over_h2c_and_tls() {
             } else {
                 connect_h2c(s.proxy.port).await.unwrap()
             };
+            // One exchange first, so the server's SETTINGS (max concurrent streams) are known before
+            // 300 streams are opened; streams beyond the limit would be refused (REFUSED_STREAM).
+            assert_eq!(
+                request(&send, "GET", "a.test", "/first", &[], None)
+                    .await
+                    .unwrap()
+                    .status,
+                200
+            );
             let mut tasks = Vec::new();
             for i in 0..300 {
                 let send = send.clone();
