@@ -1,0 +1,601 @@
+#!/usr/bin/env bash
+# hipache-tpc benchmark runner: hipache-tpc vs nginx vs HAProxy, one worker each, pinned to the same
+# core, wrk on the other core. See bench/README.md.
+#
+#   bench/run.sh                         full run (about 35 minutes with the defaults)
+#   bench/run.sh --duration 3 --rounds 1 --passes nolog --scenarios small,close    quick check
+#
+# Every option can also be given as an environment variable (in brackets; flags win).
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bench/run.sh [options]
+
+  --duration S        seconds per measured run                          [DURATION=10]
+  --warmup S          unmeasured wrk run before each measured run       [WARMUP=1]
+  --rounds N          interleaved rounds (median over rounds)           [ROUNDS=3]
+  --connections N     wrk connections                                   [CONNECTIONS=64]
+  --scenarios LIST    comma list of: small,paced,16k,1m,close,vhosts,churn
+                                                                        [SCENARIOS=all of them]
+  --log-scenarios L   scenarios of the access-log pass                  [LOG_SCENARIOS=same]
+  --targets LIST      comma list of: direct,hipache-tpc,nginx,haproxy,hipache-epoll
+                                                                        [TARGETS=direct,hipache-tpc,nginx,haproxy]
+  --passes LIST       nolog,log (access logs off / on in all proxies)   [PASSES=nolog,log]
+  --no-log-pass       same as --passes nolog
+  --idle-conns N      idle keep-alive connections for the RSS test, 0 = skip   [IDLE_CONNS=5000]
+  --vhosts N          registered hosts of the vhosts scenario           [VHOSTS=10000]
+  --churn-rate N      route changes per second of the churn scenario    [CHURN_RATE=100]
+  --churn-hosts N     hosts requested (and rewritten) in the churn scenario    [CHURN_HOSTS=100]
+  --paced-connections N, --paced-delay-ms N
+                      paced scenario: each connection waits DELAY ms after every response,
+                      about N*1000/DELAY req/s offered        [PACED_CONNECTIONS=100, PACED_DELAY_MS=5]
+  --lru-size N, --lru-ttl S   hipache-tpc's server.lruCache     [LRU_SIZE=10000, LRU_TTL=1]
+  --proxy-cpu N       core of the proxies                               [PROXY_CPU=0]
+  --client-cpu N      core of wrk, the backend, redis and helpers       [CLIENT_CPU=1]
+  --out DIR           results folder       [OUT=bench/results/<date>-<time>]
+  --no-build          do not run cargo build --release (use HIPACHE_BIN or target/release)
+  --no-install        never apt-get install; fail when a tool is missing
+  -h, --help
+EOF
+}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+PY="$HERE/lib/bench.py"
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-1}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+ALL_SCENARIOS="small,paced,16k,1m,close,vhosts,churn"
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
+LOG_SCENARIOS=${LOG_SCENARIOS:-}
+TARGETS=${TARGETS:-direct,hipache-tpc,nginx,haproxy}
+PASSES=${PASSES:-nolog,log}
+IDLE_CONNS=${IDLE_CONNS:-5000}
+VHOSTS=${VHOSTS:-10000}
+CHURN_RATE=${CHURN_RATE:-100}
+CHURN_HOSTS=${CHURN_HOSTS:-100}
+PACED_CONNECTIONS=${PACED_CONNECTIONS:-100}
+PACED_DELAY_MS=${PACED_DELAY_MS:-5}
+LRU_SIZE=${LRU_SIZE:-10000}
+LRU_TTL=${LRU_TTL:-1}
+PROXY_CPU=${PROXY_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+OUT=${OUT:-}
+BUILD=${BUILD:-1}
+INSTALL=${INSTALL:-1}
+HIPACHE_BIN=${HIPACHE_BIN:-}
+
+while [ $# -gt 0 ]; do
+    opt=$1
+    case "$opt" in
+        -h|--help) usage; exit 0 ;;
+        --no-build) BUILD=0; shift; continue ;;
+        --no-install) INSTALL=0; shift; continue ;;
+        --no-log-pass) PASSES=nolog; shift; continue ;;
+    esac
+    [ $# -ge 2 ] || { echo "run.sh: $opt needs a value (see --help)" >&2; exit 2; }
+    val=$2
+    case "$opt" in
+        --duration) DURATION=$val ;;
+        --warmup) WARMUP=$val ;;
+        --rounds) ROUNDS=$val ;;
+        --connections) CONNECTIONS=$val ;;
+        --scenarios) SCENARIOS=$val ;;
+        --log-scenarios) LOG_SCENARIOS=$val ;;
+        --targets) TARGETS=$val ;;
+        --passes) PASSES=$val ;;
+        --idle-conns) IDLE_CONNS=$val ;;
+        --vhosts) VHOSTS=$val ;;
+        --churn-rate) CHURN_RATE=$val ;;
+        --churn-hosts) CHURN_HOSTS=$val ;;
+        --paced-connections) PACED_CONNECTIONS=$val ;;
+        --paced-delay-ms) PACED_DELAY_MS=$val ;;
+        --lru-size) LRU_SIZE=$val ;;
+        --lru-ttl) LRU_TTL=$val ;;
+        --proxy-cpu) PROXY_CPU=$val ;;
+        --client-cpu) CLIENT_CPU=$val ;;
+        --out) OUT=$val ;;
+        *) echo "run.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+LOG_SCENARIOS=${LOG_SCENARIOS:-$SCENARIOS}
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+say() { echo "run.sh: $*" >&2; }
+in_list() { case ",$2," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+# ---------------------------------------------------------------------------------------------
+# Validate the parameters.
+for n in DURATION WARMUP ROUNDS CONNECTIONS IDLE_CONNS VHOSTS CHURN_RATE CHURN_HOSTS \
+         PACED_CONNECTIONS PACED_DELAY_MS LRU_SIZE PROXY_CPU CLIENT_CPU; do
+    [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, got '${!n}'"
+done
+[[ $LRU_TTL =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "LRU_TTL must be a number, got '$LRU_TTL'"
+[ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNECTIONS" -ge 1 ] || die "duration, rounds and connections must be at least 1"
+[ "$CHURN_HOSTS" -ge 1 ] && [ "$VHOSTS" -ge 1 ] || die "vhosts and churn-hosts must be at least 1"
+for s in ${SCENARIOS//,/ } ${LOG_SCENARIOS//,/ }; do
+    in_list "$s" "$ALL_SCENARIOS" || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
+done
+for t in ${TARGETS//,/ }; do
+    in_list "$t" "direct,hipache-tpc,hipache-epoll,nginx,haproxy" || die "unknown target '$t'"
+done
+for p in ${PASSES//,/ }; do
+    in_list "$p" "nolog,log" || die "unknown pass '$p' (nolog, log)"
+done
+ncpu=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)
+[ "$PROXY_CPU" -lt "$ncpu" ] && [ "$CLIENT_CPU" -lt "$ncpu" ] || die "cores $PROXY_CPU and $CLIENT_CPU do not both exist (this machine has $ncpu)"
+[ "$PROXY_CPU" != "$CLIENT_CPU" ] || die "the proxy core and the client core must differ"
+
+# ---------------------------------------------------------------------------------------------
+# Tools: install what is missing (as root, with apt-get), or say what to install.
+declare -A PKG=([nginx]=nginx [haproxy]=haproxy [wrk]=wrk [redis-server]=redis-server
+                [redis-cli]=redis-tools [curl]=curl [taskset]=util-linux [python3]=python3)
+need=(nginx wrk redis-server redis-cli curl taskset python3)
+in_list haproxy "$TARGETS" && need+=(haproxy)
+missing=()
+for c in "${need[@]}"; do
+    command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || missing+=("${PKG[$c]}")
+done
+export PATH="$PATH:/usr/sbin:/sbin"
+if [ ${#missing[@]} -gt 0 ]; then
+    pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+    if [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing missing packages with apt-get: $pkgs"
+        # Keep the packages' own services (nginx on :80, redis on :6379, haproxy) from being
+        # started by the installation: the bench starts private instances and must leave no
+        # daemon behind. policy-rc.d is removed again if we created it.
+        created_policy=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            created_policy=1
+        fi
+        rc=0
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs; } || rc=$?
+        [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+        [ "$rc" = 0 ] || die "apt-get install $pkgs failed"
+    else
+        die "missing tools; install them with: sudo apt-get install $pkgs"
+    fi
+fi
+for c in "${need[@]}"; do command -v "$c" >/dev/null 2>&1 || die "$c is still missing"; done
+
+# ---------------------------------------------------------------------------------------------
+# Build.
+if in_list hipache-tpc "$TARGETS" || in_list hipache-epoll "$TARGETS"; then
+    if [ -z "$HIPACHE_BIN" ]; then
+        HIPACHE_BIN="$ROOT/target/release/hipache-tpc"
+        if [ "$BUILD" = 1 ]; then
+            command -v cargo >/dev/null 2>&1 || die "cargo is missing: install a Rust toolchain (https://rustup.rs), or pass --no-build with HIPACHE_BIN=..."
+            say "building the proxy: cargo build --release"
+            (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+        fi
+    fi
+    [ -x "$HIPACHE_BIN" ] || die "no hipache-tpc binary at $HIPACHE_BIN (build it, or set HIPACHE_BIN)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Results folder, processes and cleanup.
+[ -n "$OUT" ] || OUT="$HERE/results/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+RUNS="$OUT/runs.jsonl"
+: >"$RUNS"
+mkdir -p "$OUT/www" "$OUT/logs" "$OUT/conf"
+
+declare -A PID=()    # name -> pid of every process this script started and that may still run
+stop_proc() {        # stop_proc NAME: SIGTERM, wait up to 5 s, then SIGKILL
+    local name=$1 pid=${PID[$1]:-}
+    [ -n "$pid" ] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            say "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
+            # nginx's worker is a child of its master: kill the children too.
+            pkill -KILL -P "$pid" 2>/dev/null || true
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+    unset "PID[$name]"
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for name in "${!PID[@]}"; do stop_proc "$name"; done
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+start_proc() {       # start_proc NAME CPU LOGFILE CMD...: start pinned, in the background
+    local name=$1 cpu=$2 log=$3
+    shift 3
+    taskset -c "$cpu" "$@" >>"$log" 2>&1 &
+    PID[$name]=$!
+}
+check_alive() {      # check_alive NAME LOGFILE
+    kill -0 "${PID[$1]}" 2>/dev/null && return 0
+    echo "run.sh: $1 exited at start; the end of its log ($2):" >&2
+    tail -n 20 "$2" >&2 || true
+    unset "PID[$1]"
+    exit 1
+}
+wait_http() {        # wait_http NAME LOGFILE URL [HOST]: until a 200 answer, at most 10 s
+    local name=$1 log=$2 url=$3 host=${4:-}
+    local args=(-s -o /dev/null -w '%{http_code}' --max-time 2)
+    [ -n "$host" ] && args+=(-H "Host: $host")
+    for _ in $(seq 100); do
+        check_alive "$name" "$log"
+        [ "$(curl "${args[@]}" "$url" 2>/dev/null || true)" = 200 ] && return 0
+        sleep 0.1
+    done
+    die "$name does not answer 200 on $url${host:+ (Host: $host)} within 10 s; see $log"
+}
+assert_port_free() { # a port chosen free may have been taken since: check right before use
+    python3 - "$1" <<'EOF' || die "port $1 is taken; run again"
+import socket, sys
+# SO_REUSEADDR: connections of an earlier pass in TIME_WAIT do not count, a listener does.
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.close()
+EOF
+}
+
+# File descriptors: 5,000 idle connections and HAProxy's maxconn need more than the usual 1024.
+if [ "$(id -u)" = 0 ]; then ulimit -Hn 1048576 2>/dev/null || true; fi
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -Sn)
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+[ "$NOFILE" -ge $((IDLE_CONNS + 2 * CONNECTIONS + 1000)) ] ||
+    die "only $NOFILE file descriptors allowed (ulimit -n); lower --idle-conns or raise the limit"
+[ "$NOFILE" -gt 65536 ] && NOFILE=65536
+MAXCONN=$(((NOFILE - 200) / 2))
+
+read -r P_REDIS P_BACK_A P_BACK_B P_HIPACHE P_HIPACHE_EPOLL P_NGINX P_HAPROXY < <(python3 "$PY" freeports 7)
+
+python3 "$PY" machine >"$OUT/machine.json"
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+say "results in $OUT (load average now: $load)"
+awk -v l="${load%% *}" 'BEGIN { exit !(l > 0.5) }' &&
+    say "WARNING: the machine is busy (load $load); figures will be noisy. Re-run on a quiet machine."
+
+# ---------------------------------------------------------------------------------------------
+# Redis and the backend (both on the client core).
+assert_port_free "$P_REDIS"
+start_proc redis "$CLIENT_CPU" "$OUT/logs/redis.log" \
+    redis-server --bind 127.0.0.1 --port "$P_REDIS" --save '' --appendonly no --dir "$OUT" \
+    --protected-mode no --daemonize no
+for _ in $(seq 50); do
+    check_alive redis "$OUT/logs/redis.log"
+    redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 || die "redis-server does not answer; see $OUT/logs/redis.log"
+
+# Fixed bodies: 30 bytes, 16 KiB, 1 MiB.
+printf 'hipache-tpc bench: 30 bytes..\n' >"$OUT/www/30"
+[ "$(stat -c %s "$OUT/www/30")" = 30 ] || die "the 30-byte body is not 30 bytes"
+head -c 16384 /dev/zero | tr '\0' 'x' >"$OUT/www/16k"
+head -c 1048576 /dev/zero | tr '\0' 'y' >"$OUT/www/1m"
+chmod -R a+rX "$OUT/www"
+
+NGINX_USER=""
+[ "$(id -u)" = 0 ] && NGINX_USER="user root;"
+
+mkdir -p "$OUT/backend"
+cat >"$OUT/backend/nginx.conf" <<EOF
+# Backend: one nginx worker serving fixed bodies, on the client core.
+$NGINX_USER
+worker_processes 1;
+daemon off;
+master_process on;
+pid $OUT/backend/nginx.pid;
+error_log $OUT/logs/backend-error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $MAXCONN; }
+http {
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    open_file_cache max=16 inactive=3600s;
+    open_file_cache_valid 3600s;
+    server {
+        listen 127.0.0.1:$P_BACK_A default_server backlog=4096;
+        listen 127.0.0.1:$P_BACK_B default_server backlog=4096;
+        server_name _;
+        root $OUT/www;
+    }
+}
+EOF
+assert_port_free "$P_BACK_A"; assert_port_free "$P_BACK_B"
+nginx -t -q -p "$OUT/backend/" -e "$OUT/logs/backend-error.log" -c "$OUT/backend/nginx.conf" \
+    || die "the backend's nginx configuration is rejected ($OUT/backend/nginx.conf)"
+start_proc backend "$CLIENT_CPU" "$OUT/logs/backend-stderr.log" \
+    nginx -p "$OUT/backend/" -e "$OUT/logs/backend-error.log" -c "$OUT/backend/nginx.conf"
+wait_http backend "$OUT/logs/backend-stderr.log" "http://127.0.0.1:$P_BACK_A/30"
+wait_http backend "$OUT/logs/backend-stderr.log" "http://127.0.0.1:$P_BACK_B/30"
+BACKEND_A="http://127.0.0.1:$P_BACK_A"
+BACKEND_B="http://127.0.0.1:$P_BACK_B"
+
+say "registering frontends in Redis: 127.0.0.1, $VHOSTS vhosts, $CHURN_HOSTS churn hosts"
+python3 "$PY" redis-setup --port "$P_REDIS" --backend "$BACKEND_A" --host 127.0.0.1 \
+    --vhosts "$VHOSTS" --churn-hosts "$CHURN_HOSTS"
+
+# ---------------------------------------------------------------------------------------------
+# Proxies (each on the proxy core, one worker).
+declare -A PORT=([direct]=$P_BACK_A [hipache-tpc]=$P_HIPACHE [hipache-epoll]=$P_HIPACHE_EPOLL
+                 [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
+declare -A PLOG=()   # target -> the proxy's own log (errors/warnings)
+declare -A ALOG=()   # target -> access log (log pass)
+
+write_hipache_conf() {   # write_hipache_conf TARGET PASS
+    local t=$1 pass=$2 alog=false
+    [ "$pass" = log ] && alog="\"$OUT/logs/access-$t.log\""
+    cat >"$OUT/conf/$t-$pass.json" <<EOF
+{
+    "server": {
+        "workers": 1,
+        "accessLog": $alog,
+        "maxSockets": 1024,
+        "tcpTimeout": 300,
+        "lruCache": { "size": $LRU_SIZE, "ttl": $LRU_TTL }
+    },
+    "http": { "port": ${PORT[$t]}, "bind": ["127.0.0.1"] },
+    "driver": "redis://127.0.0.1:$P_REDIS"
+}
+EOF
+}
+
+write_nginx_conf() {     # write_nginx_conf PASS
+    local pass=$1 alog="access_log off;" d="$OUT/nginx-proxy"
+    mkdir -p "$d"
+    [ "$pass" = log ] &&
+        alog="access_log $OUT/logs/access-nginx.log combined buffer=32k flush=200ms;"
+    cat >"$d/nginx.conf" <<EOF
+# Proxy: one nginx worker, upstream keep-alive, the same forwarded headers as hipache-tpc.
+$NGINX_USER
+worker_processes 1;
+daemon off;
+master_process on;
+pid $d/nginx.pid;
+error_log $OUT/logs/nginx-error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $MAXCONN; }
+http {
+    $alog
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    upstream backend {
+        server 127.0.0.1:$P_BACK_A;
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        # Catch-all: every Host (vhosts and churn scenarios included) goes to the one upstream.
+        listen 127.0.0.1:$P_NGINX default_server backlog=4096;
+        server_name _;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Protocol \$scheme;
+            proxy_set_header X-Forwarded-Port \$server_port;
+            proxy_buffer_size 16k;
+            proxy_buffers 4 64k;
+            proxy_busy_buffers_size 64k;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+}
+
+write_haproxy_conf() {   # write_haproxy_conf PASS
+    local pass=$1 glog="" dlog="no log"
+    if [ "$pass" = log ]; then
+        # HAProxy cannot write a file itself: it logs to stdout, which is redirected to the file.
+        glog="log stdout format raw local0"
+        dlog="log global
+    option httplog"
+    fi
+    cat >"$OUT/conf/haproxy-$pass.cfg" <<EOF
+# Proxy: HAProxy with one thread, backend connection reuse, the same forwarded headers as hipache-tpc.
+global
+    nbthread 1
+    maxconn $MAXCONN
+    $glog
+defaults
+    mode http
+    $dlog
+    option http-keep-alive
+    http-reuse always
+    option forwardfor
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    timeout http-request 10s
+frontend fe
+    # Catch-all: every Host goes to the one backend.
+    bind 127.0.0.1:$P_HAPROXY
+    maxconn $MAXCONN
+    http-request set-header X-Real-IP %[src]
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Protocol http
+    http-request set-header X-Forwarded-Port %[dst_port]
+    default_backend be
+backend be
+    server s1 127.0.0.1:$P_BACK_A
+EOF
+}
+
+start_proxies() {        # start_proxies PASS
+    local pass=$1 t log
+    for t in ${TARGETS//,/ }; do
+        [ "$t" = direct ] && continue
+        assert_port_free "${PORT[$t]}"
+        ALOG[$t]=""
+        [ "$pass" = log ] && ALOG[$t]="$OUT/logs/access-$t.log"
+        case "$t" in
+            hipache-tpc|hipache-epoll)
+                write_hipache_conf "$t" "$pass"
+                log="$OUT/logs/$t-$pass.log"
+                PLOG[$t]=$log
+                "$HIPACHE_BIN" --dry -c "$OUT/conf/$t-$pass.json" >"$OUT/conf/$t-$pass.dry" 2>&1 ||
+                    die "hipache-tpc rejects $OUT/conf/$t-$pass.json: $(cat "$OUT/conf/$t-$pass.dry")"
+                if [ "$t" = hipache-epoll ]; then
+                    start_proc "$t" "$PROXY_CPU" "$log" env HIPACHE_TPC_IO=epoll RUST_LOG=warn \
+                        "$HIPACHE_BIN" -c "$OUT/conf/$t-$pass.json"
+                else
+                    start_proc "$t" "$PROXY_CPU" "$log" env RUST_LOG=warn \
+                        "$HIPACHE_BIN" -c "$OUT/conf/$t-$pass.json"
+                fi
+                ;;
+            nginx)
+                write_nginx_conf "$pass"
+                log="$OUT/logs/nginx-error.log"
+                PLOG[$t]=$log
+                nginx -t -q -p "$OUT/nginx-proxy/" -e "$log" -c "$OUT/nginx-proxy/nginx.conf" ||
+                    die "nginx rejects $OUT/nginx-proxy/nginx.conf"
+                start_proc nginx "$PROXY_CPU" "$OUT/logs/nginx-stderr.log" \
+                    nginx -p "$OUT/nginx-proxy/" -e "$log" -c "$OUT/nginx-proxy/nginx.conf"
+                ;;
+            haproxy)
+                write_haproxy_conf "$pass"
+                log="$OUT/logs/haproxy-$pass.log"
+                PLOG[$t]=$log
+                haproxy -c -q -f "$OUT/conf/haproxy-$pass.cfg" >>"$log" 2>&1 ||
+                    die "haproxy rejects $OUT/conf/haproxy-$pass.cfg; see $log"
+                # -db: foreground, one process. stdout (the access log when on) goes to a file
+                # on local disk; stderr (HAProxy's own messages) to another.
+                if [ "$pass" = log ]; then
+                    taskset -c "$PROXY_CPU" haproxy -db -f "$OUT/conf/haproxy-$pass.cfg" \
+                        >>"${ALOG[$t]}" 2>>"$log" &
+                else
+                    taskset -c "$PROXY_CPU" haproxy -db -f "$OUT/conf/haproxy-$pass.cfg" \
+                        >/dev/null 2>>"$log" &
+                fi
+                PID[haproxy]=$!
+                ;;
+        esac
+        wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:${PORT[$t]}/30"
+        wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:${PORT[$t]}/30" "v0.vhost.test"
+        wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:${PORT[$t]}/30" "c0.churn.test"
+        say "$t ($pass) listening on 127.0.0.1:${PORT[$t]}, pid ${PID[$t]}"
+    done
+}
+
+stop_proxies() {
+    local t
+    for t in ${TARGETS//,/ }; do [ "$t" = direct ] || stop_proc "$t"; done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios.
+wrk_args() {             # wrk_args SCENARIO TARGET DURATION: prints one argument per line
+    local s=$1 t=$2 d=$3 url="http://127.0.0.1:${PORT[$2]}"
+    local c=$CONNECTIONS
+    [ "$s" = paced ] && c=$PACED_CONNECTIONS
+    printf '%s\n' -t1 -c "$c" -d "${d}s" --timeout 5s --latency
+    case "$s" in
+        small) printf '%s\n' "$url/30" ;;
+        paced) printf '%s\n' -s "$HERE/lua/paced.lua" "$url/30" -- "$PACED_DELAY_MS" ;;
+        16k) printf '%s\n' "$url/16k" ;;
+        1m) printf '%s\n' "$url/1m" ;;
+        close) printf '%s\n' -H "Connection: close" "$url/30" ;;
+        vhosts) printf '%s\n' -s "$HERE/lua/random_host.lua" "$url/30" -- "$VHOSTS" "v%d.vhost.test" /30 ;;
+        churn) printf '%s\n' -s "$HERE/lua/random_host.lua" "$url/30" -- "$CHURN_HOSTS" "c%d.churn.test" /30 ;;
+    esac
+}
+
+run_pass() {             # run_pass PASS SCENARIOS
+    local pass=$1 scenarios=$2 s r i t n
+    local -a targets=(${TARGETS//,/ }) order args
+    n=${#targets[@]}
+    say "=== pass '$pass': access logs $([ "$pass" = log ] && echo on || echo off) in all proxies"
+    start_proxies "$pass"
+    for s in ${scenarios//,/ }; do
+        for r in $(seq "$ROUNDS"); do
+            # Rotate the order every round so that slow drifts of the machine spread evenly.
+            order=()
+            for i in $(seq 0 $((n - 1))); do order+=("${targets[$(((i + r - 1) % n))]}"); done
+            for t in "${order[@]}"; do
+                if [ "$WARMUP" -gt 0 ]; then
+                    mapfile -t args < <(wrk_args "$s" "$t" "$WARMUP")
+                    taskset -c "$CLIENT_CPU" wrk "${args[@]}" >/dev/null 2>&1 ||
+                        die "wrk warm-up failed for $t/$s: taskset -c $CLIENT_CPU wrk ${args[*]}"
+                fi
+                mapfile -t args < <(wrk_args "$s" "$t" "$DURATION")
+                local extra=()
+                if [ "$s" = churn ]; then
+                    extra=(--churn-rate "$CHURN_RATE" --churn-hosts "$CHURN_HOSTS"
+                           --backend-a "$BACKEND_A" --backend-b "$BACKEND_B")
+                fi
+                local c=$CONNECTIONS
+                [ "$s" = paced ] && c=$PACED_CONNECTIONS
+                python3 "$PY" run-one --out "$RUNS" --pass-name "$pass" --scenario "$s" \
+                    --target "$t" --round "$r" --connections "$c" --duration "$DURATION" \
+                    --proxy-pid "${PID[$t]:-0}" --proxy-log "${PLOG[$t]:-}" \
+                    --access-log "${ALOG[$t]:-}" \
+                    --backend-pid "${PID[backend]}" --redis-pid "${PID[redis]}" \
+                    --redis-port "$P_REDIS" --client-cpu "$CLIENT_CPU" "${extra[@]}" \
+                    -- "${args[@]}" || die "measured run failed: $t/$s round $r"
+                [ "$t" = direct ] || check_alive "$t" "${PLOG[$t]}"
+            done
+        done
+    done
+    if [ "$pass" = nolog ] && [ "$IDLE_CONNS" -gt 0 ]; then
+        for t in "${targets[@]}"; do
+            [ "$t" = direct ] && continue
+            taskset -c "$CLIENT_CPU" python3 "$PY" idle-rss --out "$RUNS" --pass-name "$pass" \
+                --target "$t" --pid "${PID[$t]}" --port "${PORT[$t]}" --conns "$IDLE_CONNS" ||
+                die "idle-connection test failed for $t"
+        done
+    fi
+    stop_proxies
+}
+
+say "targets: $TARGETS; proxies on core $PROXY_CPU; wrk, backend, redis on core $CLIENT_CPU"
+say "$ROUNDS round(s) x ${DURATION}s (+${WARMUP}s warm-up), $CONNECTIONS connections"
+for pass in ${PASSES//,/ }; do
+    if [ "$pass" = log ]; then run_pass log "$LOG_SCENARIOS"; else run_pass nolog "$SCENARIOS"; fi
+done
+
+# ---------------------------------------------------------------------------------------------
+# Summary.
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+    echo "## hipache-tpc bench, $(date '+%Y-%m-%d %H:%M %Z')"
+    echo
+    python3 - "$OUT/machine.json" "$load_end" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(f"{m['cpu']}, {m['cpus']} cores at {m['mhz']} MHz, {m['memory_gib']} GiB, {m['os']}, "
+      f"kernel {m['kernel']}; {m['nginx']}; {m['haproxy'].split(' - ')[0]}; {m['wrk'].split(' Copyright')[0]}; "
+      f"redis {m['redis'].split()[2]}; hipache-tpc {m['hipache_tpc_commit']}. "
+      f"Load average at start {m['loadavg_at_start']}, at end {sys.argv[2]}.")
+EOF
+    echo
+    echo "Proxies pinned to core $PROXY_CPU (one worker each); wrk (1 thread), backend nginx and"
+    echo "redis on core $CLIENT_CPU. CPU µs/req = the proxy's utime+stime (/proc, all threads and"
+    echo "processes) during the run / requests completed. RSS = the serving process at the end of the run."
+    echo
+    python3 "$PY" summarize "$RUNS"
+} >"$OUT/summary.md"
+[ "$(dirname "$OUT")" = "$HERE/results" ] && ln -sfn "$(basename "$OUT")" "$HERE/results/latest"
+cat "$OUT/summary.md"
+say "raw rows: $RUNS; summary: $OUT/summary.md"
