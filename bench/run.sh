@@ -42,7 +42,9 @@ EOF
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-PY="$HERE/lib/bench.py"
+PROG=run.sh
+# shellcheck source=bench/lib/common.sh
+. "$HERE/lib/common.sh"
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
@@ -104,9 +106,6 @@ while [ $# -gt 0 ]; do
 done
 LOG_SCENARIOS=${LOG_SCENARIOS:-$SCENARIOS}
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-say() { echo "run.sh: $*" >&2; }
-in_list() { case ",$2," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 # ---------------------------------------------------------------------------------------------
 # Validate the parameters.
@@ -131,130 +130,24 @@ ncpu=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)
 [ "$PROXY_CPU" != "$CLIENT_CPU" ] || die "the proxy core and the client core must differ"
 
 # ---------------------------------------------------------------------------------------------
-# Tools: install what is missing (as root, with apt-get), or say what to install.
-declare -A PKG=([nginx]=nginx [haproxy]=haproxy [wrk]=wrk [redis-server]=redis-server
-                [redis-cli]=redis-tools [curl]=curl [taskset]=util-linux [python3]=python3)
+# Tools (installed with apt-get when missing and run as root), build, results folder.
 need=(nginx wrk redis-server redis-cli curl taskset python3)
 in_list haproxy "$TARGETS" && need+=(haproxy)
-missing=()
-for c in "${need[@]}"; do
-    command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || missing+=("${PKG[$c]}")
-done
-export PATH="$PATH:/usr/sbin:/sbin"
-if [ ${#missing[@]} -gt 0 ]; then
-    pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
-    if [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "installing missing packages with apt-get: $pkgs"
-        # Keep the packages' own services (nginx on :80, redis on :6379, haproxy) from being
-        # started by the installation: the bench starts private instances and must leave no
-        # daemon behind. policy-rc.d is removed again if we created it.
-        created_policy=0
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-            chmod +x /usr/sbin/policy-rc.d
-            created_policy=1
-        fi
-        rc=0
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs; } || rc=$?
-        [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
-        [ "$rc" = 0 ] || die "apt-get install $pkgs failed"
-    else
-        die "missing tools; install them with: sudo apt-get install $pkgs"
-    fi
-fi
-for c in "${need[@]}"; do command -v "$c" >/dev/null 2>&1 || die "$c is still missing"; done
-
-# ---------------------------------------------------------------------------------------------
-# Build.
+ensure_tools "$INSTALL" "${need[@]}"
 if in_list hipache-tpc "$TARGETS" || in_list hipache-epoll "$TARGETS"; then
-    if [ -z "$HIPACHE_BIN" ]; then
-        HIPACHE_BIN="$ROOT/target/release/hipache-tpc"
-        if [ "$BUILD" = 1 ]; then
-            command -v cargo >/dev/null 2>&1 || die "cargo is missing: install a Rust toolchain (https://rustup.rs), or pass --no-build with HIPACHE_BIN=..."
-            say "building the proxy: cargo build --release"
-            (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-        fi
-    fi
-    [ -x "$HIPACHE_BIN" ] || die "no hipache-tpc binary at $HIPACHE_BIN (build it, or set HIPACHE_BIN)"
+    build_hipache "$BUILD"
 fi
 
-# ---------------------------------------------------------------------------------------------
-# Results folder, processes and cleanup.
 [ -n "$OUT" ] || OUT="$HERE/results/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 RUNS="$OUT/runs.jsonl"
 : >"$RUNS"
-mkdir -p "$OUT/www" "$OUT/logs" "$OUT/conf"
-
-declare -A PID=()    # name -> pid of every process this script started and that may still run
-stop_proc() {        # stop_proc NAME: SIGTERM, wait up to 5 s, then SIGKILL
-    local name=$1 pid=${PID[$1]:-}
-    [ -n "$pid" ] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            say "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
-            # nginx's worker is a child of its master: kill the children too.
-            pkill -KILL -P "$pid" 2>/dev/null || true
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    unset "PID[$name]"
-}
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for name in "${!PID[@]}"; do stop_proc "$name"; done
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM
-
-start_proc() {       # start_proc NAME CPU LOGFILE CMD...: start pinned, in the background
-    local name=$1 cpu=$2 log=$3
-    shift 3
-    taskset -c "$cpu" "$@" >>"$log" 2>&1 &
-    PID[$name]=$!
-}
-check_alive() {      # check_alive NAME LOGFILE
-    kill -0 "${PID[$1]}" 2>/dev/null && return 0
-    echo "run.sh: $1 exited at start; the end of its log ($2):" >&2
-    tail -n 20 "$2" >&2 || true
-    unset "PID[$1]"
-    exit 1
-}
-wait_http() {        # wait_http NAME LOGFILE URL [HOST]: until a 200 answer, at most 10 s
-    local name=$1 log=$2 url=$3 host=${4:-}
-    local args=(-s -o /dev/null -w '%{http_code}' --max-time 2)
-    [ -n "$host" ] && args+=(-H "Host: $host")
-    for _ in $(seq 100); do
-        check_alive "$name" "$log"
-        [ "$(curl "${args[@]}" "$url" 2>/dev/null || true)" = 200 ] && return 0
-        sleep 0.1
-    done
-    die "$name does not answer 200 on $url${host:+ (Host: $host)} within 10 s; see $log"
-}
-assert_port_free() { # a port chosen free may have been taken since: check right before use
-    python3 - "$1" <<'EOF' || die "port $1 is taken; run again"
-import socket, sys
-# SO_REUSEADDR: connections of an earlier pass in TIME_WAIT do not count, a listener does.
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.close()
-EOF
-}
+mkdir -p "$OUT/logs" "$OUT/conf"
 
 # File descriptors: 5,000 idle connections and HAProxy's maxconn need more than the usual 1024.
-if [ "$(id -u)" = 0 ]; then ulimit -Hn 1048576 2>/dev/null || true; fi
-ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
-NOFILE=$(ulimit -Sn)
-[ "$NOFILE" = unlimited ] && NOFILE=1048576
-[ "$NOFILE" -ge $((IDLE_CONNS + 2 * CONNECTIONS + 1000)) ] ||
-    die "only $NOFILE file descriptors allowed (ulimit -n); lower --idle-conns or raise the limit"
-[ "$NOFILE" -gt 65536 ] && NOFILE=65536
-MAXCONN=$(((NOFILE - 200) / 2))
+raise_nofile $((IDLE_CONNS + 2 * CONNECTIONS + 1000))
+
 
 read -r P_REDIS P_BACK_A P_BACK_B P_HIPACHE P_HIPACHE_EPOLL P_NGINX P_HAPROXY < <(python3 "$PY" freeports 7)
 
@@ -266,64 +159,13 @@ awk -v l="${load%% *}" 'BEGIN { exit !(l > 0.5) }' &&
 
 # ---------------------------------------------------------------------------------------------
 # Redis and the backend (both on the client core).
-assert_port_free "$P_REDIS"
-start_proc redis "$CLIENT_CPU" "$OUT/logs/redis.log" \
-    redis-server --bind 127.0.0.1 --port "$P_REDIS" --save '' --appendonly no --dir "$OUT" \
-    --protected-mode no --daemonize no
-for _ in $(seq 50); do
-    check_alive redis "$OUT/logs/redis.log"
-    redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
-redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 || die "redis-server does not answer; see $OUT/logs/redis.log"
-
-# Fixed bodies: 30 bytes, 16 KiB, 1 MiB.
-printf 'hipache-tpc bench: 30 bytes..\n' >"$OUT/www/30"
-[ "$(stat -c %s "$OUT/www/30")" = 30 ] || die "the 30-byte body is not 30 bytes"
-head -c 16384 /dev/zero | tr '\0' 'x' >"$OUT/www/16k"
-head -c 1048576 /dev/zero | tr '\0' 'y' >"$OUT/www/1m"
-chmod -R a+rX "$OUT/www"
-
+start_redis "$CLIENT_CPU" "$P_REDIS" "$OUT"
+start_backend "$CLIENT_CPU" "$P_BACK_A" "$P_BACK_B" "$OUT"
+BACKEND_A="http://127.0.0.1:$P_BACK_A"
+BACKEND_B="http://127.0.0.1:$P_BACK_B"
 NGINX_USER=""
 [ "$(id -u)" = 0 ] && NGINX_USER="user root;"
 
-mkdir -p "$OUT/backend"
-cat >"$OUT/backend/nginx.conf" <<EOF
-# Backend: one nginx worker serving fixed bodies, on the client core.
-$NGINX_USER
-worker_processes 1;
-daemon off;
-master_process on;
-pid $OUT/backend/nginx.pid;
-error_log $OUT/logs/backend-error.log warn;
-worker_rlimit_nofile $NOFILE;
-events { worker_connections $MAXCONN; }
-http {
-    access_log off;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    open_file_cache max=16 inactive=3600s;
-    open_file_cache_valid 3600s;
-    server {
-        listen 127.0.0.1:$P_BACK_A default_server backlog=4096;
-        listen 127.0.0.1:$P_BACK_B default_server backlog=4096;
-        server_name _;
-        root $OUT/www;
-    }
-}
-EOF
-assert_port_free "$P_BACK_A"; assert_port_free "$P_BACK_B"
-nginx -t -q -p "$OUT/backend/" -e "$OUT/logs/backend-error.log" -c "$OUT/backend/nginx.conf" \
-    || die "the backend's nginx configuration is rejected ($OUT/backend/nginx.conf)"
-start_proc backend "$CLIENT_CPU" "$OUT/logs/backend-stderr.log" \
-    nginx -p "$OUT/backend/" -e "$OUT/logs/backend-error.log" -c "$OUT/backend/nginx.conf"
-wait_http backend "$OUT/logs/backend-stderr.log" "http://127.0.0.1:$P_BACK_A/30"
-wait_http backend "$OUT/logs/backend-stderr.log" "http://127.0.0.1:$P_BACK_B/30"
-BACKEND_A="http://127.0.0.1:$P_BACK_A"
-BACKEND_B="http://127.0.0.1:$P_BACK_B"
 
 say "registering frontends in Redis: 127.0.0.1, $VHOSTS vhosts, $CHURN_HOSTS churn hosts"
 python3 "$PY" redis-setup --port "$P_REDIS" --backend "$BACKEND_A" --host 127.0.0.1 \
@@ -335,24 +177,6 @@ declare -A PORT=([direct]=$P_BACK_A [hipache-tpc]=$P_HIPACHE [hipache-epoll]=$P_
                  [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
 declare -A PLOG=()   # target -> the proxy's own log (errors/warnings)
 declare -A ALOG=()   # target -> access log (log pass)
-
-write_hipache_conf() {   # write_hipache_conf TARGET PASS
-    local t=$1 pass=$2 alog=false
-    [ "$pass" = log ] && alog="\"$OUT/logs/access-$t.log\""
-    cat >"$OUT/conf/$t-$pass.json" <<EOF
-{
-    "server": {
-        "workers": 1,
-        "accessLog": $alog,
-        "maxSockets": 1024,
-        "tcpTimeout": 300,
-        "lruCache": { "size": $LRU_SIZE, "ttl": $LRU_TTL }
-    },
-    "http": { "port": ${PORT[$t]}, "bind": ["127.0.0.1"] },
-    "driver": "redis://127.0.0.1:$P_REDIS"
-}
-EOF
-}
 
 write_nginx_conf() {     # write_nginx_conf PASS
     local pass=$1 alog="access_log off;" d="$OUT/nginx-proxy"
@@ -452,11 +276,10 @@ start_proxies() {        # start_proxies PASS
         [ "$pass" = log ] && ALOG[$t]="$OUT/logs/access-$t.log"
         case "$t" in
             hipache-tpc|hipache-epoll)
-                write_hipache_conf "$t" "$pass"
+                write_hipache_conf "$OUT/conf/$t-$pass.json" "${PORT[$t]}" "$P_REDIS" \
+                    "${ALOG[$t]:-false}" "$LRU_SIZE" "$LRU_TTL"
                 log="$OUT/logs/$t-$pass.log"
                 PLOG[$t]=$log
-                "$HIPACHE_BIN" --dry -c "$OUT/conf/$t-$pass.json" >"$OUT/conf/$t-$pass.dry" 2>&1 ||
-                    die "hipache-tpc rejects $OUT/conf/$t-$pass.json: $(cat "$OUT/conf/$t-$pass.dry")"
                 if [ "$t" = hipache-epoll ]; then
                     start_proc "$t" "$PROXY_CPU" "$log" env HIPACHE_TPC_IO=epoll RUST_LOG=warn \
                         "$HIPACHE_BIN" -c "$OUT/conf/$t-$pass.json"
