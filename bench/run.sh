@@ -33,6 +33,8 @@ usage: bench/run.sh [options]
   --lru-size N, --lru-ttl S   hipache-tpc's server.lruCache     [LRU_SIZE=10000, LRU_TTL=1]
   --proxy-cpu N       core of the proxies                               [PROXY_CPU=0]
   --client-cpu N      core of wrk, the backend, redis and helpers       [CLIENT_CPU=1]
+  --restart WHEN      scenario: fresh proxies for every scenario; pass: once per pass
+                                                                        [RESTART=scenario]
   --out DIR           results folder       [OUT=bench/results/<date>-<time>]
   --no-build          do not run cargo build --release (use HIPACHE_BIN or target/release)
   --no-install        never apt-get install; fail when a tool is missing
@@ -65,6 +67,7 @@ LRU_SIZE=${LRU_SIZE:-10000}
 LRU_TTL=${LRU_TTL:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+RESTART=${RESTART:-scenario}
 OUT=${OUT:-}
 BUILD=${BUILD:-1}
 INSTALL=${INSTALL:-1}
@@ -100,6 +103,7 @@ while [ $# -gt 0 ]; do
         --proxy-cpu) PROXY_CPU=$val ;;
         --client-cpu) CLIENT_CPU=$val ;;
         --out) OUT=$val ;;
+        --restart) RESTART=$val ;;
         *) echo "run.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
     esac
     shift 2
@@ -122,6 +126,7 @@ done
 for t in ${TARGETS//,/ }; do
     in_list "$t" "direct,hipache-tpc,hipache-epoll,nginx,haproxy" || die "unknown target '$t'"
 done
+in_list "$RESTART" "scenario,pass" || die "--restart must be scenario or pass"
 for p in ${PASSES//,/ }; do
     in_list "$p" "nolog,log" || die "unknown pass '$p' (nolog, log)"
 done
@@ -350,8 +355,11 @@ run_pass() {             # run_pass PASS SCENARIOS
     local -a targets=(${TARGETS//,/ }) order args
     n=${#targets[@]}
     say "=== pass '$pass': access logs $([ "$pass" = log ] && echo on || echo off) in all proxies"
-    start_proxies "$pass"
+    [ "$RESTART" = pass ] && start_proxies "$pass"
     for s in ${scenarios//,/ }; do
+        # Fresh proxies for every scenario (by default), so that what one scenario leaves behind
+        # (memory, pools, leaks) does not change the figures of the next one.
+        [ "$RESTART" = scenario ] && start_proxies "$pass"
         for r in $(seq "$ROUNDS"); do
             # Rotate the order every round so that slow drifts of the machine spread evenly.
             order=()
@@ -380,8 +388,10 @@ run_pass() {             # run_pass PASS SCENARIOS
                 [ "$t" = direct ] || check_alive "$t" "${PLOG[$t]}"
             done
         done
+        [ "$RESTART" = scenario ] && stop_proxies
     done
     if [ "$pass" = nolog ] && [ "$IDLE_CONNS" -gt 0 ]; then
+        [ "$RESTART" = scenario ] && start_proxies "$pass"
         for t in "${targets[@]}"; do
             [ "$t" = direct ] && continue
             taskset -c "$CLIENT_CPU" python3 "$PY" idle-rss --out "$RUNS" --pass-name "$pass" \

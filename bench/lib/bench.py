@@ -557,12 +557,12 @@ def cmd_summarize(a):
     if idle:
         out.append("### idle keep-alive client connections\n")
         out.append("| target | connections | still open | RSS before MiB | RSS with them MiB | "
-                   "KiB per connection |")
-        out.append("|---|---:|---:|---:|---:|---:|")
+                   "KiB per connection | RSS after closing them MiB |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
         for r in sorted(idle, key=lambda r: _order(r["target"], TARGET_ORDER)):
             out.append(f"| {r['target']} | {r['conns']} | {r['alive']} | "
                        f"{r['rss_before_kb'] / 1024:.1f} | {r['rss_with_conns_kb'] / 1024:.1f} | "
-                       f"{r['kib_per_conn']:.2f} |")
+                       f"{r['kib_per_conn']:.2f} | {r['rss_after_close_kb'] / 1024:.1f} |")
         out.append("")
     print("\n".join(out))
 
