@@ -168,9 +168,6 @@ start_redis "$CLIENT_CPU" "$P_REDIS" "$OUT"
 start_backend "$CLIENT_CPU" "$P_BACK_A" "$P_BACK_B" "$OUT"
 BACKEND_A="http://127.0.0.1:$P_BACK_A"
 BACKEND_B="http://127.0.0.1:$P_BACK_B"
-NGINX_USER=""
-[ "$(id -u)" = 0 ] && NGINX_USER="user root;"
-
 
 say "registering frontends in Redis: 127.0.0.1, $VHOSTS vhosts, $CHURN_HOSTS churn hosts"
 python3 "$PY" redis-setup --port "$P_REDIS" --backend "$BACKEND_A" --host 127.0.0.1 \
@@ -182,56 +179,6 @@ declare -A PORT=([direct]=$P_BACK_A [hipache-tpc]=$P_HIPACHE [hipache-epoll]=$P_
                  [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
 declare -A PLOG=()   # target -> the proxy's own log (errors/warnings)
 declare -A ALOG=()   # target -> access log (log pass)
-
-write_nginx_conf() {     # write_nginx_conf PASS
-    local pass=$1 alog="access_log off;" d="$OUT/nginx-proxy"
-    mkdir -p "$d"
-    [ "$pass" = log ] &&
-        alog="access_log $OUT/logs/access-nginx.log combined buffer=32k flush=200ms;"
-    cat >"$d/nginx.conf" <<EOF
-# Proxy: one nginx worker, upstream keep-alive, the same forwarded headers as hipache-tpc.
-$NGINX_USER
-worker_processes 1;
-daemon off;
-master_process on;
-pid $d/nginx.pid;
-error_log $OUT/logs/nginx-error.log warn;
-worker_rlimit_nofile $NOFILE;
-events { worker_connections $MAXCONN; }
-http {
-    $alog
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    upstream backend {
-        server 127.0.0.1:$P_BACK_A;
-        keepalive 1024;
-        keepalive_requests 1000000;
-        keepalive_timeout 300s;
-    }
-    server {
-        # Catch-all: every Host (vhosts and churn scenarios included) goes to the one upstream.
-        listen 127.0.0.1:$P_NGINX default_server backlog=4096;
-        server_name _;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP \$remote_addr;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Protocol \$scheme;
-            proxy_set_header X-Forwarded-Port \$server_port;
-            proxy_buffer_size 16k;
-            proxy_buffers 4 64k;
-            proxy_busy_buffers_size 64k;
-            proxy_max_temp_file_size 0;
-        }
-    }
-}
-EOF
-}
 
 write_haproxy_conf() {   # write_haproxy_conf PASS
     local pass=$1 glog="" dlog="no log"
@@ -273,7 +220,7 @@ EOF
 }
 
 start_proxies() {        # start_proxies PASS
-    local pass=$1 t log
+    local pass=$1 t log alog
     for t in ${TARGETS//,/ }; do
         [ "$t" = direct ] && continue
         assert_port_free "${PORT[$t]}"
@@ -294,11 +241,12 @@ start_proxies() {        # start_proxies PASS
                 fi
                 ;;
             nginx)
-                write_nginx_conf "$pass"
                 log="$OUT/logs/nginx-error.log"
                 PLOG[$t]=$log
-                nginx -t -q -p "$OUT/nginx-proxy/" -e "$log" -c "$OUT/nginx-proxy/nginx.conf" ||
-                    die "nginx rejects $OUT/nginx-proxy/nginx.conf"
+                alog=off
+                [ "$pass" = log ] && alog="${ALOG[$t]}"
+                write_nginx_proxy_conf "$OUT/nginx-proxy" "$P_NGINX" "$P_BACK_A" "$alog" "$log" \
+                    "master_process on;"
                 start_proc nginx "$PROXY_CPU" "$OUT/logs/nginx-stderr.log" \
                     nginx -p "$OUT/nginx-proxy/" -e "$log" -c "$OUT/nginx-proxy/nginx.conf"
                 ;;

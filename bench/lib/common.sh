@@ -198,6 +198,60 @@ EOF
     wait_http backend "$dir/logs/backend-stderr.log" "http://127.0.0.1:$pb/30"
 }
 
+# write_nginx_proxy_conf DIR PORT BACKEND_PORT ACCESS_LOG(off or a path) ERROR_LOG [MAIN_DIRECTIVES]
+# One nginx worker as a reverse proxy with upstream keep-alive and the same forwarded headers as
+# hipache-tpc. The access log, when on, is buffered like hipache-tpc's (32 KiB or 200 ms).
+write_nginx_proxy_conf() {
+    local d=$1 port=$2 bport=$3 alog="access_log off;" elog=$5 main=${6:-} user=""
+    mkdir -p "$d"
+    [ "$4" = off ] || alog="access_log $4 combined buffer=32k flush=200ms;"
+    [ "$(id -u)" = 0 ] && user="user root;"
+    cat >"$d/nginx.conf" <<EOF
+# Proxy: one nginx worker, upstream keep-alive, the same forwarded headers as hipache-tpc.
+$user
+worker_processes 1;
+daemon off;
+$main
+pid $d/nginx.pid;
+error_log $elog warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $MAXCONN; }
+http {
+    $alog
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    upstream backend {
+        server 127.0.0.1:$bport;
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        # Catch-all: every Host (vhosts and churn scenarios included) goes to the one upstream.
+        listen 127.0.0.1:$port default_server backlog=4096;
+        server_name _;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Protocol \$scheme;
+            proxy_set_header X-Forwarded-Port \$server_port;
+            proxy_buffer_size 16k;
+            proxy_buffers 4 64k;
+            proxy_busy_buffers_size 64k;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+    nginx -t -q -p "$d/" -e "$elog" -c "$d/nginx.conf" || die "nginx rejects $d/nginx.conf"
+}
+
 # write_hipache_conf FILE PORT REDIS_PORT ACCESS_LOG(false or a path) LRU_SIZE LRU_TTL
 write_hipache_conf() {
     local alog=false
