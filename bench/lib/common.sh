@@ -85,6 +85,9 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+# A command that fails under `set -e` says where, instead of ending the script silently.
+set -E
+trap 'echo "$PROG: failed (exit $?) at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND" >&2' ERR
 trap 'say "interrupted"; exit 130' INT TERM
 
 start_proc() {       # start_proc NAME CPU LOGFILE CMD...: start pinned, in the background
