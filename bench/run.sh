@@ -19,7 +19,9 @@ usage: bench/run.sh [options]
   --scenarios LIST    comma list of: small,paced,16k,1m,close,vhosts,churn
                                                                         [SCENARIOS=all of them]
   --log-scenarios L   scenarios of the access-log pass                  [LOG_SCENARIOS=same]
-  --targets LIST      comma list of: direct,hipache-tpc,nginx,haproxy,hipache-epoll
+  --targets LIST      comma list of: direct,hipache-tpc,nginx,haproxy, and optionally
+                      hipache-epoll (same binary, HIPACHE_TPC_IO=epoll) and hipache-alt
+                      (another build, for A/B comparisons: HIPACHE_ALT_BIN=path)
                                                                         [TARGETS=direct,hipache-tpc,nginx,haproxy]
   --passes LIST       nolog,log (access logs off / on in all proxies)   [PASSES=nolog,log]
   --no-log-pass       same as --passes nolog
@@ -124,7 +126,7 @@ for s in ${SCENARIOS//,/ } ${LOG_SCENARIOS//,/ }; do
     in_list "$s" "$ALL_SCENARIOS" || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
 done
 for t in ${TARGETS//,/ }; do
-    in_list "$t" "direct,hipache-tpc,hipache-epoll,nginx,haproxy" || die "unknown target '$t'"
+    in_list "$t" "direct,hipache-tpc,hipache-epoll,hipache-alt,nginx,haproxy" || die "unknown target '$t'"
 done
 in_list "$RESTART" "scenario,pass" || die "--restart must be scenario or pass"
 for p in ${PASSES//,/ }; do
@@ -142,6 +144,11 @@ ensure_tools "$INSTALL" "${need[@]}"
 if in_list hipache-tpc "$TARGETS" || in_list hipache-epoll "$TARGETS"; then
     build_hipache "$BUILD"
 fi
+if in_list hipache-alt "$TARGETS"; then
+    [ -n "${HIPACHE_ALT_BIN:-}" ] && [ -x "$HIPACHE_ALT_BIN" ] ||
+        die "target hipache-alt needs HIPACHE_ALT_BIN=<path to another hipache-tpc binary>"
+    [ -n "${HIPACHE_BIN:-}" ] || HIPACHE_BIN=$HIPACHE_ALT_BIN   # for configuration checks
+fi
 
 [ -n "$OUT" ] || OUT="$HERE/results/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
@@ -154,7 +161,7 @@ mkdir -p "$OUT/logs" "$OUT/conf"
 raise_nofile $((IDLE_CONNS + 2 * CONNECTIONS + 1000))
 
 
-read -r P_REDIS P_BACK_A P_BACK_B P_HIPACHE P_HIPACHE_EPOLL P_NGINX P_HAPROXY < <(python3 "$PY" freeports 7)
+read -r P_REDIS P_BACK_A P_BACK_B P_HIPACHE P_HIPACHE_EPOLL P_HIPACHE_ALT P_NGINX P_HAPROXY < <(python3 "$PY" freeports 8)
 
 python3 "$PY" machine >"$OUT/machine.json"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -176,6 +183,7 @@ python3 "$PY" redis-setup --port "$P_REDIS" --backend "$BACKEND_A" --host 127.0.
 # ---------------------------------------------------------------------------------------------
 # Proxies (each on the proxy core, one worker).
 declare -A PORT=([direct]=$P_BACK_A [hipache-tpc]=$P_HIPACHE [hipache-epoll]=$P_HIPACHE_EPOLL
+                 [hipache-alt]=$P_HIPACHE_ALT
                  [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
 declare -A PLOG=()   # target -> the proxy's own log (errors/warnings)
 declare -A ALOG=()   # target -> access log (log pass)
@@ -227,7 +235,7 @@ start_proxies() {        # start_proxies PASS
         ALOG[$t]=""
         [ "$pass" = log ] && ALOG[$t]="$OUT/logs/access-$t.log"
         case "$t" in
-            hipache-tpc|hipache-epoll)
+            hipache-tpc|hipache-epoll|hipache-alt)
                 write_hipache_conf "$OUT/conf/$t-$pass.json" "${PORT[$t]}" "$P_REDIS" \
                     "${ALOG[$t]:-false}" "$LRU_SIZE" "$LRU_TTL"
                 log="$OUT/logs/$t-$pass.log"
@@ -235,6 +243,9 @@ start_proxies() {        # start_proxies PASS
                 if [ "$t" = hipache-epoll ]; then
                     start_proc "$t" "$PROXY_CPU" "$log" env HIPACHE_TPC_IO=epoll RUST_LOG=warn \
                         "$HIPACHE_BIN" -c "$OUT/conf/$t-$pass.json"
+                elif [ "$t" = hipache-alt ]; then
+                    start_proc "$t" "$PROXY_CPU" "$log" env RUST_LOG=warn \
+                        "$HIPACHE_ALT_BIN" -c "$OUT/conf/$t-$pass.json"
                 else
                     start_proc "$t" "$PROXY_CPU" "$log" env RUST_LOG=warn \
                         "$HIPACHE_BIN" -c "$OUT/conf/$t-$pass.json"

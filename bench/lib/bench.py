@@ -474,7 +474,7 @@ def _open_idle(port, req, n):
 # Summary
 
 
-TARGET_ORDER = ["direct", "hipache-tpc", "hipache-epoll", "nginx", "haproxy"]
+TARGET_ORDER = ["direct", "hipache-tpc", "hipache-alt", "hipache-epoll", "nginx", "haproxy"]
 SCENARIO_ORDER = ["small", "paced", "16k", "1m", "close", "vhosts", "churn"]
 
 
