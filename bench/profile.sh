@@ -63,6 +63,10 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift; continue ;;
         --no-install) INSTALL=0; shift; continue ;;
     esac
+    case "$1" in
+        --what|--duration|--requests|--ops-seconds|--connections|--proxy-cpu|--client-cpu|--out) ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
     [ $# -ge 2 ] || die "$1 needs a value (see --help)"
     case "$1" in
         --what) WHAT=$2 ;;

@@ -83,6 +83,12 @@ while [ $# -gt 0 ]; do
         --no-install) INSTALL=0; shift; continue ;;
         --no-log-pass) PASSES=nolog; shift; continue ;;
     esac
+    case "$opt" in
+        --duration|--warmup|--rounds|--connections|--scenarios|--log-scenarios|--targets|--passes|\
+        --idle-conns|--vhosts|--churn-rate|--churn-hosts|--paced-connections|--paced-delay-ms|\
+        --lru-size|--lru-ttl|--proxy-cpu|--client-cpu|--out|--restart) ;;
+        *) echo "run.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
+    esac
     [ $# -ge 2 ] || { echo "run.sh: $opt needs a value (see --help)" >&2; exit 2; }
     val=$2
     case "$opt" in
@@ -111,7 +117,6 @@ while [ $# -gt 0 ]; do
     shift 2
 done
 LOG_SCENARIOS=${LOG_SCENARIOS:-$SCENARIOS}
-
 
 # ---------------------------------------------------------------------------------------------
 # Validate the parameters.
@@ -159,7 +164,6 @@ mkdir -p "$OUT/logs" "$OUT/conf"
 
 # File descriptors: 5,000 idle connections and HAProxy's maxconn need more than the usual 1024.
 raise_nofile $((IDLE_CONNS + 2 * CONNECTIONS + 1000))
-
 
 read -r P_REDIS P_BACK_A P_BACK_B P_HIPACHE P_HIPACHE_EPOLL P_HIPACHE_ALT P_NGINX P_HAPROXY < <(python3 "$PY" freeports 8)
 
@@ -376,7 +380,8 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
     python3 - "$OUT/machine.json" "$load_end" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(f"{m['cpu']}, {m['cpus']} cores at {m['mhz']} MHz, {m['memory_gib']} GiB, {m['os']}, "
+print(f"{m['cpu']}, {m['cpus']} cores at {m['mhz']} MHz ({m.get('virtualization', '?')}), "
+      f"{m['memory_gib']} GiB, {m['os']}, "
       f"kernel {m['kernel']}; {m['nginx']}; {m['haproxy'].split(' - ')[0]}; {m['wrk'].split(' Copyright')[0]}; "
       f"redis {m['redis'].split()[2]}; hipache-tpc {m['hipache_tpc_commit']}. "
       f"Load average at start {m['loadavg_at_start']}, at end {sys.argv[2]}.")

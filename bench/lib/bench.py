@@ -310,6 +310,11 @@ def parse_wrk(text):
 
 
 def cmd_run_one(a):
+    # Ctrl-C reaches wrk and every daemon of the terminal's process group: wrk then stops early and
+    # the figures of this run are meaningless. Note it, and write no row.
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.append(True))
     proxy_tree = proc_tree(a.proxy_pid) if a.proxy_pid else []
     serve = serving_pid(a.proxy_pid) if a.proxy_pid else None
     backend_tree = proc_tree(a.backend_pid)
@@ -348,6 +353,8 @@ def cmd_run_one(a):
         except (ValueError, IndexError):
             churn_stats = {"error": out[-500:]}
 
+    if interrupted:
+        raise SystemExit(130)
     if wrk.returncode != 0:
         sys.stderr.write(wrk.stdout)
         raise SystemExit(f"wrk failed (exit {wrk.returncode})")
@@ -599,6 +606,13 @@ def cmd_machine(a):
             if line.startswith("PRETTY_NAME="):
                 osname = line.split("=", 1)[1].strip().strip('"')
     load = open("/proc/loadavg").read().split()[:3]
+    virt = ""
+    try:
+        lscpu = subprocess.run(["lscpu"], stdout=subprocess.PIPE, text=True, timeout=10).stdout
+        m = re.search(r"Hypervisor vendor:\s*(\S+)", lscpu)
+        virt = f"{m.group(1)} virtual machine" if m else "no hypervisor reported"
+    except (OSError, subprocess.SubprocessError):
+        pass
     info = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "cpu": model,
@@ -606,6 +620,7 @@ def cmd_machine(a):
         "mhz": mhz,
         "cache": cache,
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "virtualization": virt,
         "os": osname,
         "kernel": os.uname().release,
         "loadavg_at_start": " ".join(load),
