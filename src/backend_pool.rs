@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use crate::fast_hash::FxBuild;
 use crate::local_sync::{oneshot, Sender};
 use crate::routing::BackendTarget;
 
@@ -76,7 +77,8 @@ impl Pool {
 }
 
 struct Inner {
-    pools: HashMap<SocketAddr, Pool>,
+    /// Backend addresses come from the driver, not from clients: a fast unkeyed hash is safe here.
+    pools: HashMap<SocketAddr, Pool, FxBuild>,
     dns: HashMap<(Box<str>, u16), (SocketAddr, Instant)>,
 }
 
@@ -110,7 +112,7 @@ impl BackendPools {
     ) -> Self {
         BackendPools {
             inner: Rc::new(RefCell::new(Inner {
-                pools: HashMap::new(),
+                pools: HashMap::default(),
                 dns: HashMap::new(),
             })),
             max_sockets,

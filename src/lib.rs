@@ -25,6 +25,7 @@ pub mod buffers;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod fast_hash;
 pub mod file_routes;
 pub mod h2;
 pub mod http1;

@@ -267,8 +267,12 @@ fn tls_versions_alpn_and_openssl_only_keys() {
         assert_eq!(conn.version(), Some(version.version));
         assert_eq!(conn.get("v.test", "/").status, 200);
     }
+    // ALPN: h2 preferred, http/1.1 still offered.
     let mut opts = ClientOptions::sni("v.test");
     opts.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    assert_eq!(connect(port, opts).unwrap().alpn(), Some(b"h2".to_vec()));
+    let mut opts = ClientOptions::sni("v.test");
+    opts.alpn = vec![b"http/1.1".to_vec()];
     assert_eq!(
         connect(port, opts).unwrap().alpn(),
         Some(b"http/1.1".to_vec())

@@ -11,14 +11,13 @@ pub mod stream_io;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use log::debug;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::net::TcpStream;
 use monoio_http::h2::server;
 
 use crate::http1::connection::{serve_client, ListenerInfo};
@@ -144,47 +143,42 @@ impl StreamTask {
         let w = &self.worker;
         w.m().inc(Counter::H2Streams);
         let io = H2StreamIo::new(request, respond, w.config.server.max_header_size);
-        serve_client(io, self.fd, self.peer, self.listener.clone(), w).await;
+        serve_client(io, self.fd, self.peer, self.listener.clone(), w, Vec::new()).await;
         self.active.set(self.active.get().saturating_sub(1));
         self.last_activity.set(Instant::now());
     }
 }
 
-/// Whether a new plain connection starts with the HTTP/2 preface, looked at without consuming it.
-/// Waits (cancel-safely) for the first bytes, at most `limit`.
-pub async fn starts_with_preface(stream: &TcpStream, limit: Duration) -> bool {
+/// What the first bytes of a plain connection say it speaks.
+pub enum Sniffed {
+    /// The HTTP/2 preface (h2c with prior knowledge).
+    H2,
+    /// Anything else: HTTP/1.x.
+    Http1,
+    /// Closed, timed out or draining before a decision.
+    Closed,
+}
+
+/// Reads the first bytes of a plain connection into `buf` and tells HTTP/2 from HTTP/1.x. Reading more
+/// is needed only while the bytes are a proper prefix of the preface.
+pub async fn sniff<S: AsyncReadRent>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+    w: &Worker,
+) -> Sniffed {
     let deadline = Instant::now() + limit;
-    let mut peeked = [0u8; 24];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || monoio::time::timeout(left, stream.readable(false))
-                .await
-                .is_err()
-        {
-            return false;
+        if left.is_zero() || !crate::http1::connection::read_idle(io, buf, Some(left), w).await {
+            return Sniffed::Closed;
         }
-        // SAFETY: recv into a stack buffer of the given length on a socket we own; MSG_PEEK leaves the
-        // bytes for whoever reads next.
-        let n = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                peeked.as_mut_ptr().cast(),
-                peeked.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
-            return false;
+        let n = buf.len().min(PREFACE.len());
+        if buf[..n] != PREFACE[..n] {
+            return Sniffed::Http1;
         }
-        let n = n as usize;
         if n == PREFACE.len() {
-            return peeked == PREFACE;
+            return Sniffed::H2;
         }
-        if !PREFACE.starts_with(&peeked[..n]) {
-            return false;
-        }
-        // A prefix of the preface: the rest is on its way.
-        monoio::time::sleep(Duration::from_millis(5)).await;
     }
 }

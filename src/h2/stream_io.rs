@@ -11,7 +11,6 @@
 //!
 //! This adapter never touches the socket; the connection task (`h2::serve`) owns it and drives the frames.
 
-use std::future::Future;
 use std::io;
 
 use bytes::Bytes;
@@ -406,10 +405,5 @@ impl AsyncWriteRent for H2StreamIo {
 }
 
 impl ClientStream for H2StreamIo {
-    const READINESS_WAIT: bool = false;
     const LOG_VERSION: Option<&'static str> = Some("HTTP/2.0");
-
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
-        std::future::ready(Ok(()))
-    }
 }

@@ -8,8 +8,6 @@
 //! Bad input from one client only ever costs that client its connection; nothing here panics on
 //! network data.
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -20,7 +18,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::body::BodyFraming;
-use super::head::{HeadError, Parsed, RequestHead};
+use super::head::{HeadError, Parsed, RequestHead, ResponseHead};
 use super::io::{read_more, write_all_vec};
 use crate::access_log::{push_u64, LogFields};
 use crate::metrics::{Counter, Gauge, Hist};
@@ -31,16 +29,10 @@ use crate::routing::host::normalize_host_into;
 use crate::routing::Route;
 use crate::worker::{Worker, HEAD_BUF};
 
-/// A client byte stream the proxy can serve.
+/// A client byte stream the proxy can serve: plain TCP, TLS, or one HTTP/2 stream.
 pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
-    /// `wait_readable` waits for input without consuming it, so an idle connection can hold no buffer
-    /// and the wait can be abandoned without losing bytes. Streams that buffer internally (TLS) cannot:
-    /// they wait with a read instead, which is safe because an abandoned wait always closes the
-    /// connection.
-    const READINESS_WAIT: bool;
     /// The protocol written in the access log, when it is not the request line's (HTTP/2 streams).
     const LOG_VERSION: Option<&'static str> = None;
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
 }
 
 /// The protocol label of a request for the access log.
@@ -52,19 +44,11 @@ fn protocol_label<S: ClientStream>(head: &RequestHead) -> &'static str {
     }
 }
 
-impl ClientStream for TcpStream {
-    const READINESS_WAIT: bool = true;
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
-        self.readable(true)
-    }
-}
+impl ClientStream for TcpStream {}
 
-impl ClientStream for monoio_rustls::ServerTlsStream<TcpStream> {
-    const READINESS_WAIT: bool = false;
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
-        std::future::ready(Ok(()))
-    }
-}
+impl ClientStream for monoio_rustls::ServerTlsStream<TcpStream> {}
+
+impl ClientStream for monoio::io::PrefixedReadIo<TcpStream, std::io::Cursor<Vec<u8>>> {}
 
 /// Facts about the listener a connection arrived on.
 pub struct ListenerInfo {
@@ -100,6 +84,8 @@ pub struct ClientConn<S> {
     pub host: String,
     /// Scratch buffer for outgoing heads.
     pub out: Vec<u8>,
+    /// The backend's response head, reused across exchanges (no allocation per request).
+    pub resp: ResponseHead,
     /// A write to the client that makes no progress for this long fails (`server.tcpTimeout`).
     pub send_timeout: Option<Duration>,
     /// The client's TCP socket (under TLS too), to shut a tunnel down from outside.
@@ -141,12 +127,15 @@ enum ReadEnd {
 }
 
 /// Serves one client connection until it closes.
+///
+/// `initial` holds bytes already read from the connection (it may be empty).
 pub async fn serve_client<S: ClientStream + Split + 'static>(
     io: S,
     fd: RawFd,
     peer: SocketAddr,
     listener: Rc<ListenerInfo>,
     w: &Worker,
+    initial: Vec<u8>,
 ) {
     let peer_ip = match peer {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
@@ -157,13 +146,14 @@ pub async fn serve_client<S: ClientStream + Split + 'static>(
     };
     let mut c = ClientConn {
         io,
-        buf: Vec::new(),
+        buf: initial,
         pos: 0,
         head: RequestHead::default(),
         peer_ip,
         listener,
         host: String::new(),
         out: Vec::new(),
+        resp: ResponseHead::default(),
         send_timeout: w.config.server.tcp_timeout,
         fd,
     };
@@ -270,20 +260,13 @@ async fn read_request<S: ClientStream>(
         } else {
             s.tcp_timeout
         };
-        if S::READINESS_WAIT {
-            // Idle: give the buffer back while waiting.
-            w.head_bufs.put(std::mem::take(&mut c.buf));
-            if !wait_idle(&c.io, limit, w).await {
-                return Err(ReadEnd::Closed);
-            }
+        // Idle: wait with a read (one operation per request; a readiness poll first would be two). A
+        // read abandoned on timeout or drain may hold bytes, so the connection is then closed.
+        if c.buf.capacity() == 0 {
             c.buf = w.head_bufs.get();
-        } else {
-            if c.buf.capacity() == 0 {
-                c.buf = w.head_bufs.get();
-            }
-            if !read_idle(&mut c.io, &mut c.buf, limit, w).await {
-                return Err(ReadEnd::Closed);
-            }
+        }
+        if !read_idle(&mut c.io, &mut c.buf, limit, w).await {
+            return Err(ReadEnd::Closed);
         }
     }
     let deadline = Instant::now() + s.header_timeout;
@@ -316,26 +299,9 @@ async fn read_request<S: ClientStream>(
     }
 }
 
-/// Waits for input on an idle connection. False: timed out, draining, or broken.
-async fn wait_idle<S: ClientStream>(io: &S, limit: Option<Duration>, w: &Worker) -> bool {
-    let readable = io.wait_readable();
-    let drain = w.drain_notify.notified();
-    match limit {
-        Some(d) => monoio::select! {
-            r = readable => r.is_ok(),
-            _ = monoio::time::sleep(d) => false,
-            _ = drain => false,
-        },
-        None => monoio::select! {
-            r = readable => r.is_ok(),
-            _ = drain => false,
-        },
-    }
-}
-
-/// Waits for a request by reading (streams without a readiness wait). False: timed out, draining,
-/// closed or broken; the connection must then be closed (the abandoned read may hold bytes).
-async fn read_idle<S: ClientStream>(
+/// Waits for a request by reading. False: timed out, draining, closed or broken; the connection must
+/// then be closed (the abandoned read may hold bytes).
+pub async fn read_idle<S: AsyncReadRent>(
     io: &mut S,
     buf: &mut Vec<u8>,
     limit: Option<Duration>,

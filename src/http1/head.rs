@@ -443,20 +443,28 @@ pub struct ResponseHead {
 impl Default for ResponseHead {
     fn default() -> Self {
         ResponseHead {
+            headers: Vec::with_capacity(16),
+            ..ResponseHead::empty()
+        }
+    }
+}
+
+impl ResponseHead {
+    /// A head holding no allocation (a placeholder while the connection's own is in use).
+    pub fn empty() -> Self {
+        ResponseHead {
             len: 0,
             status: 0,
             minor_version: 1,
             reason: Span::default(),
-            headers: Vec::with_capacity(16),
+            headers: Vec::new(),
             framing: Framing::None,
             keep_alive: true,
             connection: ConnectionTokens::default(),
             must_close: false,
         }
     }
-}
 
-impl ResponseHead {
     /// Parses a response head at the start of `buf`; errors name what is wrong (the client gets 502).
     pub fn parse(
         &mut self,

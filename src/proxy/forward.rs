@@ -105,11 +105,25 @@ pub async fn forward<S: ClientStream>(
     }
 
     let mut relay = w.body_bufs.get();
-    let result = attempts(w, c, route, ex, &mut body, body_in_out, &mut relay).await;
+    // The connection's response head is lent out for the exchange and returned after it.
+    let mut resp = std::mem::replace(&mut c.resp, ResponseHead::empty());
+    let result = attempts(
+        w,
+        c,
+        route,
+        ex,
+        &mut body,
+        body_in_out,
+        &mut relay,
+        &mut resp,
+    )
+    .await;
+    c.resp = resp;
     w.body_bufs.put(relay);
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attempts<S: ClientStream>(
     w: &Worker,
     c: &mut ClientConn<S>,
@@ -118,6 +132,7 @@ async fn attempts<S: ClientStream>(
     body: &mut RequestBody,
     body_in_out: bool,
     relay: &mut Vec<u8>,
+    resp: &mut ResponseHead,
 ) -> Forwarded {
     let s = &w.config.server;
     let max_attempts = 1 + s.retry_on_error as usize;
@@ -125,7 +140,7 @@ async fn attempts<S: ClientStream>(
     // Set when a pooled connection turned out closed: retry this backend once on a fresh connection.
     let mut fresh_retry: Option<usize> = None;
     let mut fresh_retry_used = false;
-    let mut resp = ResponseHead::default();
+
     // Set once body bytes beyond the buffer have been read from the client: the request can no longer
     // be re-sent, so any failure is final.
     let mut streamed = false;
@@ -224,7 +239,7 @@ async fn attempts<S: ClientStream>(
                     if read_response_head(
                         conn.stream(),
                         relay,
-                        &mut resp,
+                        resp,
                         Some(Duration::from_secs(1)),
                         s.max_header_size,
                         c.head.is_head_method,
@@ -238,7 +253,7 @@ async fn attempts<S: ClientStream>(
                             route,
                             conn,
                             relay,
-                            &mut resp,
+                            resp,
                             index,
                             ex,
                             backend_start,
@@ -256,7 +271,7 @@ async fn attempts<S: ClientStream>(
             match read_response_head(
                 conn.stream(),
                 relay,
-                &mut resp,
+                resp,
                 s.backend_timeout,
                 s.max_header_size,
                 c.head.is_head_method,
@@ -264,7 +279,7 @@ async fn attempts<S: ClientStream>(
             .await
             {
                 Ok(()) if (100..200).contains(&resp.status) && resp.status != 101 => {
-                    if let Err(r) = relay_interim(c, relay, &resp).await {
+                    if let Err(r) = relay_interim(c, relay, resp).await {
                         return r;
                     }
                 }
@@ -311,7 +326,7 @@ async fn attempts<S: ClientStream>(
             if !c.head.websocket {
                 return failed(502, "backend switched protocols unasked", body);
             }
-            return answer_upgrade(w, c, route, conn, relay, &resp, index, ex, backend_start).await;
+            return answer_upgrade(w, c, route, conn, relay, resp, index, ex, backend_start).await;
         }
         // Status-based marks (spec §3): 501, 502, 504-599; the answer itself is relayed unchanged.
         if s.dead_backend_on_500 && matches!(resp.status, 501 | 502 | 504..=599) {
@@ -324,7 +339,7 @@ async fn attempts<S: ClientStream>(
             route,
             conn,
             relay,
-            &mut resp,
+            resp,
             index,
             ex,
             backend_start,
