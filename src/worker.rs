@@ -202,11 +202,17 @@ pub fn run(spec: WorkerSpec) {
         // kernel, not by interrupting it: about a tenth less CPU per request), then without it (kernels
         // before 5.19), then epoll.
         match uring_runtime(pool.clone(), true) {
-            Ok(mut rt) => Ok(rt.block_on(worker_main(spec))),
+            Ok(mut rt) => {
+                rt.block_on(worker_main(spec));
+                Ok(())
+            }
             Err(e) => {
                 debug!("worker {id}: io_uring with COOP_TASKRUN unavailable ({e}); trying without");
                 match uring_runtime(pool.clone(), false) {
-                    Ok(mut rt) => Ok(rt.block_on(worker_main(spec))),
+                    Ok(mut rt) => {
+                        rt.block_on(worker_main(spec));
+                        Ok(())
+                    }
                     Err(e) => {
                         warn!("worker {id}: io_uring unavailable ({e}); using epoll");
                         epoll_runtime(pool).map(|mut rt| rt.block_on(worker_main(spec)))

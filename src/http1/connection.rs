@@ -2,8 +2,8 @@
 //! (route → choose → forward), write the access-log line, and go around again while keep-alive allows.
 //!
 //! Requests on one connection are handled strictly in order, so pipelined requests are answered in
-//! order. An idle connection holds no buffer and waits with a cancel-safe readiness poll, so idle
-//! timeouts and shutdown never lose bytes. See `LIFECYCLE.md` for the states.
+//! order. An idle connection waits with a read into a small buffer; when the idle timeout or shutdown
+//! abandons that read, the connection is closed, so no bytes of a live connection are ever lost. See `LIFECYCLE.md` for the states.
 //!
 //! Bad input from one client only ever costs that client its connection; nothing here panics on
 //! network data.
