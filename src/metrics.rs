@@ -48,6 +48,8 @@ pub enum Counter {
     RejectedRequests,
     /// HTTP/2 streams served.
     H2Streams,
+    /// Lookups not cached because a route changed while they were in flight.
+    UncachedRacingLookups,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -161,9 +163,14 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_h2_streams_total",
         "HTTP/2 streams served.",
     ),
+    (
+        Counter::UncachedRacingLookups,
+        "hipache_route_lookups_uncached_total",
+        "Lookups not cached because a route changed meanwhile.",
+    ),
 ];
 
-const N_COUNTERS: usize = 22;
+const N_COUNTERS: usize = 23;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +182,8 @@ pub enum Gauge {
     CacheEntries,
     /// 1 when the worker's Redis connection is up.
     RedisUp,
+    /// 1 when the worker receives route-change notifications.
+    NotificationsUp,
 }
 
 const GAUGES: &[(Gauge, &str, &str)] = &[
@@ -203,9 +212,14 @@ const GAUGES: &[(Gauge, &str, &str)] = &[
         "hipache_redis_up",
         "Workers whose Redis connection is up.",
     ),
+    (
+        Gauge::NotificationsUp,
+        "hipache_route_notifications_up",
+        "Workers receiving route-change notifications.",
+    ),
 ];
 
-const N_GAUGES: usize = 5;
+const N_GAUGES: usize = 6;
 
 /// Latency histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +229,10 @@ pub enum Hist {
     Total,
     /// From the backend attempt to the end of the response.
     Backend,
+    /// Age of the cached route used by a request.
+    RouteAge,
+    /// From a Redis write to its change notification (measured with a probe key).
+    InvalidationLag,
 }
 
 const HISTS: &[(Hist, &str, &str)] = &[
@@ -228,19 +246,30 @@ const HISTS: &[(Hist, &str, &str)] = &[
         "hipache_backend_duration_seconds",
         "Time spent on the backend exchange.",
     ),
+    (
+        Hist::RouteAge,
+        "hipache_route_age_seconds",
+        "Age of the cached route used by a request.",
+    ),
+    (
+        Hist::InvalidationLag,
+        "hipache_invalidation_lag_seconds",
+        "From a Redis write to its change notification (probe).",
+    ),
 ];
 
-const N_HISTS: usize = 2;
+const N_HISTS: usize = 4;
 
 /// Bucket upper bounds, in seconds.
-pub const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+pub const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 #[derive(Default)]
 struct Histogram {
     /// One per bucket, plus +Inf.
-    buckets: [AtomicU64; 15],
+    buckets: [AtomicU64; 17],
     sum_micros: AtomicU64,
 }
 
@@ -384,7 +413,7 @@ impl Metrics {
         for (h, name, help) in HISTS {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             let mut cumulative = 0u64;
-            let mut count_by_bucket = [0u64; 15];
+            let mut count_by_bucket = [0u64; 17];
             let mut sum_micros = 0u64;
             for s in self.slots.iter() {
                 let hist = &s.hists[*h as usize];

@@ -27,9 +27,10 @@ use crate::config::{Config, DriverConfig};
 use crate::file_routes::{FileRoutes, RouteFeed};
 use crate::http1::connection::{serve_client, ListenerInfo};
 use crate::local_sync::Notify;
-use crate::metrics::{Counter, Gauge, Metrics, WorkerSlot};
+use crate::metrics::{Counter, Gauge, Hist, Metrics, WorkerSlot};
 use crate::proxy::error_pages::ErrorPages;
 use crate::proxy::route::Flight;
+use crate::redis::tracking::TrackingEvent;
 use crate::redis::RedisClient;
 use crate::rng::Rng;
 use crate::route_store::{RedisRoutes, RouteStore};
@@ -128,7 +129,11 @@ impl Worker {
         Ok(Worker {
             id,
             store: Rc::new(store),
-            cache: RefCell::new(RouteCache::new(s.cache.size, s.cache.ttl)),
+            cache: RefCell::new(RouteCache::new(
+                s.cache.size,
+                s.cache.ttl,
+                s.cache.tracked_ttl,
+            )),
             inflight: RefCell::new(HashMap::new()),
             pools: BackendPools::new(
                 s.max_sockets,
@@ -318,6 +323,7 @@ async fn worker_main(spec: WorkerSpec) {
         )));
     }
     monoio::spawn(housekeeping(worker.clone()));
+    start_route_notifications(&worker);
     match &*worker.store {
         RouteStore::Redis(_) => {
             monoio::spawn(worker.store.clone().watch_checker());
@@ -532,6 +538,78 @@ async fn follow_routes_file(w: Rc<Worker>) {
         tick += 1;
         if tick.is_multiple_of(10) {
             f.sweep_dead(Instant::now());
+        }
+    }
+}
+
+/// Subscribes this worker to route-change notifications (Redis driver, `server.routeNotifications`).
+fn start_route_notifications(w: &Rc<Worker>) {
+    let (DriverConfig::Redis { read, prefix, .. }, RouteStore::Redis(routes)) =
+        (&w.config.driver, &*w.store)
+    else {
+        return;
+    };
+    if !w.config.server.route_notifications {
+        return;
+    }
+    let events = Rc::downgrade(w);
+    let lags = Rc::downgrade(w);
+    let prefix_owned = prefix.clone();
+    let setup = crate::redis::tracking::TrackingSetup {
+        read: read.clone(),
+        write: routes.write.clone(),
+        prefix: prefix.clone(),
+        label: format!("worker {}", w.id),
+        client_name: format!("hipache-tpc-w{}-{}", w.id, std::process::id()),
+        timeout: w.config.server.redis_timeout,
+    };
+    crate::redis::tracking::start(
+        setup,
+        Box::new(move |event| {
+            if let Some(w) = events.upgrade() {
+                on_route_event(&w, &prefix_owned, event);
+            }
+        }),
+        Box::new(move |lag| {
+            if let Some(w) = lags.upgrade() {
+                w.m().observe(Hist::InvalidationLag, lag);
+            }
+        }),
+    );
+}
+
+/// Applies a route-change notification to the route cache.
+fn on_route_event(w: &Worker, prefix: &str, event: TrackingEvent) {
+    let mut cache = w.cache.borrow_mut();
+    let m = w.m();
+    match event {
+        TrackingEvent::Up => {
+            cache.tracking_up(Instant::now());
+            m.set(Gauge::NotificationsUp, 1);
+        }
+        TrackingEvent::Down => {
+            cache.tracking_down();
+            m.set(Gauge::NotificationsUp, 0);
+        }
+        TrackingEvent::All => {
+            m.inc(Counter::Invalidations);
+            cache.invalidate_all(Instant::now());
+        }
+        TrackingEvent::Keys(keys) => {
+            for key in keys {
+                m.inc(Counter::Invalidations);
+                let Some(rest) = key.strip_prefix(prefix) else {
+                    continue;
+                };
+                let evicted = if let Some(frontend) = rest.strip_prefix("frontend:") {
+                    cache.invalidate_frontend(frontend)
+                } else if let Some(host) = rest.strip_prefix("dead:") {
+                    cache.invalidate_host(host)
+                } else {
+                    0
+                };
+                m.add(Counter::CacheEvictions, evicted as u64);
+            }
         }
     }
 }

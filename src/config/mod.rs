@@ -112,6 +112,8 @@ pub struct ServerConfig {
     pub http2: bool,
     /// `server.http2MaxStreams`: concurrent streams per HTTP/2 connection.
     pub http2_max_streams: u32,
+    /// `server.routeNotifications`: subscribe to route changes (Redis 6+ client tracking).
+    pub route_notifications: bool,
 }
 
 /// `server.lruCache`.
@@ -119,8 +121,11 @@ pub struct ServerConfig {
 pub struct CacheConfig {
     /// Maximum hosts per worker.
     pub size: usize,
-    /// Absolute age limit of an entry; zero = ask the driver on every request.
+    /// Absolute age limit of an entry when route-change notifications are not flowing; zero = ask the
+    /// driver on every request.
     pub ttl: Duration,
+    /// Absolute age limit while notifications flow (`lruCache.trackedTtl`): the safety net.
+    pub tracked_ttl: Duration,
 }
 
 /// Where routes come from.
@@ -179,6 +184,7 @@ const SERVER_KEYS: &[&str] = &[
     "websocketIdleTimeout",
     "http2",
     "http2MaxStreams",
+    "routeNotifications",
     // legacy 0.3
     "port",
     "address",
@@ -273,7 +279,8 @@ impl Config {
                 "httpKeepAlive": s.http_keep_alive,
                 "debug": s.debug,
                 "staticDir": s.static_dir.as_ref().map(|p| p.display().to_string()),
-                "lruCache": { "size": s.cache.size, "ttl": secs(s.cache.ttl) },
+                "lruCache": { "size": s.cache.size, "ttl": secs(s.cache.ttl), "trackedTtl": secs(s.cache.tracked_ttl) },
+                "routeNotifications": s.route_notifications,
                 "connectTimeout": secs(s.connect_timeout),
                 "backendTimeout": opt_secs(s.backend_timeout),
                 "headerTimeout": secs(s.header_timeout),
@@ -449,9 +456,10 @@ impl Builder {
             None => CacheConfig {
                 size: 10_000,
                 ttl: Duration::from_secs(1),
+                tracked_ttl: Duration::from_secs(60),
             },
             Some(Value::Object(obj)) => {
-                let c = self.section("server.lruCache", obj, &["size", "ttl"]);
+                let c = self.section("server.lruCache", obj, &["size", "ttl", "trackedTtl"]);
                 let size = c.opt_count("size").map_err(e)?.unwrap_or(10_000);
                 if size == 0 {
                     return Err(self.err("server.lruCache.size", "must be at least 1"));
@@ -460,9 +468,14 @@ impl Builder {
                     .opt_seconds("ttl")
                     .map_err(e)?
                     .unwrap_or(Some(Duration::from_secs(1)));
+                let tracked_ttl = c
+                    .opt_seconds("trackedTtl")
+                    .map_err(e)?
+                    .unwrap_or(Some(Duration::from_secs(60)));
                 CacheConfig {
                     size,
                     ttl: ttl.unwrap_or(Duration::ZERO),
+                    tracked_ttl: tracked_ttl.unwrap_or(Duration::ZERO),
                 }
             }
             Some(other) => {
@@ -531,6 +544,7 @@ impl Builder {
             redis_timeout,
             websocket_idle_timeout: s.opt_seconds("websocketIdleTimeout").map_err(e)?.flatten(),
             http2: s.opt_bool("http2").map_err(e)?.unwrap_or(true),
+            route_notifications: s.opt_bool("routeNotifications").map_err(e)?.unwrap_or(true),
             http2_max_streams: match s.opt_count("http2MaxStreams").map_err(e)?.unwrap_or(128) {
                 n @ 1..=65_535 => n as u32,
                 n => {

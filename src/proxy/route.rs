@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::local_sync::Notify;
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Hist};
 use crate::redis::RedisError;
 use crate::routing::cache::CacheHit;
 use crate::routing::{Lookup, Route};
@@ -60,8 +60,10 @@ impl Drop for FlightGuard<'_> {
 /// Resolves a normalised host to a route.
 pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
     let stale = match w.cache.borrow().get(host, Instant::now()) {
-        CacheHit::Fresh(lookup) => {
-            w.m().inc(Counter::CacheHits);
+        CacheHit::Fresh(lookup, age) => {
+            let m = w.m();
+            m.inc(Counter::CacheHits);
+            m.observe(Hist::RouteAge, age.as_secs_f64());
             return lookup.into();
         }
         CacheHit::Stale(lookup) => Some(lookup),
@@ -87,14 +89,21 @@ pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
                 flight: flight.clone(),
             };
             w.m().inc(Counter::RedisRoundTrips);
+            // The entry's age counts from the start of the lookup, and a lookup during which a route
+            // changed is not cached: its answer may predate the change.
+            let started = Instant::now();
+            let seq = w.cache.borrow().seq();
             let result = w.store.lookup(host).await;
-            if result.is_err() {
-                w.m().inc(Counter::RedisErrors);
-            }
-            if let Ok(lookup) = &result {
-                w.cache
-                    .borrow_mut()
-                    .insert(host, lookup.clone(), Instant::now());
+            match &result {
+                Ok(lookup) => {
+                    let mut cache = w.cache.borrow_mut();
+                    if cache.seq() == seq {
+                        cache.insert(host, lookup.clone(), started);
+                    } else {
+                        w.m().inc(Counter::UncachedRacingLookups);
+                    }
+                }
+                Err(_) => w.m().inc(Counter::RedisErrors),
             }
             *flight.result.borrow_mut() = Some(result.clone());
             drop(guard);

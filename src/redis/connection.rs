@@ -214,21 +214,72 @@ async fn manage(shared: Rc<Shared>) {
 }
 
 async fn connect(shared: &Shared) -> Result<TcpStream, String> {
+    let mut stream = dial(&shared.endpoint, shared.timeout).await?;
     let ep = &shared.endpoint;
+    let mut commands = Vec::new();
+    if let Some(pw) = &ep.password {
+        commands.push(Step::required("AUTH", redis::cmd("AUTH").arg(pw).clone()));
+    }
+    if ep.database != 0 {
+        commands.push(Step::required(
+            "SELECT",
+            redis::cmd("SELECT").arg(ep.database).clone(),
+        ));
+    }
+    // Very old servers refuse CLIENT SETNAME; that is harmless.
+    commands.push(Step::optional(
+        "CLIENT SETNAME",
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(&shared.client_name)
+            .clone(),
+    ));
+    exchange(&mut stream, &commands, shared.timeout).await?;
+    Ok(stream)
+}
+
+/// One command of a connection handshake.
+pub(crate) struct Step {
+    pub name: &'static str,
+    pub cmd: redis::Cmd,
+    /// A refusal fails the handshake.
+    pub required: bool,
+}
+
+impl Step {
+    pub(crate) fn required(name: &'static str, cmd: redis::Cmd) -> Step {
+        Step {
+            name,
+            cmd,
+            required: true,
+        }
+    }
+
+    pub(crate) fn optional(name: &'static str, cmd: redis::Cmd) -> Step {
+        Step {
+            name,
+            cmd,
+            required: false,
+        }
+    }
+}
+
+/// Opens a TCP connection to a Redis endpoint (any of its addresses) within the timeout.
+pub(crate) async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<TcpStream, String> {
     let addrs = crate::resolver::resolve(&ep.host, ep.port)
         .await
         .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?;
     let mut last_err = String::from("no address");
     for addr in addrs {
         match monoio::time::timeout(
-            shared.timeout.max(Duration::from_secs(1)),
+            timeout.max(Duration::from_secs(1)),
             TcpStream::connect_addr(addr),
         )
         .await
         {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return handshake(shared, stream).await;
+                return Ok(stream);
             }
             Ok(Err(e)) => last_err = e.to_string(),
             Err(_) => last_err = "connect timed out".into(),
@@ -237,28 +288,38 @@ async fn connect(shared: &Shared) -> Result<TcpStream, String> {
     Err(last_err)
 }
 
-/// AUTH, SELECT and CLIENT SETNAME, answered in order before the connection is used.
-async fn handshake(shared: &Shared, mut stream: TcpStream) -> Result<TcpStream, String> {
-    let ep = &shared.endpoint;
-    let mut pipe = redis::pipe();
-    let mut expect = Vec::new();
-    if let Some(pw) = &ep.password {
-        pipe.cmd("AUTH").arg(pw);
-        expect.push("AUTH");
+/// Sends the handshake commands in one write and reads their replies in order. Returns the replies and
+/// any bytes that arrived after them (push messages may follow at once).
+pub(crate) async fn exchange(
+    stream: &mut TcpStream,
+    steps: &[Step],
+    timeout: Duration,
+) -> Result<(Vec<Value>, Vec<u8>), String> {
+    let mut packed = Vec::new();
+    for step in steps {
+        step.cmd.write_packed_command(&mut packed);
     }
-    if ep.database != 0 {
-        pipe.cmd("SELECT").arg(ep.database);
-        expect.push("SELECT");
-    }
-    pipe.cmd("CLIENT").arg("SETNAME").arg(&shared.client_name);
-    expect.push("CLIENT SETNAME");
-    let (res, _) = stream.write_all(pipe.get_packed_pipeline()).await;
+    let (res, _) = stream.write_all(packed).await;
     res.map_err(|e| format!("write failed: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
     let mut start = 0;
     let mut replies = Vec::new();
-    let deadline = shared.timeout.max(Duration::from_secs(1));
-    while replies.len() < expect.len() {
+    let deadline = timeout.max(Duration::from_secs(1));
+    while replies.len() < steps.len() {
+        while replies.len() < steps.len() {
+            match frame_len(&buf[start..]).map_err(|e| e.0)? {
+                Some(n) => {
+                    let v = redis::parse_redis_value(&buf[start..start + n])
+                        .map_err(|e| e.to_string())?;
+                    start += n;
+                    replies.push(v);
+                }
+                None => break,
+            }
+        }
+        if replies.len() == steps.len() {
+            break;
+        }
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity());
         }
@@ -267,7 +328,12 @@ async fn handshake(shared: &Shared, mut stream: TcpStream) -> Result<TcpStream, 
         let (res, slice) =
             match monoio::time::timeout(deadline, stream.read(buf.slice_mut(len..cap))).await {
                 Ok(r) => r,
-                Err(_) => return Err("no answer to AUTH/SELECT".into()),
+                Err(_) => {
+                    return Err(format!(
+                        "no answer to {}",
+                        steps.first().map_or("the handshake", |s| s.name)
+                    ))
+                }
             };
         buf = slice.into_inner();
         match res {
@@ -275,24 +341,25 @@ async fn handshake(shared: &Shared, mut stream: TcpStream) -> Result<TcpStream, 
             Ok(_) => {}
             Err(e) => return Err(e.to_string()),
         }
-        while let Some(n) = frame_len(&buf[start..]).map_err(|e| e.0)? {
-            let v = redis::parse_redis_value(&buf[start..start + n]).map_err(|e| e.to_string())?;
-            start += n;
-            replies.push(v);
-        }
     }
-    for (what, reply) in expect.iter().zip(replies) {
+    for (step, reply) in steps.iter().zip(&replies) {
         if let Value::ServerError(err) = reply {
-            if *what == "CLIENT SETNAME" {
-                continue; // very old servers; harmless
+            if !step.required {
+                continue;
             }
+            let what = if step.name == "AUTH" {
+                "authentication failed".to_string()
+            } else {
+                format!("{} refused", step.name)
+            };
             return Err(
-                format!("{what} refused: {}", err.details().unwrap_or("").trim())
-                    .replace("AUTH refused: ", "authentication failed: "),
+                format!("{what}: {} {}", err.code(), err.details().unwrap_or(""))
+                    .trim()
+                    .to_string(),
             );
         }
     }
-    Ok(stream)
+    Ok((replies, buf.split_off(start)))
 }
 
 /// Runs one established connection until it fails; returns why.

@@ -11,5 +11,6 @@
 pub mod connection;
 pub mod resp;
 pub mod routes;
+pub mod tracking;
 
 pub use connection::{RedisClient, RedisError};
