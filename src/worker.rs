@@ -105,7 +105,8 @@ impl Worker {
                     read: read_client,
                     write: write_client,
                     prefix: prefix.clone(),
-                    checker_alive: Cell::new(false),
+                    checker_alive: Cell::new(config.healthcheck.enabled),
+                    local_checker: config.healthcheck.enabled,
                     dead_ttl: s.dead_backend_ttl,
                 }))
             }
@@ -161,6 +162,9 @@ impl Worker {
         route.mark_dead(index);
         self.m().inc(Counter::DeadMarks);
         if let Some(b) = route.backends.get(index) {
+            if let RouteStore::Redis(_) = &*self.store {
+                self.m().inc(Counter::RedisRoundTrips);
+            }
             self.store.mark_dead(host, &b.url, index, count);
         }
     }

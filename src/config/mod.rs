@@ -5,6 +5,7 @@
 //! (shared by all workers through an `Arc`) or a [`ConfigError`] naming the file and the key. Unknown keys
 //! become warnings naming them. Sockets are not bound here; `server` does that.
 
+mod control;
 pub mod driver_url;
 mod https;
 mod json;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use control::{AdminConfig, HealthCheckConfig, ADMIN_DEFAULT_PORT};
 pub use driver_url::{RedisEndpoint, RedisUrl};
 pub use https::{CertSpec, HttpsConfig, TlsListenerConfig};
 use json::{Section, ValueExt};
@@ -58,6 +60,10 @@ pub struct Config {
     pub driver: DriverConfig,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `admin`: the admin API / metrics / status listener, when configured.
+    pub admin: Option<AdminConfig>,
+    /// `healthcheck`: the built-in active health checker (off by default).
+    pub healthcheck: HealthCheckConfig,
     /// Non-fatal remarks (unknown keys, legacy keys, ignored keys), logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -149,6 +155,8 @@ const TOP_KEYS: &[&str] = &[
     "redisPassword",
     "redisDatabase",
     "redis",
+    "admin",
+    "healthcheck",
 ];
 
 const SERVER_KEYS: &[&str] = &[
@@ -296,6 +304,8 @@ impl Config {
             "driver": driver,
             "user": self.user,
             "group": self.group,
+            "admin": control::admin_json(&self.admin),
+            "healthcheck": control::healthcheck_json(&self.healthcheck),
         })
     }
 }
@@ -361,6 +371,32 @@ impl Builder {
         let driver = self.driver(&top)?;
         let user = top.opt_string("user").map_err(|(k, m)| self.err(&k, m))?;
         let group = top.opt_string("group").map_err(|(k, m)| self.err(&k, m))?;
+        let admin = self.admin(&top)?;
+        if let Some(a) = &admin {
+            let https_addrs = https
+                .iter()
+                .flat_map(|h| h.listeners.iter().map(|l| l.addr));
+            if http.iter().copied().chain(https_addrs).any(|addr| {
+                addr.port() == a.addr.port()
+                    && (addr.ip() == a.addr.ip()
+                        || addr.ip().is_unspecified()
+                        || a.addr.ip().is_unspecified())
+            }) {
+                return Err(self.err(
+                    "admin.port",
+                    format!("{} overlaps an `http` or `https` listener", a.addr),
+                ));
+            }
+        }
+        let healthcheck = self.healthcheck(&top)?;
+        if healthcheck.enabled {
+            if let DriverConfig::File { .. } = driver {
+                return Err(self.err(
+                    "healthcheck.enabled",
+                    "the active health checker needs the Redis driver (it follows the `dead` channel and writes `dead:*` sets); with a file: driver, dead marks stay in each worker's memory",
+                ));
+            }
+        }
         Ok(Config {
             file: self.file.clone(),
             server,
@@ -369,6 +405,8 @@ impl Builder {
             driver,
             user,
             group,
+            admin,
+            healthcheck,
             warnings: self.warnings,
         })
     }

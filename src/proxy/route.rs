@@ -86,9 +86,12 @@ pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
                 host,
                 flight: flight.clone(),
             };
-            w.m().inc(Counter::RedisRoundTrips);
+            let redis = matches!(*w.store, crate::route_store::RouteStore::Redis(_));
+            if redis {
+                w.m().inc(Counter::RedisRoundTrips);
+            }
             let result = w.store.lookup(host).await;
-            if result.is_err() {
+            if result.is_err() && redis {
                 w.m().inc(Counter::RedisErrors);
             }
             if let Ok(lookup) = &result {

@@ -214,21 +214,26 @@ async fn manage(shared: Rc<Shared>) {
 }
 
 async fn connect(shared: &Shared) -> Result<TcpStream, String> {
-    let ep = &shared.endpoint;
+    open(&shared.endpoint, &shared.client_name, shared.timeout).await
+}
+
+/// Connects to `ep` and runs the handshake (AUTH, SELECT, CLIENT SETNAME `client_name`), each step
+/// bounded by `timeout` (at least a second). Shared with the pub/sub subscriber.
+pub(crate) async fn open(
+    ep: &RedisEndpoint,
+    client_name: &str,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
     let addrs = crate::resolver::resolve(&ep.host, ep.port)
         .await
         .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?;
+    let deadline = timeout.max(Duration::from_secs(1));
     let mut last_err = String::from("no address");
     for addr in addrs {
-        match monoio::time::timeout(
-            shared.timeout.max(Duration::from_secs(1)),
-            TcpStream::connect_addr(addr),
-        )
-        .await
-        {
+        match monoio::time::timeout(deadline, TcpStream::connect_addr(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return handshake(shared, stream).await;
+                return handshake(ep, client_name, deadline, stream).await;
             }
             Ok(Err(e)) => last_err = e.to_string(),
             Err(_) => last_err = "connect timed out".into(),
@@ -238,8 +243,12 @@ async fn connect(shared: &Shared) -> Result<TcpStream, String> {
 }
 
 /// AUTH, SELECT and CLIENT SETNAME, answered in order before the connection is used.
-async fn handshake(shared: &Shared, mut stream: TcpStream) -> Result<TcpStream, String> {
-    let ep = &shared.endpoint;
+async fn handshake(
+    ep: &RedisEndpoint,
+    client_name: &str,
+    deadline: Duration,
+    mut stream: TcpStream,
+) -> Result<TcpStream, String> {
     let mut pipe = redis::pipe();
     let mut expect = Vec::new();
     if let Some(pw) = &ep.password {
@@ -250,14 +259,13 @@ async fn handshake(shared: &Shared, mut stream: TcpStream) -> Result<TcpStream, 
         pipe.cmd("SELECT").arg(ep.database);
         expect.push("SELECT");
     }
-    pipe.cmd("CLIENT").arg("SETNAME").arg(&shared.client_name);
+    pipe.cmd("CLIENT").arg("SETNAME").arg(client_name);
     expect.push("CLIENT SETNAME");
     let (res, _) = stream.write_all(pipe.get_packed_pipeline()).await;
     res.map_err(|e| format!("write failed: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
     let mut start = 0;
     let mut replies = Vec::new();
-    let deadline = shared.timeout.max(Duration::from_secs(1));
     while replies.len() < expect.len() {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity());
