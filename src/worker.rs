@@ -278,6 +278,11 @@ async fn worker_main(spec: WorkerSpec) {
             worker.clone(),
         )));
     }
+    // Alive from now on for /status (housekeeping refreshes it every 200 ms).
+    worker.m().heartbeat.store(
+        crate::clock::unix_now(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     monoio::spawn(housekeeping(worker.clone()));
     match &*worker.store {
         RouteStore::Redis(_) => {

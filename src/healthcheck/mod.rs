@@ -572,10 +572,15 @@ impl Checker {
                 .arg("hchecker_ping")
                 .arg(now_parts().0)
                 .write_packed_command(&mut packed);
+            if !self.redis.is_up() {
+                // Connecting (start-up) or reconnecting: write as soon as the connection is back.
+                monoio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             if let Err(e) = self.redis.query(&packed, 1).await {
                 bump(&self.stats.redis_errors);
                 debug!("health checker: hchecker_ping not written: {e}");
-                monoio::time::sleep(Duration::from_secs(1)).await;
+                monoio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
             monoio::time::sleep(PING_EVERY).await;
