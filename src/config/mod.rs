@@ -1008,6 +1008,61 @@ mod tests {
     }
 
     #[test]
+    fn admin_and_healthcheck_sections() {
+        let c = load(r#"{"server":{"accessLog":false}}"#).unwrap();
+        assert!(c.admin.is_none());
+        assert!(!c.healthcheck.enabled);
+        let c = load(r#"{"server":{"accessLog":false},"admin":{"key":"k3y"}}"#).unwrap();
+        let a = c.admin.expect("admin section");
+        assert_eq!(a.addr, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(a.key.as_deref(), Some("k3y"));
+        assert!(a.protect_metrics);
+        assert!(
+            !format!("{a:?}").contains("k3y"),
+            "the key never reaches a log"
+        );
+        let c = load(r#"{"server":{"accessLog":false},"admin":{"address":"0.0.0.0","port":9000}}"#)
+            .unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("without `admin.key`")));
+        let c = load(r#"{"server":{"accessLog":false},"admin":{"enabled":false}}"#).unwrap();
+        assert!(c.admin.is_none());
+        let err = load(
+            r#"{"server":{"accessLog":false},"http":{"port":9000,"bind":["0.0.0.0"]},"admin":{"port":9000}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("admin.port"));
+        let c = load(r#"{"server":{"accessLog":false},"healthcheck":{"enabled":true,"interval":0.5,"method":"GET","uri":"/health?x=1","host":"h:8"}}"#).unwrap();
+        let h = &c.healthcheck;
+        assert!(h.enabled);
+        assert_eq!(h.interval, Duration::from_millis(500));
+        assert_eq!(h.timeout, Duration::from_secs(3));
+        assert_eq!(
+            (h.method.as_str(), h.uri.as_str(), h.host.as_str()),
+            ("GET", "/health?x=1", "h:8")
+        );
+        for (text, key) in [
+            (r#"{"healthcheck":{"timeout":0}}"#, "healthcheck.timeout"),
+            (
+                r#"{"healthcheck":{"lockTimeout":0.5}}"#,
+                "healthcheck.lockTimeout",
+            ),
+            (r#"{"healthcheck":{"host":"a b"}}"#, "healthcheck.host"),
+            (r#"{"healthcheck":true}"#, "healthcheck"),
+            (r#"{"admin":{"key":"a b"}}"#, "admin.key"),
+        ] {
+            let mut v: Value = serde_json::from_str(text).unwrap();
+            v["server"] = serde_json::json!({"accessLog": false});
+            let err = load(&v.to_string()).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{text}");
+        }
+        let c = load(r#"{"server":{"accessLog":false},"healthcheck":{"intervall":3}}"#).unwrap();
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("`healthcheck.intervall`")));
+    }
+
+    #[test]
     fn unknown_keys_warn_by_name() {
         let c = load(r#"{"server":{"accessLog":false,"wrkers":3},"colour":"blue"}"#).unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("`server.wrkers`")));
