@@ -15,19 +15,24 @@
 //!
 //! Control plane:
 //! - [`config`]: the Hipache-compatible configuration file.
+//! - [`control`]: the control thread (its own runtime) running [`admin`] (hipache-api endpoints,
+//!   `/metrics`, `/status`) and [`healthcheck`] (the built-in hipache-hchecker).
 //! - [`redis`]: the per-worker Redis connection (RESP over monoio sockets) and route queries.
 //! - [`file_routes`]: the file driver (routes from a JSON file, hot-reloaded by a watcher thread).
 //! - [`server`], [`listeners`], [`signals`], [`shutdown`]: process start-up, sockets, signals, draining.
 
 pub mod access_log;
+pub mod admin;
 pub mod backend_pool;
 pub mod buffers;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod fast_hash;
 pub mod file_routes;
 pub mod h2;
+pub mod healthcheck;
 pub mod http1;
 pub mod listeners;
 pub mod local_sync;

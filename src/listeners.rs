@@ -44,6 +44,25 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, String>
     Ok(socket.into())
 }
 
+/// One listening, non-blocking socket on `addr` without SO_REUSEPORT (the admin listener): binding
+/// fails if anything listens there already.
+pub fn bind_exclusive(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let socket = new_socket(addr).map_err(|e| format!("cannot create a socket for {addr}: {e}"))?;
+    let setup = || -> io::Result<()> {
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        Ok(())
+    };
+    setup().map_err(|e| format!("cannot configure the socket for {addr}: {e}"))?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| describe_bind_error(addr, &e))?;
+    socket
+        .listen(128)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok(socket.into())
+}
+
 /// Probes every address, then binds `workers` sockets for each: result\[worker\]\[address\].
 pub fn bind_all(
     addrs: &[SocketAddr],

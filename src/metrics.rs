@@ -367,6 +367,11 @@ impl Metrics {
         self.slots.len()
     }
 
+    /// Time since the slots were created (process start-up).
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     /// A counter summed over workers.
     pub fn total(&self, c: Counter) -> u64 {
         self.slots.iter().map(|s| s.counter(c)).sum()

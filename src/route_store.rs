@@ -30,6 +30,9 @@ pub struct RedisRoutes {
     pub prefix: String,
     /// An active health checker is alive: passive marks only publish.
     pub checker_alive: Cell<bool>,
+    /// This process runs the built-in checker (`healthcheck.enabled`): it owns the dead sets from the
+    /// start, without waiting for `hchecker_ping` to be seen.
+    pub local_checker: bool,
     pub dead_ttl: u64,
 }
 
@@ -117,15 +120,16 @@ impl RouteStore {
         loop {
             let pause = match r.read.query(&packed, 1).await {
                 Ok(mut replies) => {
-                    let alive = match replies.pop() {
-                        Some(Value::BulkString(b)) => std::str::from_utf8(&b)
-                            .ok()
-                            .and_then(|s| s.trim().parse::<u64>().ok())
-                            .is_some_and(|ping| {
-                                unix_now().saturating_sub(ping) <= CHECKER_FRESH_SECS
-                            }),
-                        _ => false,
-                    };
+                    let alive = r.local_checker
+                        || match replies.pop() {
+                            Some(Value::BulkString(b)) => std::str::from_utf8(&b)
+                                .ok()
+                                .and_then(|s| s.trim().parse::<u64>().ok())
+                                .is_some_and(|ping| {
+                                    unix_now().saturating_sub(ping) <= CHECKER_FRESH_SECS
+                                }),
+                            _ => false,
+                        };
                     if alive != r.checker_alive.get() {
                         debug!(
                             "active health checker {}",

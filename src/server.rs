@@ -32,6 +32,13 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let per_worker = crate::listeners::bind_all(&config.http, workers)?;
     let per_worker_tls = crate::listeners::bind_all(&https_addrs, workers)?;
+    let admin_listener = match &config.admin {
+        Some(admin) => Some(
+            crate::listeners::bind_exclusive(admin.addr)
+                .map_err(|e| format!("admin listener (`admin.address`, `admin.port`): {e}"))?,
+        ),
+        None => None,
+    };
     let listeners: Vec<Listeners> = per_worker
         .into_iter()
         .zip(per_worker_tls)
@@ -50,7 +57,13 @@ pub fn run(config: Config) -> Result<(), String> {
         }
         None => ((0..listeners.len()).map(|_| None).collect(), None),
     };
-    let result = start_workers(config.clone(), listeners, feeds, latch.clone());
+    let result = start_workers(
+        config.clone(),
+        listeners,
+        feeds,
+        latch.clone(),
+        admin_listener,
+    );
     if let Some(handle) = routes_watcher {
         latch.trigger();
         if handle.join().is_err() {
@@ -79,6 +92,7 @@ fn start_workers(
     per_worker: Vec<Listeners>,
     feeds: Vec<Option<RouteFeed>>,
     latch: Arc<ShutdownLatch>,
+    admin_listener: Option<std::net::TcpListener>,
 ) -> Result<(), String> {
     let workers = per_worker.len();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -129,6 +143,25 @@ fn start_workers(
             }
         }
     }
+    // The admin listener and the health checker run on their own thread, never on a worker.
+    let control = if crate::control::wanted(&config) {
+        let spec = crate::control::ControlSpec {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            latch: latch.clone(),
+            blocking_pool: blocking_pool.clone(),
+            admin_listener,
+        };
+        match crate::control::spawn(spec) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                latch.trigger();
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let binds: Vec<String> = config
         .http
         .iter()
@@ -165,6 +198,13 @@ fn start_workers(
     }
     if panicked > 0 {
         error!("{panicked} worker thread(s) panicked");
+    }
+    if let Some(handle) = control {
+        // The latch is set (the workers only stop after it): the control thread is stopping too.
+        latch.trigger();
+        if handle.join().is_err() {
+            error!("the control thread panicked");
+        }
     }
     info!("hipache-tpc stopped");
     Ok(())

@@ -106,7 +106,8 @@ impl Worker {
                     read: read_client,
                     write: write_client,
                     prefix: prefix.clone(),
-                    checker_alive: Cell::new(false),
+                    checker_alive: Cell::new(config.healthcheck.enabled),
+                    local_checker: config.healthcheck.enabled,
                     dead_ttl: s.dead_backend_ttl,
                 }))
             }
@@ -166,6 +167,9 @@ impl Worker {
         route.mark_dead(index);
         self.m().inc(Counter::DeadMarks);
         if let Some(b) = route.backends.get(index) {
+            if let RouteStore::Redis(_) = &*self.store {
+                self.m().inc(Counter::RedisRoundTrips);
+            }
             self.store.mark_dead(host, &b.url, index, count);
         }
     }
@@ -322,6 +326,11 @@ async fn worker_main(spec: WorkerSpec) {
             worker.clone(),
         )));
     }
+    // Alive from now on for /status (housekeeping refreshes it every 200 ms).
+    worker.m().heartbeat.store(
+        crate::clock::unix_now(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     monoio::spawn(housekeeping(worker.clone()));
     start_route_notifications(&worker);
     match &*worker.store {

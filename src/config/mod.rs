@@ -5,6 +5,7 @@
 //! (shared by all workers through an `Arc`) or a [`ConfigError`] naming the file and the key. Unknown keys
 //! become warnings naming them. Sockets are not bound here; `server` does that.
 
+mod control;
 pub mod driver_url;
 mod https;
 mod json;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use control::{AdminConfig, HealthCheckConfig, ADMIN_DEFAULT_PORT};
 pub use driver_url::{RedisEndpoint, RedisUrl};
 pub use https::{CertSpec, HttpsConfig, TlsListenerConfig};
 use json::{Section, ValueExt};
@@ -58,6 +60,10 @@ pub struct Config {
     pub driver: DriverConfig,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `admin`: the admin API / metrics / status listener, when configured.
+    pub admin: Option<AdminConfig>,
+    /// `healthcheck`: the built-in active health checker (off by default).
+    pub healthcheck: HealthCheckConfig,
     /// Non-fatal remarks (unknown keys, legacy keys, ignored keys), logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -158,6 +164,8 @@ const TOP_KEYS: &[&str] = &[
     "redisPassword",
     "redisDatabase",
     "redis",
+    "admin",
+    "healthcheck",
 ];
 
 const SERVER_KEYS: &[&str] = &[
@@ -311,6 +319,8 @@ impl Config {
             "driver": driver,
             "user": self.user,
             "group": self.group,
+            "admin": control::admin_json(&self.admin),
+            "healthcheck": control::healthcheck_json(&self.healthcheck),
         })
     }
 }
@@ -376,6 +386,32 @@ impl Builder {
         let driver = self.driver(&top)?;
         let user = top.opt_string("user").map_err(|(k, m)| self.err(&k, m))?;
         let group = top.opt_string("group").map_err(|(k, m)| self.err(&k, m))?;
+        let admin = self.admin(&top)?;
+        if let Some(a) = &admin {
+            let https_addrs = https
+                .iter()
+                .flat_map(|h| h.listeners.iter().map(|l| l.addr));
+            if http.iter().copied().chain(https_addrs).any(|addr| {
+                addr.port() == a.addr.port()
+                    && (addr.ip() == a.addr.ip()
+                        || addr.ip().is_unspecified()
+                        || a.addr.ip().is_unspecified())
+            }) {
+                return Err(self.err(
+                    "admin.port",
+                    format!("{} overlaps an `http` or `https` listener", a.addr),
+                ));
+            }
+        }
+        let healthcheck = self.healthcheck(&top)?;
+        if healthcheck.enabled {
+            if let DriverConfig::File { .. } = driver {
+                return Err(self.err(
+                    "healthcheck.enabled",
+                    "the active health checker needs the Redis driver (it follows the `dead` channel and writes `dead:*` sets); with a file: driver, dead marks stay in each worker's memory",
+                ));
+            }
+        }
         Ok(Config {
             file: self.file.clone(),
             server,
@@ -384,6 +420,8 @@ impl Builder {
             driver,
             user,
             group,
+            admin,
+            healthcheck,
             warnings: self.warnings,
         })
     }
@@ -999,6 +1037,61 @@ mod tests {
         assert_eq!(err.key.as_deref(), Some("server.accessLog"));
         let err = load("{ not json").unwrap_err();
         assert!(err.message.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn admin_and_healthcheck_sections() {
+        let c = load(r#"{"server":{"accessLog":false}}"#).unwrap();
+        assert!(c.admin.is_none());
+        assert!(!c.healthcheck.enabled);
+        let c = load(r#"{"server":{"accessLog":false},"admin":{"key":"k3y"}}"#).unwrap();
+        let a = c.admin.expect("admin section");
+        assert_eq!(a.addr, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(a.key.as_deref(), Some("k3y"));
+        assert!(a.protect_metrics);
+        assert!(
+            !format!("{a:?}").contains("k3y"),
+            "the key never reaches a log"
+        );
+        let c = load(r#"{"server":{"accessLog":false},"admin":{"address":"0.0.0.0","port":9000}}"#)
+            .unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("without `admin.key`")));
+        let c = load(r#"{"server":{"accessLog":false},"admin":{"enabled":false}}"#).unwrap();
+        assert!(c.admin.is_none());
+        let err = load(
+            r#"{"server":{"accessLog":false},"http":{"port":9000,"bind":["0.0.0.0"]},"admin":{"port":9000}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("admin.port"));
+        let c = load(r#"{"server":{"accessLog":false},"healthcheck":{"enabled":true,"interval":0.5,"method":"GET","uri":"/health?x=1","host":"h:8"}}"#).unwrap();
+        let h = &c.healthcheck;
+        assert!(h.enabled);
+        assert_eq!(h.interval, Duration::from_millis(500));
+        assert_eq!(h.timeout, Duration::from_secs(3));
+        assert_eq!(
+            (h.method.as_str(), h.uri.as_str(), h.host.as_str()),
+            ("GET", "/health?x=1", "h:8")
+        );
+        for (text, key) in [
+            (r#"{"healthcheck":{"timeout":0}}"#, "healthcheck.timeout"),
+            (
+                r#"{"healthcheck":{"lockTimeout":0.5}}"#,
+                "healthcheck.lockTimeout",
+            ),
+            (r#"{"healthcheck":{"host":"a b"}}"#, "healthcheck.host"),
+            (r#"{"healthcheck":true}"#, "healthcheck"),
+            (r#"{"admin":{"key":"a b"}}"#, "admin.key"),
+        ] {
+            let mut v: Value = serde_json::from_str(text).unwrap();
+            v["server"] = serde_json::json!({"accessLog": false});
+            let err = load(&v.to_string()).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{text}");
+        }
+        let c = load(r#"{"server":{"accessLog":false},"healthcheck":{"intervall":3}}"#).unwrap();
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("`healthcheck.intervall`")));
     }
 
     #[test]

@@ -88,7 +88,10 @@ pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
                 host,
                 flight: flight.clone(),
             };
-            w.m().inc(Counter::RedisRoundTrips);
+            let redis = matches!(*w.store, crate::route_store::RouteStore::Redis(_));
+            if redis {
+                w.m().inc(Counter::RedisRoundTrips);
+            }
             // The entry's age counts from the start of the lookup, and a lookup during which a route
             // changed is not cached: its answer may predate the change.
             let started = Instant::now();
@@ -103,7 +106,8 @@ pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
                         w.m().inc(Counter::UncachedRacingLookups);
                     }
                 }
-                Err(_) => w.m().inc(Counter::RedisErrors),
+                Err(_) if redis => w.m().inc(Counter::RedisErrors),
+                Err(_) => {}
             }
             *flight.result.borrow_mut() = Some(result.clone());
             drop(guard);

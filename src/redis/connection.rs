@@ -214,8 +214,17 @@ async fn manage(shared: Rc<Shared>) {
 }
 
 async fn connect(shared: &Shared) -> Result<TcpStream, String> {
-    let mut stream = dial(&shared.endpoint, shared.timeout).await?;
-    let ep = &shared.endpoint;
+    open(&shared.endpoint, &shared.client_name, shared.timeout).await
+}
+
+/// Connects to `ep` and runs the handshake (AUTH, SELECT, CLIENT SETNAME `client_name`), each step
+/// bounded by `timeout` (at least a second). Shared with the pub/sub subscriber.
+pub(crate) async fn open(
+    ep: &RedisEndpoint,
+    client_name: &str,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let mut stream = dial(ep, timeout).await?;
     let mut commands = Vec::new();
     if let Some(pw) = &ep.password {
         commands.push(Step::required("AUTH", redis::cmd("AUTH").arg(pw).clone()));
@@ -229,12 +238,9 @@ async fn connect(shared: &Shared) -> Result<TcpStream, String> {
     // Very old servers refuse CLIENT SETNAME; that is harmless.
     commands.push(Step::optional(
         "CLIENT SETNAME",
-        redis::cmd("CLIENT")
-            .arg("SETNAME")
-            .arg(&shared.client_name)
-            .clone(),
+        redis::cmd("CLIENT").arg("SETNAME").arg(client_name).clone(),
     ));
-    exchange(&mut stream, &commands, shared.timeout).await?;
+    exchange(&mut stream, &commands, timeout).await?;
     Ok(stream)
 }
 

@@ -5,12 +5,14 @@
 //! - [`connection`]: one pipelined connection per worker (and per role: reads, writes), with reconnect,
 //!   AUTH and SELECT.
 //! - [`routes`]: the route lookup (all candidate lists and the dead set in one round trip).
+//! - [`subscriber`]: a pub/sub subscription on its own connection (the `dead` channel), with reconnect.
 //!
 //! Nothing here may block a worker thread: every wait is an `.await` on the worker's runtime.
 
 pub mod connection;
 pub mod resp;
 pub mod routes;
+pub mod subscriber;
 pub mod tracking;
 
 pub use connection::{RedisClient, RedisError};

@@ -4,16 +4,20 @@
 //! - [`Backend`]: a small HTTP/1.1 server in a thread, with scripted behaviours chosen by path.
 //! - [`Proxy`]: the real `hipache-tpc` binary with a generated configuration (SIGTERM on drop).
 //! - [`client`]: raw-socket HTTP clients (so malformed input can be sent byte for byte).
+//! - [`admin`]: a client of the admin listener; [`pybackend`]: a backend in its own (freezable) process.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod h2client;
 pub mod proxy;
+pub mod pybackend;
 pub mod redis_server;
 pub mod tls;
 pub mod ws;
 
+#[allow(unused_imports)]
 pub use backend::Backend;
 #[allow(unused_imports)]
 pub use client::{get, Response};
