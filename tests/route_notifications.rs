@@ -205,3 +205,44 @@ fn prefixed_driver_on_a_non_zero_database() {
         .iter()
         .all(|b| b == "v2"));
 }
+
+#[test]
+fn notification_metrics_move() {
+    let redis = RedisServer::start();
+    let (v1, v2) = (Backend::start("v1"), Backend::start("v2"));
+    redis.set_frontend("m.test", "m", &[v1.url()]);
+    let (proxy, admin) = common::admin::start_with_admin(&redis, json!({}), long_ttl());
+    wait_for_notifications(&proxy, 2);
+    let metric = |name: &str| -> f64 {
+        let text = admin.get("/metrics").response.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert_eq!(metric("hipache_route_notifications_up"), 2.0);
+    assert!(backends_seen(proxy.port, "m.test", 20)
+        .iter()
+        .all(|b| b == "v1"));
+    let (inv, evicted) = (
+        metric("hipache_cache_invalidations_total"),
+        metric("hipache_cache_evictions_total"),
+    );
+    redis.set_frontend("m.test", "m", &[v2.url()]);
+    settle();
+    assert!(backends_seen(proxy.port, "m.test", 20)
+        .iter()
+        .all(|b| b == "v2"));
+    // DEL + RPUSH: two notifications per worker; the host was cached by both workers.
+    assert!(metric("hipache_cache_invalidations_total") >= inv + 4.0);
+    assert!(metric("hipache_cache_evictions_total") >= evicted + 2.0);
+    assert!(metric("hipache_route_age_seconds_count") > 0.0);
+    // The liveness probe measures the notification lag every second.
+    assert!(wait_until(Duration::from_secs(4), || metric(
+        "hipache_invalidation_lag_seconds_count"
+    ) >= 2.0));
+    assert!(
+        metric("hipache_invalidation_lag_seconds_bucket{le=\"0.01\"}") >= 1.0,
+        "lag under 10 ms on loopback"
+    );
+}
