@@ -16,12 +16,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use redis::Value;
 
-use super::resp::frame_len;
+use super::resp::RespReader;
 use crate::config::RedisEndpoint;
 use crate::local_sync::{oneshot, Notify, Sender};
 
@@ -307,45 +306,24 @@ pub(crate) async fn exchange(
     }
     let (res, _) = stream.write_all(packed).await;
     res.map_err(|e| format!("write failed: {e}"))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut start = 0;
+    let mut reader = RespReader::new(Vec::new());
     let mut replies = Vec::new();
     let deadline = timeout.max(Duration::from_secs(1));
     while replies.len() < steps.len() {
-        while replies.len() < steps.len() {
-            match frame_len(&buf[start..]).map_err(|e| e.0)? {
-                Some(n) => {
-                    let v = redis::parse_redis_value(&buf[start..start + n])
-                        .map_err(|e| e.to_string())?;
-                    start += n;
-                    replies.push(v);
-                }
-                None => break,
+        if let Some(v) = reader.next_value()? {
+            replies.push(v);
+            continue;
+        }
+        match monoio::time::timeout(deadline, reader.fill(stream)).await {
+            Err(_) => {
+                return Err(format!(
+                    "no answer to {}",
+                    steps.first().map_or("the handshake", |s| s.name)
+                ))
             }
-        }
-        if replies.len() == steps.len() {
-            break;
-        }
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity());
-        }
-        let len = buf.len();
-        let cap = buf.capacity();
-        let (res, slice) =
-            match monoio::time::timeout(deadline, stream.read(buf.slice_mut(len..cap))).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(format!(
-                        "no answer to {}",
-                        steps.first().map_or("the handshake", |s| s.name)
-                    ))
-                }
-            };
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => return Err("closed by the server during the handshake".into()),
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
+            Ok(Ok(0)) => return Err("closed by the server during the handshake".into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
         }
     }
     for (step, reply) in steps.iter().zip(&replies) {
@@ -365,7 +343,7 @@ pub(crate) async fn exchange(
             );
         }
     }
-    Ok((replies, buf.split_off(start)))
+    Ok((replies, reader.into_rest()))
 }
 
 /// Runs one established connection until it fails; returns why.
@@ -435,44 +413,23 @@ async fn read_loop(
     shared: &Rc<Shared>,
     reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
 ) -> String {
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut start = 0usize;
+    let mut replies = RespReader::new(Vec::new());
     loop {
-        if buf.len() == buf.capacity() {
-            if start > 0 {
-                buf.drain(..start);
-                start = 0;
-            } else {
-                buf.reserve(buf.capacity());
-            }
-        }
-        let len = buf.len();
-        let cap = buf.capacity();
-        let (res, slice) = reader.read(buf.slice_mut(len..cap)).await;
-        buf = slice.into_inner();
-        match res {
+        match replies.fill(reader).await {
             Ok(0) => return "closed by the server".into(),
             Ok(_) => {}
             Err(e) => return e.to_string(),
         }
         loop {
-            let n = match frame_len(&buf[start..]) {
-                Ok(Some(n)) => n,
+            match replies.next_value() {
+                Ok(Some(value)) => {
+                    if let Err(reason) = deliver(shared, value) {
+                        return reason;
+                    }
+                }
                 Ok(None) => break,
-                Err(e) => return format!("protocol error: {}", e.0),
-            };
-            let value = match redis::parse_redis_value(&buf[start..start + n]) {
-                Ok(v) => v,
-                Err(e) => return format!("protocol error: {e}"),
-            };
-            start += n;
-            if let Err(reason) = deliver(shared, value) {
-                return reason;
+                Err(reason) => return reason,
             }
-        }
-        if start == buf.len() {
-            buf.clear();
-            start = 0;
         }
     }
 }

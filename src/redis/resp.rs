@@ -102,6 +102,72 @@ fn parse_len(line: &[u8]) -> Result<i64, RespError> {
         .ok_or_else(|| RespError(format!("bad length {:?}", String::from_utf8_lossy(line))))
 }
 
+/// Buffered reading of RESP values from a stream: bytes are read into one growing buffer and complete
+/// frames handed to the redis crate's parser. Shared by every Redis connection of the proxy.
+pub struct RespReader {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl RespReader {
+    /// A reader that starts with bytes already received (e.g. right after a handshake).
+    pub fn new(received: Vec<u8>) -> Self {
+        let mut buf = received;
+        if buf.capacity() < 16 * 1024 {
+            buf.reserve(16 * 1024 - buf.len());
+        }
+        RespReader { buf, start: 0 }
+    }
+
+    /// The next complete value, if one is buffered.
+    pub fn next_value(&mut self) -> Result<Option<redis::Value>, String> {
+        let n = match frame_len(&self.buf[self.start..]) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(format!("protocol error: {}", e.0)),
+        };
+        let value = redis::parse_redis_value(&self.buf[self.start..self.start + n])
+            .map_err(|e| format!("protocol error: {e}"))?;
+        self.start += n;
+        Ok(Some(value))
+    }
+
+    /// Reads more bytes (compacting or growing the buffer first). `Ok(0)` is end of stream. If the
+    /// future is dropped mid-read, the buffer is lost with it: the connection must then be closed.
+    pub async fn fill<R: monoio::io::AsyncReadRent>(
+        &mut self,
+        r: &mut R,
+    ) -> std::io::Result<usize> {
+        use monoio::buf::IoBufMut;
+        if self.buf.len() == self.buf.capacity() {
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            } else {
+                self.buf.reserve(self.buf.capacity().max(4096));
+            }
+        }
+        let len = self.buf.len();
+        let cap = self.buf.capacity();
+        let (res, slice) = r
+            .read(std::mem::take(&mut self.buf).slice_mut(len..cap))
+            .await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Bytes received but not yet parsed.
+    pub fn into_rest(mut self) -> Vec<u8> {
+        self.buf.split_off(self.start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

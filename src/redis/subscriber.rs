@@ -17,13 +17,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use redis::Value;
 
 use super::connection::open;
-use super::resp::frame_len;
+use super::resp::RespReader;
 use crate::config::RedisEndpoint;
 use crate::local_sync::Notify;
 
@@ -202,44 +201,22 @@ async fn read_frames(
     reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
     traffic: &std::cell::Cell<std::time::Instant>,
 ) -> String {
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
-    let mut start = 0usize;
+    let mut frames = RespReader::new(Vec::new());
     let mut confirmed = 0usize;
     loop {
-        if buf.len() == buf.capacity() {
-            if start > 0 {
-                buf.drain(..start);
-                start = 0;
-            } else {
-                buf.reserve(buf.capacity());
-            }
-        }
-        let len = buf.len();
-        let cap = buf.capacity();
         // After a timeout the connection is dropped, so a read lost to cancellation does not matter.
-        let (res, slice) =
-            match monoio::time::timeout(PING_EVERY * 2, reader.read(buf.slice_mut(len..cap))).await
-            {
-                Ok(r) => r,
-                Err(_) => return format!("no traffic for {:?}", PING_EVERY * 2),
-            };
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => return "closed by the server".into(),
-            Ok(_) => traffic.set(std::time::Instant::now()),
-            Err(e) => return e.to_string(),
+        match monoio::time::timeout(PING_EVERY * 2, frames.fill(reader)).await {
+            Err(_) => return format!("no traffic for {:?}", PING_EVERY * 2),
+            Ok(Ok(0)) => return "closed by the server".into(),
+            Ok(Ok(_)) => traffic.set(std::time::Instant::now()),
+            Ok(Err(e)) => return e.to_string(),
         }
         loop {
-            let n = match frame_len(&buf[start..]) {
-                Ok(Some(n)) => n,
+            let value = match frames.next_value() {
+                Ok(Some(v)) => v,
                 Ok(None) => break,
-                Err(e) => return format!("protocol error: {}", e.0),
+                Err(reason) => return reason,
             };
-            let value = match redis::parse_redis_value(&buf[start..start + n]) {
-                Ok(v) => v,
-                Err(e) => return format!("protocol error: {e}"),
-            };
-            start += n;
             match classify(value) {
                 Frame::Confirmed => {
                     confirmed += 1;
@@ -259,10 +236,6 @@ async fn read_frames(
                 Frame::Other => {}
                 Frame::Error(e) => return format!("refused: {e}"),
             }
-        }
-        if start == buf.len() {
-            buf.clear();
-            start = 0;
         }
     }
 }

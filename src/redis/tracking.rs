@@ -17,13 +17,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use monoio::buf::IoBufMut;
-use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use redis::{PushKind, Value};
 
 use super::connection::{dial, exchange, RedisClient, Step};
-use super::resp::frame_len;
+use super::resp::RespReader;
 use crate::config::RedisEndpoint;
 
 /// What the tracking connection tells its worker.
@@ -209,40 +207,17 @@ async fn subscribe(
 }
 
 /// Reads push messages until the connection fails; returns why.
-async fn read_pushes(t: &Tracking, mut stream: TcpStream, mut buf: Vec<u8>) -> String {
-    buf.reserve(16 * 1024);
-    let mut start = 0usize;
+async fn read_pushes(t: &Tracking, mut stream: TcpStream, received: Vec<u8>) -> String {
+    let mut pushes = RespReader::new(received);
     loop {
         loop {
-            let n = match frame_len(&buf[start..]) {
-                Ok(Some(n)) => n,
+            match pushes.next_value() {
+                Ok(Some(value)) => handle(t, value),
                 Ok(None) => break,
-                Err(e) => return format!("protocol error: {}", e.0),
-            };
-            let value = match redis::parse_redis_value(&buf[start..start + n]) {
-                Ok(v) => v,
-                Err(e) => return format!("protocol error: {e}"),
-            };
-            start += n;
-            handle(t, value);
-        }
-        if start == buf.len() {
-            buf.clear();
-            start = 0;
-        } else if buf.len() == buf.capacity() {
-            buf.drain(..start);
-            start = 0;
-            if buf.len() == buf.capacity() {
-                buf.reserve(buf.capacity());
+                Err(reason) => return reason,
             }
         }
-        let len = buf.len();
-        let cap = buf.capacity();
-        let (res, slice) = stream
-            .read(std::mem::take(&mut buf).slice_mut(len..cap))
-            .await;
-        buf = slice.into_inner();
-        match res {
+        match pushes.fill(&mut stream).await {
             Ok(0) if stalled(t) => return "no notification of the liveness probe".into(),
             Ok(0) => return "closed by the server".into(),
             Ok(_) => {}
