@@ -47,11 +47,12 @@ fn counters_move_with_requests_errors_and_cache_hits() {
     let refused = format!("http://127.0.0.1:{}", free_port());
     redis.set_frontend("m.test", "m", &[backend.url()]);
     redis.set_frontend("retry.test", "r", &[refused, backend.url()]);
-    // A long cache TTL so that repeated hosts are cache hits.
+    // A long cache TTL so that repeated hosts are cache hits. Route-change notifications are off: here a
+    // dead mark must not evict the route (that is tested in tests/route_notifications.rs).
     let (proxy, admin) = start_with_admin(
         &redis,
         json!({}),
-        json!({ "server": { "lruCache": { "size": 100, "ttl": 30 } } }),
+        json!({ "server": { "routeNotifications": false, "lruCache": { "size": 100, "ttl": 30 } } }),
     );
     let before = scrape(&admin);
     let mut c = Conn::open(proxy.port);
