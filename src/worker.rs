@@ -164,7 +164,10 @@ impl Worker {
         if count <= 1 {
             return;
         }
-        route.mark_dead(index);
+        route.mark_dead(
+            index,
+            Duration::from_secs(self.config.server.dead_backend_ttl),
+        );
         self.m().inc(Counter::DeadMarks);
         if let Some(b) = route.backends.get(index) {
             if let RouteStore::Redis(_) = &*self.store {

@@ -1,11 +1,13 @@
 //! A resolved route: the frontend list that matched a host (identifier + backends) and that host's dead
 //! set, plus parsing of backend URLs.
 //!
-//! Routes are immutable once built, except for the dead flags, which the worker that sees a backend
-//! fail may set at once (spec §3) without waiting for the next lookup.
+//! Routes are immutable once built, except for local dead marks: the worker that sees a backend fail
+//! stops choosing it at once (spec §3), without waiting for the next lookup. A local mark expires after
+//! `deadBackendTTL`, like a mark in Redis, even if the route stays cached longer.
 
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 /// The outcome of looking a host up.
 #[derive(Clone)]
@@ -24,8 +26,12 @@ pub struct Route {
     pub frontend_key: Box<str>,
     /// Elements 1.. of the list.
     pub backends: Box<[Backend]>,
-    /// `dead[i]`: index i is in `dead:<host>` (or was just marked by this worker).
-    dead: Box<[Cell<bool>]>,
+    /// `listed_dead[i]`: index i was in `dead:<host>` when the route was looked up.
+    listed_dead: Box<[bool]>,
+    /// Local marks made by this worker, each until its expiry.
+    marked_until: Box<[Cell<Option<Instant>>]>,
+    /// Some local mark exists (so the common path reads no clock).
+    any_marked: Cell<bool>,
 }
 
 impl Route {
@@ -33,31 +39,45 @@ impl Route {
     pub fn new(frontend_key: &str, list: &[String], dead_indexes: &[usize]) -> Route {
         let identifier = list.first().map(|s| s.as_str()).unwrap_or("");
         let backends: Box<[Backend]> = list.iter().skip(1).map(|url| Backend::parse(url)).collect();
-        let dead: Box<[Cell<bool>]> = (0..backends.len())
-            .map(|i| Cell::new(dead_indexes.contains(&i)))
+        let listed_dead: Box<[bool]> = (0..backends.len())
+            .map(|i| dead_indexes.contains(&i))
             .collect();
+        let marked_until = (0..backends.len()).map(|_| Cell::new(None)).collect();
         Route {
             identifier: identifier.into(),
             frontend_key: frontend_key.into(),
             backends,
-            dead,
+            listed_dead,
+            marked_until,
+            any_marked: Cell::new(false),
         }
     }
 
     pub fn is_dead(&self, index: usize) -> bool {
-        self.dead.get(index).is_some_and(|d| d.get())
+        if self.listed_dead.get(index).copied().unwrap_or(false) {
+            return true;
+        }
+        self.any_marked.get()
+            && self
+                .marked_until
+                .get(index)
+                .and_then(Cell::get)
+                .is_some_and(|until| Instant::now() < until)
     }
 
-    /// Marks `index` dead in this worker's copy.
-    pub fn mark_dead(&self, index: usize) {
-        if let Some(d) = self.dead.get(index) {
-            d.set(true);
+    /// Marks `index` dead in this worker's copy for `ttl`.
+    pub fn mark_dead(&self, index: usize, ttl: Duration) {
+        if let Some(m) = self.marked_until.get(index) {
+            m.set(Some(Instant::now() + ttl));
+            self.any_marked.set(true);
         }
     }
 
     /// Number of backends not marked dead.
     pub fn alive_count(&self) -> usize {
-        self.dead.iter().filter(|d| !d.get()).count()
+        (0..self.backends.len())
+            .filter(|i| !self.is_dead(*i))
+            .count()
     }
 }
 
@@ -180,7 +200,11 @@ mod tests {
         assert!(!r.is_dead(0));
         assert!(r.is_dead(1));
         assert_eq!(r.alive_count(), 1);
-        r.mark_dead(0);
+        r.mark_dead(0, Duration::from_secs(30));
         assert_eq!(r.alive_count(), 0);
+        // A local mark expires.
+        r.mark_dead(0, Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!r.is_dead(0));
     }
 }
