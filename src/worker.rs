@@ -179,9 +179,25 @@ pub struct WorkerSpec {
     pub blocking_pool: monoio::blocking::DefaultThreadPool,
     pub metrics: Arc<Metrics>,
     /// Told once the worker accepts connections (or why it could not start).
-    pub ready: mpsc::Sender<Result<usize, String>>,
+    pub ready: ReadySender,
     /// With the file driver: the routes table at start-up and the channel newer ones arrive on.
     pub routes: Option<RouteFeed>,
+}
+
+/// Tells the supervisor that a worker accepts connections, or why it could not start.
+#[derive(Clone)]
+pub struct ReadySender {
+    pub tx: mpsc::Sender<crate::supervisor::Event>,
+}
+
+impl ReadySender {
+    /// Reports `Ok(worker id)` or `Err(why)`; fails only if the supervisor is gone.
+    pub fn send(
+        &self,
+        result: Result<usize, String>,
+    ) -> Result<(), mpsc::SendError<crate::supervisor::Event>> {
+        self.tx.send(crate::supervisor::Event::WorkerReady(result))
+    }
 }
 
 /// Runs a worker on the current thread until shutdown has drained.
