@@ -30,7 +30,7 @@ use crate::listeners::ListenSet;
 use crate::metrics::Metrics;
 use crate::sd_notify;
 use crate::shutdown::ShutdownLatch;
-use crate::worker::{self, ReadySender, WorkerSpec};
+use crate::worker::{self, ReadySender, WorkerEnd, WorkerSpec};
 
 /// Longest pause before restarting a worker that keeps crashing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -235,13 +235,20 @@ impl Supervisor {
         std::thread::Builder::new()
             .name(format!("hipache-w{id}"))
             .spawn(move || {
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    worker::run(spec);
-                }));
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker::run(spec)));
+                if !matches!(outcome, Ok(WorkerEnd::Stopped | WorkerEnd::FailedToStart)) {
+                    let closed = worker::close_abandoned_connections();
+                    if closed > 0 {
+                        warn!(
+                            "worker {id}: closed {closed} client connections its crash abandoned"
+                        );
+                    }
+                }
                 let _ = exits.send(Event::WorkerExited {
                     id,
                     incarnation,
-                    panicked: outcome.is_err(),
+                    panicked: !matches!(outcome, Ok(WorkerEnd::Stopped | WorkerEnd::FailedToStart)),
                 });
             })
             .map_err(|e| format!("cannot start worker thread {id}: {e}"))?;

@@ -113,6 +113,7 @@ impl Hammer {
         let ok = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut threads = Vec::new();
+        let t0 = Instant::now();
         for i in 0..keep_alive + fresh {
             let reuse = i < keep_alive;
             let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
@@ -132,7 +133,11 @@ impl Hammer {
                             }
                         }
                         Err(e) => {
-                            errors.lock().unwrap().push(e);
+                            let kind = if reuse { "keep-alive" } else { "fresh" };
+                            errors.lock().unwrap().push(format!(
+                                "{kind} client, {} ms in: {e}",
+                                t0.elapsed().as_millis()
+                            ));
                             std::thread::sleep(Duration::from_millis(5));
                         }
                     }
@@ -286,9 +291,11 @@ fn ready_only_once_listening_and_stopping_on_sigterm() {
         .arg("-c")
         .arg(&config_path)
         .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let _guard = Successor(child.id());
     let ready = recv_state(&sock, Duration::from_secs(15)).unwrap_or_default();
     // The very moment READY arrives, the port must accept and serve.
     let served = TcpStream::connect(("127.0.0.1", port)).is_ok();
@@ -405,9 +412,10 @@ fn reload_under_load_loses_nothing_and_keeps_tunnels() {
     let (ok, errors) = hammer.finish();
     assert!(
         errors.is_empty(),
-        "{} failures out of {ok}: {:?}",
+        "{} failures out of {ok}: {:?}\n{}",
         errors.len(),
-        &errors[..errors.len().min(10)]
+        &errors[..errors.len().min(10)],
+        proxy.log()
     );
     assert!(ok > 1000, "only {ok} requests");
 
@@ -420,10 +428,12 @@ fn reload_under_load_loses_nothing_and_keeps_tunnels() {
     // Once the tunnel closes, the old process exits 0 by itself.
     ws.close(None).unwrap();
     let _ = ws.read();
+    drop(ws);
     let status = proxy.wait_exit(Duration::from_secs(15));
     assert!(
         status.is_some_and(|s| s.success()),
-        "old process did not finish: {status:?}"
+        "old process did not finish: {status:?}\n{}",
+        proxy.log()
     );
     assert!(alive(new_pid));
     assert_eq!(common::get(port, "load.test", "/").status, 200);
@@ -510,9 +520,11 @@ fn reload_picks_up_a_replaced_binary_and_chains() {
     let mut child = std::process::Command::new(&exe)
         .arg("-c")
         .arg(&config_path)
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let _first = Successor(child.id());
     let stderr = child.stderr.take().unwrap();
     let sink = log.clone();
     std::thread::spawn(move || {
