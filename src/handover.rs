@@ -211,10 +211,28 @@ pub fn start_successor(plan: SuccessorPlan, timeout: Duration) -> Result<Success
         .env(LISTEN_FDS_ENV, &spec)
         .env(READY_FD_ENV, write_end.as_raw_fd().to_string())
         .stdin(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl (async-signal-safe)
-    // on descriptors that are open in the parent (owned by `plan` and `write_end`, alive across spawn).
+    let max_fd = descriptor_limit();
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe system
+    // calls (close_range, fcntl) without allocating: first every descriptor above stdio is marked
+    // close-on-exec (client sockets accepted by io_uring are not, and a copy of one in the successor
+    // would keep that connection open after this process closed it), then the ones to hand over, open
+    // in the parent (owned by `plan` and `write_end`, alive across spawn), are cleared.
     unsafe {
         command.pre_exec(move || {
+            let marked = libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) == 0;
+            if !marked {
+                for fd in 3..max_fd {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                        libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                    }
+                }
+            }
             for &fd in &inherit {
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -347,6 +365,17 @@ fn reap_in_background(mut child: Child, terminate: bool) {
     if let Err(e) = spawned {
         warn!("cannot start a thread to reap the failed successor: {e}");
     }
+}
+
+/// The highest descriptor number to sweep when `close_range` is unavailable (kernels before 5.11).
+fn descriptor_limit() -> RawFd {
+    // SAFETY: zeroed rlimit is valid; getrlimit writes into it.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid resource and out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 65_536;
+    }
+    limit.rlim_cur.min(1 << 20) as RawFd
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {

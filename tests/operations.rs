@@ -76,9 +76,22 @@ fn get_on(conn: &mut Conn, host: &str) -> Result<bool, String> {
     conn.stream
         .write_all(req.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
-    let resp = conn
-        .read_response(false)
-        .map_err(|e| format!("read: {e}"))?;
+    let sent_at = Instant::now();
+    let resp = conn.read_response(false).map_err(|e| {
+        let local = conn.stream.local_addr().map(|a| a.port()).unwrap_or(0);
+        let ss = std::process::Command::new("ss")
+            .args([
+                "-tnpio",
+                &format!("( sport = :{local} or dport = :{local} )"),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        format!(
+            "read after {:?}: {e} (client port {local})\n{ss}",
+            sent_at.elapsed()
+        )
+    })?;
     if resp.status != 200 {
         return Err(format!("status {}", resp.status));
     }

@@ -178,10 +178,10 @@ pub async fn serve_client<S: ClientStream + Split + 'static>(
         first = false;
         let mut ex = Exchange::new();
         match run_phases(&mut c, w, &mut ex).await {
-            Next::KeepAlive if !w.draining.get() => {
-                log_exchange(&c.peer_ip, &c.head, &c.buf, w, &ex)
-            }
-            Next::KeepAlive | Next::Close => {
+            // The client was told it may send another request: even if draining started meanwhile,
+            // wait for it (briefly, see DRAIN_IDLE_GRACE) rather than close under its feet.
+            Next::KeepAlive => log_exchange(&c.peer_ip, &c.head, &c.buf, w, &ex),
+            Next::Close => {
                 log_exchange(&c.peer_ip, &c.head, &c.buf, w, &ex);
                 break;
             }
