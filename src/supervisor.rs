@@ -274,6 +274,12 @@ impl Supervisor {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if self.latch.is_triggered() {
+                // Stopping (or handed over): the sockets kept for replacements are not needed any
+                // more. Once the workers closed their duplicates too, the ports close (on shutdown new
+                // connections are refused; after a hand-over the successor holds its own copies).
+                if !self.listen.entries.is_empty() {
+                    self.listen.entries.clear();
+                }
                 if !self.stopping_sent && self.handed_over_to.is_none() {
                     self.stopping_sent = true;
                     sd_notify::stopping("draining");
