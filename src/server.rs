@@ -159,6 +159,14 @@ fn drop_privileges(config: &Config, plan: &Plan) -> Result<(), String> {
             privileges::switch_to(who)?;
             if let Some(path) = &config.server.access_log {
                 privileges::check_access_log_writable(path)?;
+                // A reload starts a new process as the user, which checks the folder again: fail now
+                // rather than at the first reload.
+                crate::config::check_log_dir(path).map_err(|e| {
+                    format!(
+                        "{e} (as user {}: the access-log folder must be writable by it, for reloads and log rotation)",
+                        who.user
+                    )
+                })?;
             }
             info!(
                 "listeners bound as root; now running as user {} (uid {}) and group {} (gid {})",

@@ -193,8 +193,18 @@ fn started_as_root_it_binds_then_switches_to_user_and_group() {
     let redis = RedisServer::start();
     let backend = Backend::start("b");
     redis.set_frontend("priv.test", "priv", &[backend.url()]);
-    // nobody:nogroup exist on Debian; the group is given explicitly here.
-    let proxy = Proxy::start(&redis, json!({ "user": "nobody", "group": "nogroup" }));
+    // nobody:nogroup exist on Debian; the group is given explicitly here. The log folder must be
+    // writable by the user (reloads and log rotation run as the user).
+    let dir = TempDir::new("ops-priv");
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    let port = free_port();
+    let config = config_for(
+        &redis.url(0),
+        port,
+        dir.path(),
+        json!({ "user": "nobody", "group": "nogroup" }),
+    );
+    let proxy = Proxy::start_config(dir, port, &config).unwrap_or_else(|log| panic!("{log}"));
     let pid = proxy.pid();
     assert_eq!(ids(pid, "Uid"), vec![65534; 4], "{}", proxy.log());
     assert_eq!(ids(pid, "Gid"), vec![65534; 4], "{}", proxy.log());
@@ -275,6 +285,31 @@ fn unknown_user_or_group_refuses_to_start_with_a_clear_message() {
         // Nothing stays bound.
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
     }
+}
+
+#[test]
+fn a_log_folder_the_user_cannot_write_refuses_the_start() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // The temporary folder belongs to root (0755): nobody could not reopen the log after rotation,
+    // and a reload (run as nobody) would refuse the configuration. Refused at once instead.
+    let dir = TempDir::new("ops-logdir");
+    let port = free_port();
+    let config = config_for(
+        "redis://127.0.0.1:1",
+        port,
+        dir.path(),
+        json!({ "user": "nobody" }),
+    );
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let (code, _, err) = run_cli(&["-c", path.to_str().unwrap()], None, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not writable"), "{err}");
+    assert!(err.contains("as user nobody"), "{err}");
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
 
 // ------------------------------------------------------------------------------------------------
