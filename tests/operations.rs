@@ -485,11 +485,33 @@ fn reload_under_load_loses_nothing_and_keeps_tunnels() {
     );
     assert!(alive(new_pid));
     assert_eq!(common::get(port, "load.test", "/").status, 200);
+
+    // A listener removed by the next reload is closed; the others carry on.
+    config["http"]["bind"] = json!(["127.0.0.1"]);
+    std::fs::write(&proxy.config_path, config.to_string()).unwrap();
     // SAFETY: the successor, seen in the log.
     unsafe {
-        libc::kill(new_pid as i32, libc::SIGTERM);
+        libc::kill(new_pid as i32, libc::SIGHUP);
     }
+    assert!(
+        wait_until(Duration::from_secs(20), || successor_pid(&proxy.log(), 1)
+            .is_some()),
+        "{}",
+        proxy.log()
+    );
+    let third = successor_pid(&proxy.log(), 1).unwrap();
+    let _guard3 = Successor(third);
     assert!(wait_until(Duration::from_secs(15), || !alive(new_pid)));
+    assert!(proxy
+        .log()
+        .contains(&format!("127.0.0.1:{port2} is no longer configured")));
+    assert!(TcpStream::connect(("127.0.0.1", port2)).is_err());
+    assert_eq!(common::get(port, "load.test", "/").status, 200);
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(third as i32, libc::SIGTERM);
+    }
+    assert!(wait_until(Duration::from_secs(15), || !alive(third)));
 }
 
 #[test]
