@@ -6,7 +6,7 @@
 #   bench/soak.sh [DURATION_SECONDS [INTERVAL_SECONDS]]      (default 300 and 10)
 #
 # Environment: SOAK_WORKERS (proxy workers, default 2), SOAK_KEEP_ALIVE / SOAK_NEW / SOAK_UPLOADS /
-# SOAK_WEBSOCKETS (client counts), SOAK_TOLERANCE_PCT / SOAK_TOLERANCE_MB (allowed growth between the
+# SOAK_WEBSOCKETS (client counts), SOAK_BIN (the binary to soak instead of a fresh release build), SOAK_TOLERANCE_PCT / SOAK_TOLERANCE_MB (allowed growth between the
 # second quarter of the run and the last; default 5 % or 4 MB, whichever is larger), SOAK_KEEP=1 keeps the
 # work folder (logs, config). Exit status 0 when RSS stayed flat and the proxy survived, 1 otherwise.
 set -euo pipefail
@@ -18,8 +18,13 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "soak: $1 is needed" >&2; exi
 need redis-server
 need python3
 
-cargo build --release --quiet
-bin=target/release/hipache-tpc
+# SOAK_BIN soaks another build (e.g. an older commit's, to compare); by default the current tree's.
+if [ -n "${SOAK_BIN:-}" ]; then
+    bin=$SOAK_BIN
+else
+    cargo build --release --quiet
+    bin=target/release/hipache-tpc
+fi
 work=$(mktemp -d /tmp/hipache-soak.XXXXXX)
 # Three ports nothing listens on (asked from the kernel, then released).
 read -r redis_port proxy_port backend_port < <(python3 -c '

@@ -5,6 +5,7 @@
 //! must never be used across threads. Cross-thread signalling is `shutdown::ShutdownLatch`'s job.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -80,10 +81,16 @@ impl<T> Future for Receiver<T> {
 
 /// Wakes every task waiting on it. A notification is a generation bump: a waiter created before the
 /// bump completes, one created after waits for the next.
+///
+/// Each waiting [`Notified`] holds one registration, removed when it completes or is dropped. (An
+/// earlier version kept the waker of every abandoned wait until the next notification: the drain
+/// signal is raced against every idle keep-alive wait and notified only at shutdown, so each request
+/// left a waker behind, and the waker kept its whole connection task allocated.)
 #[derive(Default)]
 pub struct Notify {
     generation: Cell<u64>,
-    wakers: RefCell<Vec<Waker>>,
+    next_key: Cell<u64>,
+    wakers: RefCell<HashMap<u64, Waker>>,
 }
 
 impl Notify {
@@ -94,7 +101,8 @@ impl Notify {
     /// Wakes all current waiters.
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get() + 1);
-        for waker in self.wakers.borrow_mut().drain(..) {
+        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        for (_, waker) in wakers {
             waker.wake();
         }
     }
@@ -104,7 +112,13 @@ impl Notify {
         Notified {
             notify: self,
             generation: self.generation.get(),
+            key: None,
         }
+    }
+
+    /// Waiters registered now (for tests and gauges).
+    pub fn waiters(&self) -> usize {
+        self.wakers.borrow().len()
     }
 }
 
@@ -112,19 +126,85 @@ impl Notify {
 pub struct Notified<'a> {
     notify: &'a Notify,
     generation: u64,
+    /// This wait's registration in `notify.wakers`, once polled.
+    key: Option<u64>,
 }
 
 impl Future for Notified<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.notify.generation.get() != self.generation {
+        let this = self.get_mut();
+        if this.notify.generation.get() != this.generation {
+            // notify_all took every registration already.
+            this.key = None;
             return Poll::Ready(());
         }
-        let mut wakers = self.notify.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        let mut wakers = this.notify.wakers.borrow_mut();
+        match this.key {
+            Some(key) => match wakers.get_mut(&key) {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                Some(w) => *w = cx.waker().clone(),
+                None => {
+                    wakers.insert(key, cx.waker().clone());
+                }
+            },
+            None => {
+                let key = this.notify.next_key.get();
+                this.notify.next_key.set(key.wrapping_add(1));
+                wakers.insert(key, cx.waker().clone());
+                this.key = Some(key);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            if let Ok(mut wakers) = self.notify.wakers.try_borrow_mut() {
+                wakers.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll_once(f: &mut Notified<'_>) -> Poll<()> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(f).poll(&mut cx)
+    }
+
+    #[test]
+    fn abandoned_waits_leave_no_registration() {
+        let notify = Notify::new();
+        for _ in 0..10_000 {
+            let mut wait = notify.notified();
+            assert!(poll_once(&mut wait).is_pending());
+            assert!(poll_once(&mut wait).is_pending());
+            drop(wait);
+        }
+        assert_eq!(notify.waiters(), 0);
+    }
+
+    #[test]
+    fn notify_all_completes_registered_and_created_waits() {
+        let notify = Notify::new();
+        let mut a = notify.notified();
+        let mut b = notify.notified();
+        assert!(poll_once(&mut a).is_pending());
+        assert_eq!(notify.waiters(), 1);
+        notify.notify_all();
+        assert_eq!(notify.waiters(), 0);
+        assert!(poll_once(&mut a).is_ready());
+        assert!(poll_once(&mut b).is_ready());
+        let mut c = notify.notified();
+        assert!(poll_once(&mut c).is_pending());
+        drop((a, b, c));
+        assert_eq!(notify.waiters(), 0);
     }
 }
