@@ -20,6 +20,10 @@
 //! - [`redis`]: the per-worker Redis connection (RESP over monoio sockets) and route queries.
 //! - [`file_routes`]: the file driver (routes from a JSON file, hot-reloaded by a watcher thread).
 //! - [`server`], [`listeners`], [`signals`], [`shutdown`]: process start-up, sockets, signals, draining.
+//! - [`privileges`]: the switch from root to `user`/`group` after binding.
+//! - [`supervisor`]: worker threads, their replacement after a panic, and reloads.
+//! - [`handover`]: the reload protocol (listening sockets handed to a successor process).
+//! - [`sd_notify`]: systemd readiness and status notifications.
 
 pub mod access_log;
 pub mod admin;
@@ -30,21 +34,27 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod fast_hash;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod file_routes;
 pub mod h2;
+pub mod handover;
 pub mod healthcheck;
 pub mod http1;
 pub mod listeners;
 pub mod local_sync;
 pub mod metrics;
+pub mod privileges;
 pub mod proxy;
 pub mod redis;
 pub mod resolver;
 pub mod rng;
 pub mod route_store;
 pub mod routing;
+pub mod sd_notify;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod supervisor;
 pub mod tls;
 pub mod worker;

@@ -6,10 +6,30 @@
 use hipache_tpc::cli::Args;
 use hipache_tpc::config::{self, Config, DriverConfig};
 use hipache_tpc::file_routes::RouteTable;
-use hipache_tpc::server;
+use hipache_tpc::handover::{self, ReadyPipe};
+use hipache_tpc::server::{self, Startup};
 use log::warn;
 
+/// Prints `message`, tells the predecessor (on a reload) why this process will not take over, exits 1.
+fn fatal(ready_pipe: Option<ReadyPipe>, message: &str) -> ! {
+    eprintln!("hipache-tpc: {message}");
+    if let Some(pipe) = ready_pipe {
+        pipe.failed(message);
+    }
+    std::process::exit(1);
+}
+
 fn main() {
+    // Before any thread starts: sockets and the readiness pipe handed over by a predecessor (reload).
+    let (inherited, ready_pipe) = match handover::take_from_env() {
+        Ok(taken) => taken,
+        Err(e) => fatal(
+            None,
+            &format!("cannot adopt the sockets of the previous process: {e}"),
+        ),
+    };
+    let exe = handover::own_executable();
+    let raw_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let args: Args = argh::from_env();
     if args.version {
         println!("hipache-tpc {}", env!("CARGO_PKG_VERSION"));
@@ -21,10 +41,7 @@ fn main() {
     let path = args.config.unwrap_or_else(config::default_path);
     let config = match Config::load(&path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("hipache-tpc: configuration error: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => fatal(ready_pipe, &format!("configuration error: {e}")),
     };
     for w in &config.warnings {
         warn!("{}: {w}", path.display());
@@ -64,7 +81,19 @@ fn main() {
         eprintln!("hipache-tpc: configuration {} is valid", path.display());
         return;
     }
-    if let Err(e) = server::run(config) {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        log::error!(
+            "thread {} panicked: {info}",
+            thread.name().unwrap_or("unnamed")
+        );
+    }));
+    let startup = Startup {
+        inherited,
+        ready_pipe,
+        ..Startup::cold(exe, raw_args)
+    };
+    if let Err(e) = server::run(config, startup) {
         eprintln!("hipache-tpc: {e}");
         std::process::exit(1);
     }

@@ -1,28 +1,81 @@
-//! Process start-up and shutdown: bind the listeners, start one worker per configured core, handle
-//! signals, and wait for the workers to drain.
+//! Process start-up: load certificates and routes, bind (or adopt) the listeners, give up root, start
+//! the signal thread and the workers, report readiness (to systemd, or to the predecessor on a reload),
+//! then hand over to the supervisor until shutdown.
 //!
 //! This is control plane only: it runs on the main thread and never handles a request.
 
-use std::sync::{mpsc, Arc};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use log::{error, info, warn};
 
 use crate::config::{Config, DriverConfig};
-use crate::file_routes::{watcher, RouteFeed};
+use crate::file_routes::watcher;
+use crate::handover::{Inherited, ReadyPipe};
+use crate::listeners::ListenSet;
+use crate::privileges::{self, Plan};
+use crate::sd_notify;
 use crate::shutdown::ShutdownLatch;
-use crate::worker::{self, WorkerSpec};
+use crate::supervisor::{self, ReloadCommand, Supervisor};
 
-/// Runs the proxy until SIGTERM/SIGINT and draining are over.
-pub fn run(config: Config) -> Result<(), String> {
+/// How this process was started.
+pub struct Startup {
+    /// Listening sockets handed over by a predecessor (empty on a cold start).
+    pub inherited: Inherited,
+    /// Set when started by a predecessor: where to report readiness.
+    pub ready_pipe: Option<ReadyPipe>,
+    /// What to execute on reload.
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+impl Startup {
+    /// A cold start (no predecessor), re-executing `exe args` on reload.
+    pub fn cold(exe: PathBuf, args: Vec<OsString>) -> Startup {
+        Startup {
+            inherited: Inherited::default(),
+            ready_pipe: None,
+            exe,
+            args,
+        }
+    }
+}
+
+/// Runs the proxy until SIGTERM/SIGINT and draining are over, or until a successor took over. On a
+/// start-up error the predecessor (if any) is told why.
+pub fn run(config: Config, startup: Startup) -> Result<(), String> {
+    let Startup {
+        mut inherited,
+        ready_pipe,
+        exe,
+        args,
+    } = startup;
+    let mut ready_pipe = ready_pipe;
+    let result = start(config, &mut inherited, &mut ready_pipe, exe, args);
+    if let (Err(e), Some(pipe)) = (&result, ready_pipe.take()) {
+        pipe.failed(e);
+    }
+    result
+}
+
+fn start(
+    config: Config,
+    inherited: &mut Inherited,
+    ready_pipe: &mut Option<ReadyPipe>,
+    exe: PathBuf,
+    args: Vec<OsString>,
+) -> Result<(), String> {
     let config = Arc::new(config);
-    let workers = config.server.workers;
-    // Certificates and the routes file first: a bad key or a broken routes file stops the start-up
-    // before any port is taken.
+    let workers = config.server.workers.max(1);
+    // Certificates, the routes file and the account first: a bad key, a broken routes file or an unknown
+    // user stops the start-up before any port is taken.
     let tls_configs = crate::tls::load_all(&config)?;
-    let https_addrs: Vec<std::net::SocketAddr> = config
+    let https: Vec<(std::net::SocketAddr, Arc<rustls::ServerConfig>)> = config
         .https
         .iter()
         .flat_map(|h| h.listeners.iter().map(|l| l.addr))
+        .zip(tls_configs)
         .collect();
     let initial_routes = match &config.driver {
         DriverConfig::File { path } => {
@@ -30,150 +83,142 @@ pub fn run(config: Config) -> Result<(), String> {
         }
         DriverConfig::Redis { .. } => None,
     };
-    let per_worker = crate::listeners::bind_all(&config.http, workers)?;
-    let per_worker_tls = crate::listeners::bind_all(&https_addrs, workers)?;
-    let admin_listener = match &config.admin {
-        Some(admin) => Some(
-            crate::listeners::bind_exclusive(admin.addr)
-                .map_err(|e| format!("admin listener (`admin.address`, `admin.port`): {e}"))?,
-        ),
-        None => None,
-    };
-    let listeners: Vec<Listeners> = per_worker
-        .into_iter()
-        .zip(per_worker_tls)
-        .map(|(plain, tls)| Listeners {
-            plain,
-            tls: tls.into_iter().zip(tls_configs.iter().cloned()).collect(),
-        })
-        .collect();
-
-    let latch = signals_and_latch(&config)?;
-    let (feeds, routes_watcher) = match initial_routes {
-        Some(initial) => {
-            let (feeds, handle) = watcher::spawn(initial, listeners.len(), latch.clone())
-                .map_err(|e| format!("cannot start the routes-file watcher thread: {e}"))?;
-            (feeds.into_iter().map(Some).collect(), Some(handle))
-        }
-        None => ((0..listeners.len()).map(|_| None).collect(), None),
-    };
-    let result = start_workers(
-        config.clone(),
-        listeners,
-        feeds,
-        latch.clone(),
-        admin_listener,
-    );
-    if let Some(handle) = routes_watcher {
-        latch.trigger();
-        if handle.join().is_err() {
-            error!("the routes-file watcher thread panicked");
-        }
+    let plan = privileges::plan(config.user.as_deref(), config.group.as_deref())?;
+    if !inherited.is_empty() {
+        info!("started by the previous process: adopting its listening sockets");
     }
-    result
-}
+    let admin_addr = config.admin.as_ref().map(|a| a.addr);
+    let listen = ListenSet::bind_all(&config.http, &https, admin_addr, workers, inherited)?;
+    drop_privileges(&config, &plan)?;
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::armed() {
+        warn!("fault injection is armed (HIPACHE_TPC_FAULT_INJECTION=1): a test build, not for production");
+    }
 
-/// The sockets of one worker.
-struct Listeners {
-    plain: Vec<std::net::TcpListener>,
-    tls: Vec<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
-}
-
-fn signals_and_latch(config: &Config) -> Result<Arc<ShutdownLatch>, String> {
-    crate::signals::block();
     let latch = ShutdownLatch::new();
-    crate::signals::spawn(latch.clone(), config.server.drain_timeout.as_secs_f64())
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    Ok(latch)
-}
-
-fn start_workers(
-    config: Arc<Config>,
-    per_worker: Vec<Listeners>,
-    feeds: Vec<Option<RouteFeed>>,
-    latch: Arc<ShutdownLatch>,
-    admin_listener: Option<std::net::TcpListener>,
-) -> Result<(), String> {
-    let workers = per_worker.len();
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    if !cores.is_empty() && workers > cores.len() {
-        warn!(
-            "{workers} workers on {} cores: some workers share a core (server.workers)",
-            cores.len()
-        );
-    }
-    let blocking_pool = monoio::blocking::DefaultThreadPool::new(2);
-    let metrics = crate::metrics::Metrics::new(workers);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut handles = Vec::with_capacity(workers);
-    for (id, (listeners, routes)) in per_worker.into_iter().zip(feeds).enumerate() {
-        let spec = WorkerSpec {
-            id,
-            core: if cores.is_empty() {
-                None
-            } else {
-                Some(cores[id % cores.len()])
-            },
-            config: config.clone(),
-            listeners: listeners.plain,
-            tls_listeners: listeners.tls,
-            latch: latch.clone(),
-            blocking_pool: blocking_pool.clone(),
-            metrics: metrics.clone(),
-            ready: ready_tx.clone(),
-            routes,
-        };
-        let handle = std::thread::Builder::new()
-            .name(format!("hipache-w{id}"))
-            .spawn(move || worker::run(spec))
-            .map_err(|e| format!("cannot start worker thread {id}: {e}"))?;
-        handles.push(handle);
-    }
-    drop(ready_tx);
-    for _ in 0..workers {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                latch.trigger();
-                return Err(e);
-            }
-            Err(_) => {
-                latch.trigger();
-                return Err("a worker stopped during start-up".into());
-            }
+    let events = supervisor::channel();
+    crate::signals::block();
+    crate::signals::spawn(
+        latch.clone(),
+        config.server.drain_timeout.as_secs_f64(),
+        events.0.clone(),
+    )
+    .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let (routes, routes_watcher) = match initial_routes {
+        Some(initial) => {
+            let (subscriptions, handle) = watcher::spawn(initial, latch.clone())
+                .map_err(|e| format!("cannot start the routes-file watcher thread: {e}"))?;
+            (Some(subscriptions), Some(handle))
         }
+        None => (None, None),
+    };
+    let binds = listen.describe();
+    let admin_listener = listen
+        .admin_socket()
+        .map_err(|e| format!("cannot duplicate the admin socket: {e}"))?;
+    let mut supervisor = Supervisor::new(
+        config.clone(),
+        listen,
+        routes,
+        latch.clone(),
+        events,
+        ReloadCommand { exe, args },
+    );
+    let started = supervisor.start_all();
+    if let Err(e) = started {
+        stop_watcher(&latch, routes_watcher);
+        return Err(e);
     }
     // The admin listener and the health checker run on their own thread, never on a worker.
     let control = if crate::control::wanted(&config) {
         let spec = crate::control::ControlSpec {
             config: config.clone(),
-            metrics: metrics.clone(),
+            metrics: supervisor.metrics(),
             latch: latch.clone(),
-            blocking_pool: blocking_pool.clone(),
+            blocking_pool: supervisor.blocking_pool(),
             admin_listener,
         };
         match crate::control::spawn(spec) {
             Ok(handle) => Some(handle),
             Err(e) => {
-                latch.trigger();
+                supervisor.stop_after_failed_start();
+                stop_watcher(&latch, routes_watcher);
                 return Err(e);
             }
         }
     } else {
         None
     };
-    let binds: Vec<String> = config
-        .http
-        .iter()
-        .map(|a| a.to_string())
-        .chain(
-            config
-                .https
-                .iter()
-                .flat_map(|h| h.listeners.iter().map(|l| format!("{} (https)", l.addr))),
-        )
-        .collect();
-    let driver = match &config.driver {
+    let status = format!(
+        "hipache-tpc {} ready: {workers} workers listening on {}, routes from {}",
+        env!("CARGO_PKG_VERSION"),
+        binds.join(", "),
+        describe_driver(&config)
+    );
+    info!("{status} (pid {})", std::process::id());
+    match ready_pipe.take() {
+        // The predecessor tells systemd (MAINPID and READY) once it has heard this.
+        Some(pipe) => pipe.ready(),
+        None => {
+            sd_notify::ready(&status);
+        }
+    }
+    supervisor.run();
+    stop_watcher(&latch, routes_watcher);
+    if let Some(handle) = control {
+        // The latch is set (the workers only stop after it): the control thread is stopping too.
+        latch.trigger();
+        if handle.join().is_err() {
+            error!("the control thread panicked");
+        }
+    }
+    Ok(())
+}
+
+/// Applies the privilege plan after binding; checks the access log stays writable.
+fn drop_privileges(config: &Config, plan: &Plan) -> Result<(), String> {
+    match plan {
+        Plan::Unprivileged => Ok(()),
+        Plan::KeepRoot => {
+            warn!("running as root (\"user\": \"root\"): workers serve with every privilege");
+            Ok(())
+        }
+        Plan::SwitchTo(who) => {
+            if let Some(path) = &config.server.access_log {
+                privileges::prepare_access_log(path, who)?;
+            }
+            privileges::switch_to(who)?;
+            if let Some(path) = &config.server.access_log {
+                privileges::check_access_log_writable(path)?;
+                // A reload starts a new process as the user, which checks the folder again: fail now
+                // rather than at the first reload.
+                crate::config::check_log_dir(path).map_err(|e| {
+                    format!(
+                        "{e} (as user {}: the access-log folder must be writable by it, for reloads and log rotation)",
+                        who.user
+                    )
+                })?;
+            }
+            info!(
+                "listeners bound as root; now running as user {} (uid {}) and group {} (gid {})",
+                who.user, who.uid, who.group, who.gid
+            );
+            Ok(())
+        }
+    }
+}
+
+fn stop_watcher(latch: &ShutdownLatch, handle: Option<std::thread::JoinHandle<()>>) {
+    if let Some(handle) = handle {
+        latch.trigger();
+        if handle.join().is_err() {
+            error!("the routes-file watcher thread panicked");
+        }
+    }
+}
+
+fn describe_driver(config: &Config) -> String {
+    match &config.driver {
         DriverConfig::Redis { read, prefix, .. } => {
             if prefix.is_empty() {
                 read.display()
@@ -184,28 +229,5 @@ fn start_workers(
         DriverConfig::File { path } => {
             format!("the file {} (reloaded on change)", path.display())
         }
-    };
-    info!(
-        "hipache-tpc {} ready: {workers} workers listening on {}, routes from {driver}",
-        env!("CARGO_PKG_VERSION"),
-        binds.join(", ")
-    );
-    let mut panicked = 0;
-    for handle in handles {
-        if handle.join().is_err() {
-            panicked += 1;
-        }
     }
-    if panicked > 0 {
-        error!("{panicked} worker thread(s) panicked");
-    }
-    if let Some(handle) = control {
-        // The latch is set (the workers only stop after it): the control thread is stopping too.
-        latch.trigger();
-        if handle.join().is_err() {
-            error!("the control thread panicked");
-        }
-    }
-    info!("hipache-tpc stopped");
-    Ok(())
 }

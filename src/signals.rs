@@ -2,8 +2,9 @@
 //!
 //! The main thread blocks the signals before any other thread starts, so every thread inherits the mask
 //! and only the signal thread ever receives them. It turns them into actions: SIGTERM/SIGINT start a
-//! graceful drain (a second one exits at once), SIGUSR1 asks workers to reopen the access log.
-//! Nothing here touches a worker directly.
+//! graceful drain (a second one exits at once), SIGUSR1 asks workers to reopen the access log, SIGHUP
+//! asks the supervisor for a reload (a successor process, see `handover`). Nothing here touches a worker
+//! directly.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use log::{info, warn};
 
 use crate::access_log::REOPEN_GENERATION;
 use crate::shutdown::ShutdownLatch;
+use crate::supervisor::Event;
 
 fn handled_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
@@ -35,7 +37,11 @@ pub fn block() {
 }
 
 /// Starts the signal thread.
-pub fn spawn(latch: Arc<ShutdownLatch>, drain_secs: f64) -> std::io::Result<()> {
+pub fn spawn(
+    latch: Arc<ShutdownLatch>,
+    drain_secs: f64,
+    events: std::sync::mpsc::Sender<Event>,
+) -> std::io::Result<()> {
     std::thread::Builder::new().name("hipache-signals".into()).spawn(move || {
         let set = handled_set();
         loop {
@@ -53,12 +59,15 @@ pub fn spawn(latch: Arc<ShutdownLatch>, drain_secs: f64) -> std::io::Result<()> 
                     }
                     info!("{name}: no longer accepting connections; finishing requests in flight (at most {drain_secs} s)");
                     latch.trigger();
+                    let _ = events.send(Event::Shutdown(name));
                 }
                 libc::SIGUSR1 => {
                     REOPEN_GENERATION.fetch_add(1, Ordering::Relaxed);
                     info!("SIGUSR1: reopening the access log");
                 }
-                libc::SIGHUP => info!("SIGHUP ignored: configuration reload is not supported by this build"),
+                libc::SIGHUP => {
+                    let _ = events.send(Event::Reload);
+                }
                 _ => {}
             }
         }

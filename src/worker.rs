@@ -37,6 +37,9 @@ use crate::route_store::{RedisRoutes, RouteStore};
 use crate::routing::cache::RouteCache;
 use crate::shutdown::ShutdownLatch;
 
+/// How long a starting worker waits for its Redis connection before it accepts anyway.
+pub const REDIS_WAIT_AT_START: Duration = Duration::from_secs(2);
+
 /// Size of request-head buffers (grown up to `maxHeaderSize` when needed).
 pub const HEAD_BUF: usize = 4 * 1024;
 /// Size of body relay buffers.
@@ -63,6 +66,9 @@ pub struct Worker {
     pub connections_changed: Notify,
     /// Every worker's metric slots; this worker writes only its own (`m()`).
     pub metrics: Arc<Metrics>,
+    /// Set when one of this worker's tasks panicked: the worker stops so that it can be replaced.
+    pub crashed: Cell<bool>,
+    pub crash_notify: Notify,
 }
 
 impl Worker {
@@ -154,6 +160,8 @@ impl Worker {
             connections_changed: Notify::new(),
             metrics,
             config,
+            crashed: Cell::new(false),
+            crash_notify: Notify::new(),
         })
     }
 
@@ -191,13 +199,43 @@ pub struct WorkerSpec {
     pub blocking_pool: monoio::blocking::DefaultThreadPool,
     pub metrics: Arc<Metrics>,
     /// Told once the worker accepts connections (or why it could not start).
-    pub ready: mpsc::Sender<Result<usize, String>>,
+    pub ready: ReadySender,
     /// With the file driver: the routes table at start-up and the channel newer ones arrive on.
     pub routes: Option<RouteFeed>,
 }
 
-/// Runs a worker on the current thread until shutdown has drained.
-pub fn run(spec: WorkerSpec) {
+/// Tells the supervisor that a worker accepts connections, or why it could not start.
+#[derive(Clone)]
+pub struct ReadySender {
+    pub tx: mpsc::Sender<crate::supervisor::Event>,
+}
+
+impl ReadySender {
+    /// Reports `Ok(worker id)` or `Err(why)`; fails only if the supervisor is gone.
+    pub fn send(
+        &self,
+        result: Result<usize, String>,
+    ) -> Result<(), mpsc::SendError<crate::supervisor::Event>> {
+        self.tx.send(crate::supervisor::Event::WorkerReady(result))
+    }
+}
+
+/// How a worker's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// Shutdown (or hand-over to a successor) and drained.
+    Stopped,
+    /// One of its tasks panicked; it stopped accepting and gave its connections [`CRASH_DRAIN`].
+    Crashed,
+    /// It could not start (runtime, driver or access log); the reason was reported on `ready`.
+    FailedToStart,
+}
+
+/// How long the connections of a worker whose task panicked may finish before it is replaced.
+pub const CRASH_DRAIN: Duration = Duration::from_secs(1);
+
+/// Runs a worker on the current thread until shutdown has drained (or one of its tasks panicked).
+pub fn run(spec: WorkerSpec) -> WorkerEnd {
     if let Some(core) = spec.core {
         if !core_affinity::set_for_current(core) {
             warn!("worker {}: could not pin to core {}", spec.id, core.id);
@@ -214,17 +252,11 @@ pub fn run(spec: WorkerSpec) {
         // kernel, not by interrupting it: about a tenth less CPU per request), then without it (kernels
         // before 5.19), then epoll.
         match uring_runtime(pool.clone(), true) {
-            Ok(mut rt) => {
-                rt.block_on(worker_main(spec));
-                Ok(())
-            }
+            Ok(mut rt) => Ok(rt.block_on(worker_main(spec))),
             Err(e) => {
                 debug!("worker {id}: io_uring with COOP_TASKRUN unavailable ({e}); trying without");
                 match uring_runtime(pool.clone(), false) {
-                    Ok(mut rt) => {
-                        rt.block_on(worker_main(spec));
-                        Ok(())
-                    }
+                    Ok(mut rt) => Ok(rt.block_on(worker_main(spec))),
                     Err(e) => {
                         warn!("worker {id}: io_uring unavailable ({e}); using epoll");
                         epoll_runtime(pool).map(|mut rt| rt.block_on(worker_main(spec)))
@@ -233,9 +265,13 @@ pub fn run(spec: WorkerSpec) {
             }
         }
     };
-    if let Err(e) = result {
-        error!("worker {id}: cannot build its runtime: {e}");
-        let _ = ready.send(Err(format!("worker {id}: cannot build its runtime: {e}")));
+    match result {
+        Ok(end) => end,
+        Err(e) => {
+            error!("worker {id}: cannot build its runtime: {e}");
+            let _ = ready.send(Err(format!("worker {id}: cannot build its runtime: {e}")));
+            WorkerEnd::FailedToStart
+        }
     }
 }
 
@@ -269,7 +305,7 @@ fn epoll_runtime(
         .build()
 }
 
-async fn worker_main(spec: WorkerSpec) {
+async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
     let WorkerSpec {
         id,
         config,
@@ -285,9 +321,15 @@ async fn worker_main(spec: WorkerSpec) {
         Ok(w) => Rc::new(w),
         Err(e) => {
             let _ = ready.send(Err(e));
-            return;
+            return WorkerEnd::FailedToStart;
         }
     };
+    // Do not take connections before the route driver can answer (bounded: a Redis outage must not
+    // keep the worker from serving cached and stale routes, or 503s).
+    let redis_wait = Instant::now() + REDIS_WAIT_AT_START;
+    while !worker.store.is_up() && Instant::now() < redis_wait {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut accepting = Vec::new();
     let handshake_timeout = config
         .https
@@ -303,7 +345,7 @@ async fn worker_main(spec: WorkerSpec) {
             Ok(a) => a,
             Err(e) => {
                 let _ = ready.send(Err(format!("worker {id}: listener without address: {e}")));
-                return;
+                return WorkerEnd::FailedToStart;
             }
         };
         let listener = match TcpListener::from_std(std_listener) {
@@ -312,7 +354,7 @@ async fn worker_main(spec: WorkerSpec) {
                 let _ = ready.send(Err(format!(
                     "worker {id}: cannot use listener {local}: {e}"
                 )));
-                return;
+                return WorkerEnd::FailedToStart;
             }
         };
         let info = Rc::new(ListenerInfo::new(local, tls.is_some()));
@@ -322,11 +364,9 @@ async fn worker_main(spec: WorkerSpec) {
                 handshake_timeout,
             })
         });
-        accepting.push(monoio::spawn(accept_loop(
-            listener,
-            info,
-            tls,
-            worker.clone(),
+        accepting.push(monoio::spawn(CatchPanic::new(
+            &worker,
+            accept_loop(listener, info, tls, worker.clone()),
         )));
     }
     // Alive from now on for /status (housekeeping refreshes it every 200 ms).
@@ -334,20 +374,38 @@ async fn worker_main(spec: WorkerSpec) {
         crate::clock::unix_now(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    monoio::spawn(housekeeping(worker.clone()));
+    monoio::spawn(CatchPanic::new(&worker, housekeeping(worker.clone())));
     start_route_notifications(&worker);
     match &*worker.store {
         RouteStore::Redis(_) => {
-            monoio::spawn(worker.store.clone().watch_checker());
+            monoio::spawn(CatchPanic::new(
+                &worker,
+                worker.store.clone().watch_checker(),
+            ));
         }
         RouteStore::File(_) => {
-            monoio::spawn(follow_routes_file(worker.clone()));
+            monoio::spawn(CatchPanic::new(&worker, follow_routes_file(worker.clone())));
         }
     }
     let _ = ready.send(Ok(id));
     drop(ready);
 
-    latch.wait().await;
+    let crashed = loop {
+        if worker.crashed.get() {
+            break true;
+        }
+        let crash = worker.crash_notify.notified();
+        monoio::select! {
+            _ = latch.wait() => break false,
+            _ = crash => {}
+        }
+    };
+    if crashed {
+        error!(
+            "worker {id}: a task panicked; this worker stops accepting, gives its connections {} s, and is replaced",
+            CRASH_DRAIN.as_secs_f64()
+        );
+    }
     worker.draining.set(true);
     worker.drain_notify.notify_all();
     for task in accepting {
@@ -358,7 +416,12 @@ async fn worker_main(spec: WorkerSpec) {
     // worker with nothing to drain would otherwise exit with the Close never submitted.
     monoio::time::sleep(Duration::from_millis(1)).await;
     // Let in-flight requests finish, within the drain deadline.
-    let deadline = Instant::now() + config.server.drain_timeout;
+    let deadline = Instant::now()
+        + if crashed {
+            CRASH_DRAIN.min(config.server.drain_timeout)
+        } else {
+            config.server.drain_timeout
+        };
     while worker.connections.get() > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -376,6 +439,55 @@ async fn worker_main(spec: WorkerSpec) {
     // Submit the Close operations of everything just dropped before the runtime goes away.
     monoio::time::sleep(Duration::from_millis(1)).await;
     info!("worker {id}: stopped");
+    if crashed {
+        WorkerEnd::Crashed
+    } else {
+        WorkerEnd::Stopped
+    }
+}
+
+/// A task of the worker that cannot unwind through the runtime: a panic inside it ends the task (its
+/// state is dropped, closing its sockets) and marks the worker crashed, which then stops in order
+/// (pending accepts cancelled, connections given [`CRASH_DRAIN`]) to be replaced by the supervisor. A
+/// panic unwinding through a monoio runtime would instead abandon every parked task with its sockets.
+pub struct CatchPanic<F: std::future::Future<Output = ()>> {
+    inner: Option<std::pin::Pin<Box<F>>>,
+    worker: Rc<Worker>,
+}
+
+impl<F: std::future::Future<Output = ()>> CatchPanic<F> {
+    pub fn new(worker: &Rc<Worker>, inner: F) -> Self {
+        CatchPanic {
+            inner: Some(Box::pin(inner)),
+            worker: worker.clone(),
+        }
+    }
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => {
+                // The panic hook has logged it. Drop the task's state (a second panic there is
+                // contained too), then stop the worker.
+                let state = this.inner.take();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(state)));
+                this.worker.crashed.set(true);
+                this.worker.crash_notify.notify_all();
+                std::task::Poll::Ready(())
+            }
+        }
+    }
 }
 
 /// Accepts connections until draining starts; a connection accepted while stopping is still served.
@@ -454,12 +566,14 @@ fn spawn_connection(
     w: Rc<Worker>,
 ) {
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    OPEN_CLIENTS.with(|c| c.borrow_mut().insert(fd, peer));
     w.connections.set(w.connections.get() + 1);
     w.m().inc(Counter::ClientConnectionsAccepted);
     w.m().gauge_add(Gauge::ClientConnections, 1);
-    monoio::spawn(async move {
-        let guard = ConnectionGuard(w.clone());
-        let fd = stream.as_raw_fd();
+    let worker = w.clone();
+    monoio::spawn(CatchPanic::new(&worker, async move {
+        let guard = ConnectionGuard(w.clone(), fd);
         let http2 = w.config.server.http2;
         match tls {
             None if http2 => {
@@ -509,19 +623,66 @@ fn spawn_connection(
             }
         }
         drop(guard);
-    });
+    }));
 }
 
-/// Keeps the open-connection count right however the connection task ends.
-struct ConnectionGuard(Rc<Worker>);
+/// Keeps the open-connection count (and the thread's registry of client sockets) right however the
+/// connection task ends.
+struct ConnectionGuard(Rc<Worker>, std::os::fd::RawFd);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        OPEN_CLIENTS.with(|c| c.borrow_mut().remove(&self.1));
         self.0
             .connections
             .set(self.0.connections.get().saturating_sub(1));
         self.0.m().gauge_add(Gauge::ClientConnections, -1);
         self.0.connections_changed.notify_all();
+    }
+}
+
+thread_local! {
+    /// The client sockets this worker thread serves, with their peers. Touched once per connection by
+    /// its own thread only. Read after the worker panicked: a monoio runtime torn down by a panic does
+    /// not drop the tasks parked on I/O, so their sockets would stay open and their clients hang.
+    static OPEN_CLIENTS: RefCell<HashMap<std::os::fd::RawFd, SocketAddr>> = RefCell::new(HashMap::new());
+}
+
+/// After this thread's worker panicked: shuts down and closes the client sockets its abandoned tasks
+/// still held, so their clients see the connection end at once instead of hanging. A descriptor is
+/// closed only if it is still connected to the same peer (it cannot have been reused meanwhile by
+/// another thread for another connection). Returns how many were closed.
+pub fn close_abandoned_connections() -> usize {
+    let abandoned: Vec<(std::os::fd::RawFd, SocketAddr)> =
+        OPEN_CLIENTS.with(|c| c.borrow_mut().drain().collect());
+    let mut closed = 0;
+    for (fd, peer) in abandoned {
+        let same_peer = socket2::SockRef::from(&BorrowedRawFd(fd))
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            == Some(peer);
+        if same_peer {
+            // SAFETY: `fd` belonged to a task of this thread's runtime, which is gone and will never
+            // use or close it; it still refers to the same connection (checked just above).
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+                libc::close(fd);
+            }
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// A raw descriptor seen through `AsFd` for a `SockRef`, without taking ownership.
+struct BorrowedRawFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsFd for BorrowedRawFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: used only while the descriptor is known to be open (an abandoned connection of this
+        // thread, not yet closed).
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
     }
 }
 

@@ -11,6 +11,7 @@
 //! This module only talks to Redis and builds answers; HTTP is `admin::http`'s job.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
@@ -24,6 +25,9 @@ pub struct ApiStore {
     pub write: RedisClient,
     pub prefix: String,
 }
+
+/// How long a call waits for a Redis connection that is not up (yet) before answering 503.
+const REDIS_WAIT: Duration = Duration::from_secs(1);
 
 /// Keys per SCAN page.
 const SCAN_COUNT: usize = 1000;
@@ -264,6 +268,12 @@ impl ApiStore {
     }
 
     async fn one(&self, client: &RedisClient, packed: &[u8]) -> Result<Value, Response> {
+        // An admin call is rare and may wait a little: right after start-up or a reconnect, give the
+        // connection up to REDIS_WAIT to come up rather than answer 503 at once.
+        let waited = Instant::now();
+        while !client.is_up() && waited.elapsed() < REDIS_WAIT {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
         let mut replies = client.query(packed, 1).await.map_err(redis_error)?;
         replies
             .pop()

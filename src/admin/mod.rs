@@ -398,6 +398,7 @@ fn status(ctx: &AdminCtx) -> Response {
         &serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
             "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
             "uptimeSeconds": m.uptime().as_secs(),
             "workers": { "configured": workers, "up": up },
             "driver": match &ctx.config.driver {

@@ -900,7 +900,9 @@ fn port_value(v: &Value) -> Option<u16> {
 }
 
 /// The access log's folder must exist and be writable (the file itself is created when missing).
-fn check_log_dir(path: &Path) -> Result<(), String> {
+/// Checks that the access log's folder exists and is writable by the current user (also used after the
+/// switch from root, since a reload and a log reopen run as the user).
+pub fn check_log_dir(path: &Path) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -19,6 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,39 +96,70 @@ pub fn load_initial(path: &Path) -> Result<InitialRoutes, RoutesFileError> {
     })
 }
 
-/// Starts the watcher thread; returns one feed per worker and the thread's handle.
+/// The workers' subscriptions to new tables: each worker (and each replacement of a worker that
+/// crashed) gets its own channel and the table in force. Locked only when a worker subscribes and when a
+/// new table is fanned out, never on a request.
+#[derive(Clone)]
+pub struct Subscriptions {
+    inner: Arc<Mutex<SubscriptionList>>,
+}
+
+struct SubscriptionList {
+    current: Arc<RouteTable>,
+    senders: Vec<Sender<Arc<RouteTable>>>,
+}
+
+impl Subscriptions {
+    /// A feed for one worker: the table in force, and the channel newer ones arrive on.
+    pub fn subscribe(&self) -> RouteFeed {
+        let (tx, rx) = mpsc::channel();
+        let mut list = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        list.senders.push(tx);
+        RouteFeed {
+            initial: list.current.clone(),
+            updates: rx,
+        }
+    }
+
+    /// Sends the table to every worker still running (a dead worker's channel is dropped).
+    fn fan_out(&self, table: Arc<RouteTable>) {
+        let mut list = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        list.senders.retain(|tx| tx.send(table.clone()).is_ok());
+        list.current = table;
+    }
+}
+
+/// Starts the watcher thread; returns the subscriptions workers take their feeds from, and the
+/// thread's handle. The thread ends when the latch is set.
 pub fn spawn(
     initial: InitialRoutes,
-    workers: usize,
     latch: Arc<ShutdownLatch>,
-) -> std::io::Result<(Vec<RouteFeed>, JoinHandle<()>)> {
-    let mut senders = Vec::with_capacity(workers);
-    let mut feeds = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let (tx, rx) = mpsc::channel();
-        senders.push(tx);
-        feeds.push(RouteFeed {
-            initial: initial.table.clone(),
-            updates: rx,
-        });
-    }
+) -> std::io::Result<(Subscriptions, JoinHandle<()>)> {
+    let subscriptions = Subscriptions {
+        inner: Arc::new(Mutex::new(SubscriptionList {
+            current: initial.table.clone(),
+            senders: Vec::new(),
+        })),
+    };
     let mut state = initial.state;
+    let fan = subscriptions.clone();
     let handle = std::thread::Builder::new()
         .name("hipache-routes".into())
         .spawn(move || {
-            while !latch.is_triggered() && !senders.is_empty() {
+            while !latch.is_triggered() {
                 std::thread::sleep(POLL);
                 if let Some(table) = state.poll(Instant::now()) {
-                    fan_out(&mut senders, &Arc::new(table));
+                    fan.fan_out(Arc::new(table));
                 }
             }
         })?;
-    Ok((feeds, handle))
-}
-
-/// Sends the table to every worker still running.
-fn fan_out(senders: &mut Vec<Sender<Arc<RouteTable>>>, table: &Arc<RouteTable>) {
-    senders.retain(|tx| tx.send(table.clone()).is_ok());
+    Ok((subscriptions, handle))
 }
 
 /// What the watcher knows about the file between polls.

@@ -179,7 +179,9 @@ pub async fn serve_client<S: ClientStream + Split + 'static>(
         first = false;
         let mut ex = Exchange::new();
         match run_phases(&mut c, w, &mut ex).await {
-            Next::KeepAlive if !w.draining.get() => log_exchange(
+            // The client was told it may send another request: even if draining started meanwhile,
+            // wait for it (briefly, see DRAIN_IDLE_GRACE) rather than close under its feet.
+            Next::KeepAlive => log_exchange(
                 &c.peer_ip,
                 &c.head,
                 &c.buf,
@@ -187,7 +189,7 @@ pub async fn serve_client<S: ClientStream + Split + 'static>(
                 w,
                 &ex,
             ),
-            Next::KeepAlive | Next::Close => {
+            Next::Close => {
                 log_exchange(
                     &c.peer_ip,
                     &c.head,
@@ -252,9 +254,7 @@ async fn read_request<S: ClientStream>(
         c.pos = 0;
     }
     if c.buf.is_empty() {
-        if w.draining.get() {
-            return Err(ReadEnd::Closed);
-        }
+        // While draining, an idle connection waits at most DRAIN_IDLE_GRACE (see wait_idle).
         let limit = if first {
             Some(s.header_timeout)
         } else {
@@ -299,18 +299,32 @@ async fn read_request<S: ClientStream>(
     }
 }
 
-/// Waits for a request by reading. False: timed out, draining, closed or broken; the connection must
-/// then be closed (the abandoned read may hold bytes).
+/// How long an idle connection stays open once draining starts (shutdown, or a reload handing over to
+/// a new process). A request the client had already sent, or sends within this time, is still served
+/// (with `Connection: close`), so a keep-alive client never sees its request cut off by the drain; the
+/// client then opens a new connection, which the new process (or nobody, on shutdown) accepts.
+pub const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits for a request by reading. False: timed out, idle through the drain grace, closed or broken;
+/// the connection must then be closed (the abandoned read may hold bytes).
 pub async fn read_idle<S: AsyncReadRent>(
     io: &mut S,
     buf: &mut Vec<u8>,
     limit: Option<Duration>,
     w: &Worker,
 ) -> bool {
+    let limit = if w.draining.get() {
+        Some(limit.map_or(DRAIN_IDLE_GRACE, |d| d.min(DRAIN_IDLE_GRACE)))
+    } else {
+        limit
+    };
+    let mut read = std::pin::pin!(read_more(io, buf, limit));
     let drain = w.drain_notify.notified();
     monoio::select! {
-        r = read_more(io, buf, limit) => matches!(r, Ok(n) if n > 0),
-        _ = drain => false,
+        r = &mut read => matches!(r, Ok(n) if n > 0),
+        _ = drain => {
+            matches!(monoio::time::timeout(DRAIN_IDLE_GRACE, read).await, Ok(Ok(n)) if n > 0)
+        }
     }
 }
 
@@ -336,6 +350,8 @@ async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Worker, ex: &mut
     if raw_host == b"__ping__" {
         return Next::from_keep(respond_ping(c, w, ex).await);
     }
+    #[cfg(feature = "fault-injection")]
+    crate::fault::maybe_panic(raw_host, w.id);
     let mut host = std::mem::take(&mut c.host);
     let normalized = normalize_host_into(raw_host, &mut host);
     c.host = host;

@@ -32,7 +32,10 @@ pub fn config_for(redis_url: &str, port: u16, dir: &std::path::Path, extra: Valu
             "retryOnError": 3
         },
         "http": { "port": port, "bind": ["127.0.0.1"] },
-        "driver": redis_url
+        "driver": redis_url,
+        // The tests run as root; the privilege drop has its own tests (operations.rs). Keeping root here
+        // lets tests rotate the access log inside a temporary folder only root may write to.
+        "user": "root"
     });
     merge(&mut base, extra);
     base
@@ -70,12 +73,23 @@ impl Proxy {
 
     /// Starts with a complete configuration; `Err(log)` if it exits or never becomes ready.
     pub fn start_config(dir: TempDir, port: u16, config: &Value) -> Result<Proxy, String> {
+        Self::start_config_env(dir, port, config, &[])
+    }
+
+    /// As [`Proxy::start_config`], with extra environment variables.
+    pub fn start_config_env(
+        dir: TempDir,
+        port: u16,
+        config: &Value,
+        env: &[(&str, &str)],
+    ) -> Result<Proxy, String> {
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(config).unwrap()).unwrap();
         let mut child = Command::new(BIN)
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info,hipache_tpc=debug")
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .envs(
                 std::env::var("TEST_PROXY_IO")
                     .ok()
@@ -112,7 +126,7 @@ impl Proxy {
         Ok(proxy)
     }
 
-    fn exited(&mut self) -> bool {
+    pub fn exited(&mut self) -> bool {
         self.child
             .as_mut()
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
