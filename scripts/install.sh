@@ -8,7 +8,7 @@
 #   --dry-run     print what would be done, change nothing
 #   --binary      the binary to install (default: target/release/hipache-tpc)
 #   --config      configuration installed as /etc/hipache-tpc/config.json when none exists yet
-#                 (default: contrib/systemd/config.json: port 80 on all addresses, Redis on localhost)
+#                 (default: config/systemd/config.json: port 80 on all addresses, Redis on localhost)
 #   --user        the account the proxy switches to (default www-data; must match "user" in the config);
 #                 created as a system user if missing
 #   --root        install under DIR instead of / (packaging, tests): no user creation, no systemctl
@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 
 dry_run=0
 binary=target/release/hipache-tpc
-config=contrib/systemd/config.json
+config=config/systemd/config.json
 user=www-data
 root=
 enable=1
@@ -138,11 +138,11 @@ fi
 # The unit.
 units=$root/etc/systemd/system
 run install -d -m 0755 "$units"
-if [ -f "$units/hipache-tpc.service" ] && cmp -s contrib/systemd/hipache-tpc.service "$units/hipache-tpc.service"; then
+if [ -f "$units/hipache-tpc.service" ] && cmp -s config/systemd/hipache-tpc.service "$units/hipache-tpc.service"; then
     say "$units/hipache-tpc.service is up to date"
 else
     say "installing $units/hipache-tpc.service"
-    run install -m 0644 contrib/systemd/hipache-tpc.service "$units/hipache-tpc.service"
+    run install -m 0644 config/systemd/hipache-tpc.service "$units/hipache-tpc.service"
 fi
 docs=$root/usr/local/share/doc/hipache-tpc
 run install -d -m 0755 "$docs"

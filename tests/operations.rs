@@ -761,3 +761,86 @@ fn fault_injection_is_inert_without_its_environment_variable() {
     assert_eq!(r.status, 400);
     assert!(!proxy.log().contains("panicked"));
 }
+
+/// Runs `scripts/install.sh` with `args`: (exit code, stdout + stderr).
+fn install_script(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install.sh"))
+        .args(args)
+        .output()
+        .expect("bash runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn install_script_stages_a_service_and_never_overwrites_the_configuration() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("install");
+    let root = dir.path().join("root");
+    let root_s = root.to_str().unwrap();
+    // The binary `cargo test` built has the fault-injection switch: the script refuses it.
+    let (code, text) = install_script(&["--root", root_s, "--binary", BIN]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("test build"), "{text}");
+    assert!(!root.join("usr/local/bin/hipache-tpc").exists());
+
+    // Any other file stands in for a release binary.
+    let fake = dir.path().join("hipache-tpc");
+    std::fs::write(&fake, b"#!/bin/sh\n").unwrap();
+    let fake_s = fake.to_str().unwrap();
+    let (code, text) = install_script(&["--root", root_s, "--binary", fake_s]);
+    assert_eq!(code, 0, "{text}");
+    let mode = |p: &str| {
+        std::fs::metadata(root.join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}\n{text}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("usr/local/bin/hipache-tpc"), 0o755);
+    assert_eq!(mode("etc/hipache-tpc/config.json"), 0o640);
+    assert_eq!(mode("var/log/hipache"), 0o750);
+    let unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/hipache-tpc.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=",
+        "LimitNOFILE=",
+        "NoNewPrivileges=",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line}:\n{unit}");
+    }
+    let rotate = std::fs::read_to_string(root.join("etc/logrotate.d/hipache-tpc")).unwrap();
+    assert!(rotate.contains("--signal=USR1"), "{rotate}");
+
+    // The installed configuration is valid for the real binary (its log folder moved into the
+    // staging root).
+    let config = root.join("etc/hipache-tpc/config.json");
+    let mut staged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(
+        staged["server"]["accessLog"],
+        json!("/var/log/hipache/access.log")
+    );
+    staged["server"]["accessLog"] = json!(root.join("var/log/hipache/access.log"));
+    std::fs::write(&config, staged.to_string()).unwrap();
+    let (code, _, err) = run_cli(&["--dry", "-c", config.to_str().unwrap()], None, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    // Run again after an operator edited the configuration: it is kept, the binary replaced.
+    std::fs::write(&config, b"{\"edited\": true}").unwrap();
+    std::fs::write(&fake, b"#!/bin/sh\necho v2\n").unwrap();
+    let (code, text) = install_script(&["--root", root_s, "--binary", fake_s]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("exists: kept"), "{text}");
+    assert_eq!(std::fs::read(&config).unwrap(), b"{\"edited\": true}");
+    assert_eq!(
+        std::fs::read(root.join("usr/local/bin/hipache-tpc")).unwrap(),
+        b"#!/bin/sh\necho v2\n"
+    );
+}
