@@ -314,11 +314,17 @@ tls_checks() {
     for t in ${TARGETS//,/ }; do
         port=$P_N_TLS
         [ "$t" = hipache-tpc ] && port=$P_H_TLS
-        out=$(openssl s_client -connect "127.0.0.1:$port" -servername localhost -alpn h2,http/1.1 \
-                  </dev/null 2>&1 | tr -d "\0" || true)
+        out=$(sleep 0.5 | openssl s_client -connect "127.0.0.1:$port" -servername localhost -alpn h2,http/1.1 \
+                  2>&1 | tr -d "\0" || true)
         {
             echo "== $t (openssl s_client, ALPN h2,http/1.1)"
             grep -E '^(New|Protocol|Cipher|Server Temp Key|ALPN|Peer signature type|Negotiated TLS1.3 group)' <<<"$out" | sort -u || true
+            # Does the server resume a session? (s_client saves one, then offers it.)
+            sleep 0.5 | openssl s_client -connect "127.0.0.1:$port" -servername localhost -sess_out "$OUT/tls/sess-$t" \
+                >/dev/null 2>&1 || true
+            echo "== $t: second connection offering the saved session: $(openssl s_client -connect \
+                "127.0.0.1:$port" -servername localhost -sess_in "$OUT/tls/sess-$t" </dev/null 2>&1 |
+                tr -d '\0' | grep -E -m1 '^(Reused|New),' || echo '?')"
             echo "== $t (curl --http2): $(curl -sk --http2 -o /dev/null -w '%{http_version} %{http_code}' \
                   "https://localhost:$port/30" || true)"
             echo "== $t (curl --http2-prior-knowledge, h2c): $(curl -s --http2-prior-knowledge -o /dev/null \

@@ -451,6 +451,7 @@ async def run(a):
         "not_seen_within_s": a.timeout,
         "not_seen": st.timed_out,
         "skipped_still_pending": st.skipped,
+        "pending_at_end": len(pending),
         "prop_p50_ms": round(pct(ms, 50), 3) if ms else None,
         "prop_p90_ms": round(pct(ms, 90), 3) if ms else None,
         "prop_p99_ms": round(pct(ms, 99), 3) if ms else None,
@@ -495,6 +496,7 @@ def cmd_summarize(a):
            "p90 ms | p99 ms | max ms | probe RTT p50 / p99 ms | wrk req/s | wrk errors (non-2xx + socket) | "
            "probe errors | stale after seen | keep-alive closed (of) | WebSocket closed (of) |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    # seen + not seen + still pending at the end = changes
     for r in rows:
         w = r.get("wrk") or {}
         werr = f"{w.get('non2xx', 0)} + {w.get('errors', 0) - w.get('non2xx', 0)}" if "errors" in w else "–"
