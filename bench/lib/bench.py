@@ -309,6 +309,62 @@ def parse_wrk(text):
     return out
 
 
+def parse_h2load(text):
+    out = {}
+    m = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", text)
+    if not m:
+        raise ValueError("cannot find the result line in h2load's output:\n" + text)
+    out["wrk_seconds"] = _to_us(m.group(1), m.group(2)) / 1e6
+    out["rps"] = float(m.group(3))
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+    total, started, done, ok, failed, errored, timeout = (int(x) for x in m.groups())
+    out["requests"] = done
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    out["non2xx"] = int(m.group(3)) + int(m.group(4)) if m else 0
+    out["err_connect"], out["err_read"], out["err_write"], out["err_timeout"] = 0, errored, 0, timeout
+    out["errors"] = failed + errored + timeout + out["non2xx"] + (total - done)
+    m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
+    if m:
+        out["max_us"] = round(_to_us(m.group(3), m.group(4)), 1)
+        out["mean_us"] = round(_to_us(m.group(5), m.group(6)), 1)
+    m = re.search(r"Application protocol: (\S+)", text)
+    out["protocol"] = m.group(1) if m else None
+    for pct in ("50", "75", "90", "99"):
+        out[f"p{pct}_us"] = None
+    return out
+
+
+def parse_ws(text):
+    r = json.loads(text.strip().splitlines()[-1])
+    return {
+        "requests": r["messages"], "rps": r["msgs_per_s"], "wrk_seconds": r["seconds"],
+        "mb_per_s": r["mb_per_s"], "msg_size": r["size"], "tunnels": r["tunnels"],
+        "window": r["window"], "tunnels_lost": r["tunnels_lost"],
+        "tunnels_stalled": r.get("tunnels_stalled", 0),
+        "errors": r["error_count"] + r["tunnels_lost"], "error_samples": r["errors"],
+        "ws_proxy_cpu_s": r["proxy_cpu_s"], "ws_backend_cpu_s": r["backend_cpu_s"],
+        "ws_client_cpu_s": r["client_cpu_s"],
+        "p50_us": None, "p99_us": None, "non2xx": 0,
+    }
+
+
+def _h2load_calibrate(args, duration, client_cpu):
+    """`-n AUTO`: an unmeasured h2load run of 20,000 requests (the warm-up) gives the rate; the
+    measured run then gets rate x duration requests. (h2load 1.52's -D mode reports 0 requests.)"""
+    if "AUTO" not in args:
+        return args
+    i = args.index("AUTO")
+    warm = args[:i] + ["20000"] + args[i + 1 :]
+    p = subprocess.run(["taskset", "-c", client_cpu, "h2load"] + warm,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout)
+        raise SystemExit(f"h2load warm-up failed (exit {p.returncode})")
+    rps = parse_h2load(p.stdout)["rps"]
+    return args[:i] + [str(max(1000, int(rps * duration)))] + args[i + 1 :]
+
+
 def cmd_run_one(a):
     # Ctrl-C reaches wrk and every daemon of the terminal's process group: wrk then stops early and
     # the figures of this run are meaningless. Note it, and write no row.
@@ -337,8 +393,16 @@ def cmd_run_one(a):
 
     c0 = time.monotonic()
     p0, b0, r0 = cpu_seconds(proxy_tree), cpu_seconds(backend_tree), cpu_seconds(redis_tree)
+    if a.tool == "h2load":
+        a.wrk_args = _h2load_calibrate(a.wrk_args, a.duration, a.client_cpu)
+        p0, b0, r0 = cpu_seconds(proxy_tree), cpu_seconds(backend_tree), cpu_seconds(redis_tree)
+        c0 = time.monotonic()
+    cmd = {"wrk": ["wrk"], "h2load": ["h2load"],
+           "ws": [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ws.py"),
+                  "load", "--proxy-pid", str(a.proxy_pid), "--backend-pid", str(a.backend_pid)],
+           }[a.tool]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wrk = subprocess.run(["taskset", "-c", a.client_cpu, "wrk"] + a.wrk_args,
+    wrk = subprocess.run(["taskset", "-c", a.client_cpu] + cmd + a.wrk_args,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     p1, b1, r1 = cpu_seconds(proxy_tree), cpu_seconds(backend_tree), cpu_seconds(redis_tree)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -357,9 +421,15 @@ def cmd_run_one(a):
         raise SystemExit(130)
     if wrk.returncode != 0:
         sys.stderr.write(wrk.stdout)
-        raise SystemExit(f"wrk failed (exit {wrk.returncode})")
-    w = parse_wrk(wrk.stdout)
+        raise SystemExit(f"{a.tool} failed (exit {wrk.returncode})")
+    w = {"wrk": parse_wrk, "h2load": parse_h2load, "ws": parse_ws}[a.tool](wrk.stdout)
     n = max(w["requests"], 1)
+    if a.tool == "ws":
+        # The client measured its own interval (after opening the tunnels and a warm-up) and read
+        # the proxy's and the backend's CPU time at its bounds.
+        p0, p1 = 0.0, w["ws_proxy_cpu_s"] or 0.0
+        b0, b1 = 0.0, w["ws_backend_cpu_s"] or 0.0
+        c0, c1 = 0.0, w["wrk_seconds"]
 
     log_lines = None
     if a.access_log:
@@ -390,7 +460,8 @@ def cmd_run_one(a):
         "access_log_lines": log_lines,
         "proxy_log_problems": count_problem_lines(a.proxy_log) - problems0,
         "churn": churn_stats,
-        "wrk_cmd": "wrk " + " ".join(a.wrk_args),
+        "tool": a.tool,
+        "wrk_cmd": a.tool + " " + " ".join(a.wrk_args),
     }
     with open(a.out, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -482,7 +553,8 @@ def _open_idle(port, req, n):
 
 
 TARGET_ORDER = ["direct", "hipache-tpc", "hipache-alt", "hipache-epoll", "nginx", "haproxy"]
-SCENARIO_ORDER = ["small", "paced", "16k", "1m", "close", "vhosts", "churn"]
+SCENARIO_ORDER = ["small", "paced", "16k", "1m", "close", "vhosts", "churn",
+                  "tls", "tls-close", "h2", "h2c", "ws-64", "ws-1k", "ws-16k"]
 
 
 def _median(xs):
@@ -500,6 +572,63 @@ def _order(key, order):
     return (order.index(key) if key in order else len(order), key)
 
 
+def _medians(sel, fields):
+    targets = sorted({r["target"] for r in sel}, key=lambda t: _order(t, TARGET_ORDER))
+    med = {}
+    for t in targets:
+        tr = [r for r in sel if r["target"] == t]
+        med[t] = {f: _median([fn(r) for r in tr]) for f, fn in fields.items()}
+        med[t]["err"] = max(r["errors"] for r in tr)
+    return targets, med
+
+
+def _ratio(m, ng, key):
+    return (m[key] / ng[key]) if ng and ng.get(key) and m.get(key) else None
+
+
+def _h2_table(sel):
+    targets, med = _medians(sel, {
+        "rps": lambda r: r["rps"], "mean": lambda r: r.get("mean_us"),
+        "max": lambda r: r.get("max_us"), "cpu": lambda r: r["cpu_us_per_req"],
+        "rss": lambda r: r["rss_kb"], "util": lambda r: r["proxy_core_util"],
+        "n": lambda r: r["requests"]})
+    out = ["| target | req/s | mean µs | max µs | proxy CPU µs/req | proxy core use | RSS MiB | "
+           "CPU/req vs nginx | req/s vs nginx | errors (max) | requests/run |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ng = med.get("nginx")
+    for t in targets:
+        m = med[t]
+        out.append(f"| {t} | {_fmt(m['rps'])} | {_fmt(m['mean'])} | {_fmt(m['max'])} | "
+                   f"{_fmt(m['cpu'], 2)} | {_fmt(m['util'] * 100 if m['util'] else None, 0, ' %')} | "
+                   f"{_fmt(m['rss'] / 1024 if m['rss'] else None, 1)} | "
+                   f"{_fmt(_ratio(m, ng, 'cpu'), 2, '×')} | {_fmt(_ratio(m, ng, 'rps'), 2, '×')} | "
+                   f"{m['err']} | {_fmt(m['n'])} |")
+    return out
+
+
+def _ws_table(sel):
+    targets, med = _medians(sel, {
+        "rps": lambda r: r["rps"], "mbps": lambda r: r["mb_per_s"],
+        "cpu": lambda r: r["cpu_us_per_req"], "rss": lambda r: r["rss_kb"],
+        "util": lambda r: r["proxy_core_util"],
+        "c1": lambda r: ((r["ws_backend_cpu_s"] or 0) + (r["ws_client_cpu_s"] or 0)) / r["wrk_seconds"],
+        "lost": lambda r: r["tunnels_lost"], "stalled": lambda r: r.get("tunnels_stalled", 0)})
+    out = ["| target | messages/s | MB/s (payload, each way) | proxy CPU µs/message | proxy core use | "
+           "echo servers + client core use | RSS MiB | CPU/msg vs nginx | msgs/s vs nginx | "
+           "tunnels closed | tunnels stalled | errors (max) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ng = med.get("nginx")
+    for t in targets:
+        m = med[t]
+        out.append(f"| {t} | {_fmt(m['rps'])} | {_fmt(m['mbps'], 1)} | {_fmt(m['cpu'], 2)} | "
+                   f"{_fmt(m['util'] * 100 if m['util'] else None, 0, ' %')} | "
+                   f"{_fmt(m['c1'] * 100, 0, ' %')} | "
+                   f"{_fmt(m['rss'] / 1024 if m['rss'] else None, 1)} | "
+                   f"{_fmt(_ratio(m, ng, 'cpu'), 2, '×')} | {_fmt(_ratio(m, ng, 'rps'), 2, '×')} | "
+                   f"{_fmt(m['lost'])} | {_fmt(m['stalled'])} | {m['err']} |")
+    return out
+
+
 def cmd_summarize(a):
     rows = [json.loads(line) for line in open(a.runs) if line.strip()]
     runs = [r for r in rows if r.get("scenario") != "idle"]
@@ -510,7 +639,8 @@ def cmd_summarize(a):
         if r["pass"] not in passes:
             passes.append(r["pass"])
     for p in passes:
-        title = {"nolog": "access logs off", "log": "access logs on"}.get(p, p)
+        title = {"nolog": "access logs off", "log": "access logs on",
+                 "proto": "TLS, HTTP/2 and WebSocket (access logs off)"}.get(p, p)
         out.append(f"### {title}\n")
         scen = sorted({r["scenario"] for r in runs if r["pass"] == p},
                       key=lambda s: _order(s, SCENARIO_ORDER))
@@ -518,6 +648,20 @@ def cmd_summarize(a):
             sel = [r for r in runs if r["pass"] == p and r["scenario"] == s]
             rounds = len({r["round"] for r in sel})
             conns = sel[0]["connections"]
+            tool = sel[0].get("tool", "wrk")
+            if tool == "ws":
+                out.append(f"**{s}** ({rounds} round(s) × {sel[0]['duration_s']} s, "
+                           f"{sel[0]['tunnels']} tunnels, {sel[0]['msg_size']}-byte messages, "
+                           f"{sel[0]['window']} in flight per tunnel; medians over rounds)\n")
+                out.extend(_ws_table(sel))
+                out.append("")
+                continue
+            if tool == "h2load":
+                out.append(f"**{s}** ({rounds} round(s) of ≈{sel[0]['duration_s']} s, "
+                           f"`{sel[0]['wrk_cmd']}`; medians over rounds)\n")
+                out.extend(_h2_table(sel))
+                out.append("")
+                continue
             out.append(f"**{s}** ({rounds} round(s) × {sel[0]['duration_s']} s, "
                        f"{conns} connections; medians over rounds)\n")
             out.append("| target | req/s | p50 µs | p99 µs | proxy CPU µs/req | RSS MiB | "
@@ -689,6 +833,8 @@ def main():
     p.add_argument("--churn-pattern", default="c%d.churn.test")
     p.add_argument("--backend-a", default="")
     p.add_argument("--backend-b", default="")
+    p.add_argument("--tool", choices=["wrk", "h2load", "ws"], default="wrk",
+                   help="load generator; its arguments follow --")
     p.add_argument("wrk_args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("idle-rss")

@@ -1,0 +1,435 @@
+#!/usr/bin/env bash
+# hipache-tpc vs nginx over TLS, HTTP/2 and WebSocket: one worker each, pinned to the same core,
+# the load generators on the other core. See bench/README.md.
+#
+#   bench/proto.sh                                  everything (about 12 minutes with the defaults)
+#   bench/proto.sh --duration 3 --rounds 1 --scenarios tls,h2     quick check
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bench/proto.sh [options]
+
+  --duration S        seconds per measured run                          [DURATION=10]
+  --warmup S          unmeasured run before each measured run           [WARMUP=1]
+  --rounds N          interleaved rounds (median over rounds)           [ROUNDS=3]
+  --connections N     wrk connections of the TLS scenarios              [CONNECTIONS=64]
+  --scenarios LIST    comma list of: tls,tls-close,h2,h2c,ws-64,ws-1k,ws-16k
+                                                                        [SCENARIOS=all of them]
+  --targets LIST      comma list of: hipache-tpc,nginx                  [TARGETS=hipache-tpc,nginx]
+  --h2-clients N, --h2-streams N   h2load -c and -m                     [H2_CLIENTS=16, H2_STREAMS=10]
+  --ws-tunnels N      concurrent WebSocket tunnels                      [WS_TUNNELS=64]
+  --ws-window N       messages in flight per tunnel                     [WS_WINDOW=1]
+  --ws-backends N     echo server processes (on the client core)        [WS_BACKENDS=2]
+  --ws-clients N      load client processes (on the client core)        [WS_CLIENTS=1]
+  --key-type ec|rsa   certificate key: ECDSA P-256 or RSA 2048          [KEY_TYPE=ec]
+  --proxy-cpu N       core of the proxies                               [PROXY_CPU=0]
+  --client-cpu N      core of the load generators, backends and redis   [CLIENT_CPU=1]
+  --out DIR           results folder       [OUT=bench/results/proto-<date>-<time>]
+  --no-build          do not run cargo build --release (use HIPACHE_BIN or target/release)
+  --no-install        never apt-get install; fail when a tool is missing
+  -h, --help
+EOF
+}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+PROG=proto.sh
+# shellcheck source=bench/lib/common.sh
+. "$HERE/lib/common.sh"
+WS="$HERE/lib/ws.py"
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-1}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+ALL_SCENARIOS="tls,tls-close,h2,h2c,ws-64,ws-1k,ws-16k"
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
+TARGETS=${TARGETS:-hipache-tpc,nginx}
+H2_CLIENTS=${H2_CLIENTS:-16}
+H2_STREAMS=${H2_STREAMS:-10}
+WS_TUNNELS=${WS_TUNNELS:-64}
+WS_WINDOW=${WS_WINDOW:-1}
+WS_BACKENDS=${WS_BACKENDS:-2}
+WS_CLIENTS=${WS_CLIENTS:-1}
+KEY_TYPE=${KEY_TYPE:-ec}
+PROXY_CPU=${PROXY_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+OUT=${OUT:-}
+BUILD=${BUILD:-1}
+INSTALL=${INSTALL:-1}
+HIPACHE_BIN=${HIPACHE_BIN:-}
+
+while [ $# -gt 0 ]; do
+    opt=$1
+    case "$opt" in
+        -h|--help) usage; exit 0 ;;
+        --no-build) BUILD=0; shift; continue ;;
+        --no-install) INSTALL=0; shift; continue ;;
+        --duration|--warmup|--rounds|--connections|--scenarios|--targets|--h2-clients|--h2-streams|\
+        --ws-tunnels|--ws-window|--ws-backends|--ws-clients|--key-type|--proxy-cpu|--client-cpu|--out) ;;
+        *) echo "proto.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
+    esac
+    [ $# -ge 2 ] || { echo "proto.sh: $opt needs a value (see --help)" >&2; exit 2; }
+    val=$2
+    case "$opt" in
+        --duration) DURATION=$val ;;
+        --warmup) WARMUP=$val ;;
+        --rounds) ROUNDS=$val ;;
+        --connections) CONNECTIONS=$val ;;
+        --scenarios) SCENARIOS=$val ;;
+        --targets) TARGETS=$val ;;
+        --h2-clients) H2_CLIENTS=$val ;;
+        --h2-streams) H2_STREAMS=$val ;;
+        --ws-tunnels) WS_TUNNELS=$val ;;
+        --ws-window) WS_WINDOW=$val ;;
+        --ws-backends) WS_BACKENDS=$val ;;
+        --ws-clients) WS_CLIENTS=$val ;;
+        --key-type) KEY_TYPE=$val ;;
+        --proxy-cpu) PROXY_CPU=$val ;;
+        --client-cpu) CLIENT_CPU=$val ;;
+        --out) OUT=$val ;;
+    esac
+    shift 2
+done
+
+for n in DURATION WARMUP ROUNDS CONNECTIONS H2_CLIENTS H2_STREAMS WS_TUNNELS WS_WINDOW WS_BACKENDS \
+         WS_CLIENTS PROXY_CPU CLIENT_CPU; do
+    [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, got '${!n}'"
+done
+[ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNECTIONS" -ge 1 ] || die "duration, rounds and connections must be at least 1"
+[ "$WS_TUNNELS" -ge 1 ] && [ "$WS_WINDOW" -ge 1 ] && [ "$WS_BACKENDS" -ge 1 ] && [ "$WS_CLIENTS" -ge 1 ] ||
+    die "the WebSocket counts must be at least 1"
+for s in ${SCENARIOS//,/ }; do
+    in_list "$s" "$ALL_SCENARIOS" || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
+done
+for t in ${TARGETS//,/ }; do
+    in_list "$t" "hipache-tpc,nginx" || die "unknown target '$t' (hipache-tpc, nginx)"
+done
+in_list "$KEY_TYPE" "ec,rsa" || die "--key-type must be ec or rsa"
+ncpu=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)
+[ "$PROXY_CPU" -lt "$ncpu" ] && [ "$CLIENT_CPU" -lt "$ncpu" ] || die "cores $PROXY_CPU and $CLIENT_CPU do not both exist (this machine has $ncpu)"
+[ "$PROXY_CPU" != "$CLIENT_CPU" ] || die "the proxy core and the client core must differ"
+
+need=(nginx wrk redis-server redis-cli curl taskset python3 openssl)
+in_list h2 "$SCENARIOS" || in_list h2c "$SCENARIOS" && need+=(h2load)
+ensure_tools "$INSTALL" "${need[@]}"
+nginx -V 2>&1 | grep -q -- --with-http_v2_module || die "this nginx has no HTTP/2 module"
+wrk_ssl=1
+ldd "$(command -v wrk)" 2>/dev/null | grep -q libssl || wrk_ssl=0
+[ "$wrk_ssl" = 1 ] || ! { in_list tls "$SCENARIOS" || in_list tls-close "$SCENARIOS"; } ||
+    die "this wrk is built without OpenSSL (no https): install Debian's wrk"
+in_list hipache-tpc "$TARGETS" && build_hipache "$BUILD"
+[ -n "${HIPACHE_BIN:-}" ] || HIPACHE_BIN="$ROOT/target/release/hipache-tpc"
+
+[ -n "$OUT" ] || OUT="$HERE/results/proto-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT/logs" "$OUT/conf" "$OUT/tls"
+OUT=$(cd "$OUT" && pwd)
+RUNS="$OUT/runs.jsonl"
+: >"$RUNS"
+raise_nofile $((4 * CONNECTIONS + 4 * WS_TUNNELS + 1000))
+
+read -r P_REDIS P_BACK_A P_BACK_B P_WS P_H_HTTP P_H_TLS P_N_HTTP P_N_TLS P_N_H2C P_N_CHECK \
+    < <(python3 "$PY" freeports 10)
+
+python3 "$PY" machine >"$OUT/machine.json"
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+say "results in $OUT (load average now: $load)"
+awk -v l="${load%% *}" 'BEGIN { exit !(l > 0.5) }' &&
+    say "WARNING: the machine is busy (load $load); figures will be noisy. Re-run on a quiet machine."
+
+# ---------------------------------------------------------------------------------------------
+# Certificate: one self-signed certificate for both proxies.
+KEY="$OUT/tls/key.pem"
+CERT="$OUT/tls/cert.pem"
+if [ "$KEY_TYPE" = ec ]; then
+    keyopt=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1)
+else
+    keyopt=(-newkey rsa:2048)
+fi
+openssl req -x509 "${keyopt[@]}" -nodes -keyout "$KEY" -out "$CERT" -days 30 -subj "/CN=bench.test" \
+    -addext "subjectAltName=DNS:localhost,DNS:bench.test,DNS:ws.bench.test,IP:127.0.0.1" >"$OUT/logs/openssl.log" 2>&1 ||
+    die "openssl could not make the certificate; see $OUT/logs/openssl.log"
+chmod 600 "$KEY"
+
+# ---------------------------------------------------------------------------------------------
+# Redis, the HTTP backend and the WebSocket echo servers, all on the client core.
+start_redis "$CLIENT_CPU" "$P_REDIS" "$OUT"
+start_backend "$CLIENT_CPU" "$P_BACK_A" "$P_BACK_B" "$OUT"
+assert_port_free "$P_WS"
+start_proc ws-echo "$CLIENT_CPU" "$OUT/logs/ws-echo.log" \
+    python3 "$WS" echo-server --port "$P_WS" --procs "$WS_BACKENDS" --name ws1
+wait_http ws-echo "$OUT/logs/ws-echo.log" "http://127.0.0.1:$P_WS/"
+python3 "$PY" redis-setup --port "$P_REDIS" --backend "http://127.0.0.1:$P_BACK_A" --host 127.0.0.1 \
+    --host localhost
+redis-cli -p "$P_REDIS" del frontend:ws.bench.test >/dev/null
+redis-cli -p "$P_REDIS" rpush frontend:ws.bench.test ws "http://127.0.0.1:$P_WS" >/dev/null
+
+# ---------------------------------------------------------------------------------------------
+# Proxies.
+write_hipache_proto_conf() {
+    cat >"$OUT/conf/hipache-tpc.json" <<EOF
+{
+    "server": {
+        "workers": 1,
+        "accessLog": false,
+        "maxSockets": 1024,
+        "tcpTimeout": 300,
+        "http2": true,
+        "lruCache": { "size": 10000, "ttl": 1 }
+    },
+    "http": { "port": $P_H_HTTP, "bind": ["127.0.0.1"] },
+    "https": { "port": $P_H_TLS, "bind": ["127.0.0.1"], "key": "$KEY", "cert": "$CERT" },
+    "driver": "redis://127.0.0.1:$P_REDIS"
+}
+EOF
+    "$HIPACHE_BIN" --dry -c "$OUT/conf/hipache-tpc.json" >"$OUT/conf/hipache-tpc.json.dry" 2>&1 ||
+        die "hipache-tpc rejects its configuration: $(cat "$OUT/conf/hipache-tpc.json.dry")"
+}
+
+write_nginx_proto_conf() {
+    local d="$OUT/nginx-proxy" user=""
+    mkdir -p "$d"
+    [ "$(id -u)" = 0 ] && user="user root;"
+    cat >"$d/nginx.conf" <<EOF
+# Proxy: one nginx worker; TLS (h1 and h2 by ALPN), h2c with prior knowledge, and WebSocket.
+$user
+worker_processes 1;
+daemon off;
+master_process on;
+pid $d/nginx.pid;
+error_log $OUT/logs/nginx-error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $MAXCONN; }
+http {
+    access_log off;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    http2_max_concurrent_streams 128;
+    ssl_certificate $CERT;
+    ssl_certificate_key $KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    log_format resumecheck '\$ssl_session_reused \$ssl_protocol \$ssl_cipher \$ssl_curves';
+    upstream backend {
+        server 127.0.0.1:$P_BACK_A;
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    upstream ws {
+        server 127.0.0.1:$P_WS;
+    }
+    map \$http_upgrade \$connection_upgrade {
+        default upgrade;
+        '' close;
+    }
+    server {
+        listen 127.0.0.1:$P_N_TLS ssl http2 default_server backlog=4096;
+        listen 127.0.0.1:$P_N_H2C http2 default_server backlog=4096;
+        server_name _;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Protocol \$scheme;
+            proxy_set_header X-Forwarded-Port \$server_port;
+            proxy_buffer_size 16k;
+            proxy_buffers 4 64k;
+            proxy_busy_buffers_size 64k;
+            proxy_max_temp_file_size 0;
+        }
+    }
+    server {
+        # WebSocket: tunnels to the echo servers, 64 KiB buffers (hipache-tpc relays through 64 KiB).
+        listen 127.0.0.1:$P_N_HTTP default_server backlog=4096;
+        server_name _;
+        location / {
+            proxy_pass http://ws;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_buffer_size 64k;
+            proxy_buffers 4 64k;
+            proxy_busy_buffers_size 64k;
+            proxy_read_timeout 300s;
+            proxy_send_timeout 300s;
+        }
+    }
+    server {
+        # Not measured: used once at start-up to see whether wrk resumes TLS sessions.
+        listen 127.0.0.1:$P_N_CHECK ssl;
+        server_name _;
+        access_log $OUT/logs/nginx-tls-check.log resumecheck;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+    nginx -t -q -p "$d/" -e "$OUT/logs/nginx-error.log" -c "$d/nginx.conf" ||
+        die "nginx rejects $d/nginx.conf"
+}
+
+declare -A PLOG=([hipache-tpc]="$OUT/logs/hipache-tpc.log" [nginx]="$OUT/logs/nginx-error.log")
+start_proxies() {
+    local t
+    for t in ${TARGETS//,/ }; do
+        case "$t" in
+            hipache-tpc)
+                assert_port_free "$P_H_HTTP"; assert_port_free "$P_H_TLS"
+                start_proc hipache-tpc "$PROXY_CPU" "${PLOG[$t]}" env RUST_LOG=warn \
+                    "$HIPACHE_BIN" -c "$OUT/conf/hipache-tpc.json"
+                wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_H_HTTP/30" 127.0.0.1
+                ;;
+            nginx)
+                for p in "$P_N_HTTP" "$P_N_TLS" "$P_N_H2C" "$P_N_CHECK"; do assert_port_free "$p"; done
+                start_proc nginx "$PROXY_CPU" "$OUT/logs/nginx-stderr.log" \
+                    nginx -p "$OUT/nginx-proxy/" -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx-proxy/nginx.conf"
+                wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_N_HTTP/"
+                ;;
+        esac
+    done
+}
+stop_proxies() {
+    local t
+    for t in ${TARGETS//,/ }; do stop_proc "$t"; done
+}
+
+write_nginx_proto_conf
+in_list hipache-tpc "$TARGETS" && write_hipache_proto_conf
+
+# ---------------------------------------------------------------------------------------------
+# What the clients negotiate: protocol, cipher, group, ALPN; and whether wrk resumes sessions.
+tls_checks() {
+    local t port out f="$OUT/tls/negotiated.txt"
+    : >"$f"
+    for t in ${TARGETS//,/ }; do
+        port=$P_N_TLS
+        [ "$t" = hipache-tpc ] && port=$P_H_TLS
+        out=$(sleep 0.5 | openssl s_client -connect "127.0.0.1:$port" -servername localhost -alpn h2,http/1.1 \
+                  2>&1 | tr -d "\0" || true)
+        {
+            echo "== $t (openssl s_client, ALPN h2,http/1.1)"
+            grep -E '^(New|Protocol|Cipher|Server Temp Key|ALPN|Peer signature type|Negotiated TLS1.3 group)' <<<"$out" | sort -u || true
+            # Does the server resume a session? (s_client saves one, then offers it.)
+            sleep 0.5 | openssl s_client -connect "127.0.0.1:$port" -servername localhost -sess_out "$OUT/tls/sess-$t" \
+                >/dev/null 2>&1 || true
+            echo "== $t: second connection offering the saved session: $(openssl s_client -connect \
+                "127.0.0.1:$port" -servername localhost -sess_in "$OUT/tls/sess-$t" </dev/null 2>&1 |
+                tr -d '\0' | grep -E -m1 '^(Reused|New),' || echo '?')"
+            echo "== $t (curl --http2): $(curl -sk --http2 -o /dev/null -w '%{http_version} %{http_code}' \
+                  "https://localhost:$port/30" || true)"
+            echo "== $t (curl --http2-prior-knowledge, h2c): $(curl -s --http2-prior-knowledge -o /dev/null \
+                  -w '%{http_version} %{http_code}' \
+                  "http://localhost:$([ "$t" = hipache-tpc ] && echo "$P_H_HTTP" || echo "$P_N_H2C")/30" || true)"
+        } >>"$f"
+    done
+    # wrk and session resumption: 200 requests, each on a new connection, against nginx's check
+    # listener, which logs $ssl_session_reused ("r" = resumed, "." = full handshake).
+    if in_list nginx "$TARGETS"; then
+        : >"$OUT/logs/nginx-tls-check.log"
+        taskset -c "$CLIENT_CPU" wrk -t1 -c1 -d1s -H "Connection: close" "https://localhost:$P_N_CHECK/" \
+            >/dev/null 2>&1 || true
+        sleep 0.3
+        local total reused
+        total=$(wc -l <"$OUT/logs/nginx-tls-check.log")
+        reused=$(grep -c '^r ' "$OUT/logs/nginx-tls-check.log" || true)
+        echo "== wrk -H 'Connection: close': $reused of $total handshakes resumed a session ($(awk '{print $2, $3, $4}' "$OUT/logs/nginx-tls-check.log" | sort | uniq -c | sort -rn | head -1 | sed 's/^ *//'))" >>"$f"
+    fi
+    cat "$f" >&2
+}
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios.
+port_of() {              # port_of TARGET SCENARIO
+    case "$1:$2" in
+        hipache-tpc:tls*|hipache-tpc:h2) echo "$P_H_TLS" ;;
+        hipache-tpc:*) echo "$P_H_HTTP" ;;
+        nginx:tls*|nginx:h2) echo "$P_N_TLS" ;;
+        nginx:h2c) echo "$P_N_H2C" ;;
+        nginx:ws-*) echo "$P_N_HTTP" ;;
+    esac
+}
+ws_size() { case "$1" in ws-64) echo 64 ;; ws-1k) echo 1024 ;; ws-16k) echo 16384 ;; esac; }
+tool_of() { case "$1" in tls*) echo wrk ;; h2*) echo h2load ;; ws-*) echo ws ;; esac; }
+
+load_args() {            # load_args SCENARIO TARGET DURATION: one argument per line
+    local s=$1 t=$2 d=$3 port
+    port=$(port_of "$t" "$s")
+    case "$s" in
+        tls) printf '%s\n' -t1 -c "$CONNECTIONS" -d "${d}s" --timeout 5s --latency "https://localhost:$port/30" ;;
+        tls-close) printf '%s\n' -t1 -c "$CONNECTIONS" -d "${d}s" --timeout 5s --latency \
+                       -H "Connection: close" "https://localhost:$port/30" ;;
+        h2) printf '%s\n' -n AUTO -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 "https://localhost:$port/30" ;;
+        h2c) printf '%s\n' -n AUTO -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 "http://localhost:$port/30" ;;
+        ws-*) printf '%s\n' --port "$port" --host ws.bench.test --tunnels "$WS_TUNNELS" \
+                  --size "$(ws_size "$s")" --window "$WS_WINDOW" --procs "$WS_CLIENTS" \
+                  --duration "$d" --warmup "$WARMUP" ;;
+    esac
+}
+
+TARGET_LIST=(${TARGETS//,/ })
+n=${#TARGET_LIST[@]}
+say "targets: $TARGETS; proxies on core $PROXY_CPU; load generators, backends, redis on core $CLIENT_CPU"
+say "$ROUNDS round(s) x ${DURATION}s (+${WARMUP}s warm-up)"
+start_proxies
+tls_checks
+stop_proxies
+for s in ${SCENARIOS//,/ }; do
+    start_proxies
+    for r in $(seq "$ROUNDS"); do
+        order=()
+        for i in $(seq 0 $((n - 1))); do order+=("${TARGET_LIST[$(((i + r - 1) % n))]}"); done
+        for t in "${order[@]}"; do
+            tool=$(tool_of "$s")
+            if [ "$tool" = wrk ] && [ "$WARMUP" -gt 0 ]; then
+                mapfile -t args < <(load_args "$s" "$t" "$WARMUP")
+                taskset -c "$CLIENT_CPU" wrk "${args[@]}" >/dev/null 2>&1 ||
+                    die "wrk warm-up failed for $t/$s: wrk ${args[*]}"
+            fi
+            # h2load: its calibration run is the warm-up; ws: the client warms up itself.
+            mapfile -t args < <(load_args "$s" "$t" "$DURATION")
+            python3 "$PY" run-one --out "$RUNS" --pass-name proto --scenario "$s" --tool "$tool" \
+                --target "$t" --round "$r" --connections "$CONNECTIONS" --duration "$DURATION" \
+                --proxy-pid "${PID[$t]}" --proxy-log "${PLOG[$t]}" \
+                --backend-pid "$([ "$tool" = ws ] && echo "${PID[ws-echo]}" || echo "${PID[backend]}")" \
+                --redis-pid "${PID[redis]}" --redis-port "$P_REDIS" --client-cpu "$CLIENT_CPU" \
+                -- "${args[@]}" || die "measured run failed: $t/$s round $r"
+            check_alive "$t" "${PLOG[$t]}"
+        done
+    done
+    stop_proxies
+done
+
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+    echo "## hipache-tpc protocol bench (TLS, HTTP/2, WebSocket), $(date '+%Y-%m-%d %H:%M %Z')"
+    echo
+    python3 - "$OUT/machine.json" "$load_end" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(f"{m['cpu']}, {m['cpus']} cores ({m.get('virtualization', '?')}), {m['os']}, kernel {m['kernel']}; "
+      f"{m['nginx']}; {m['wrk'].split(' Copyright')[0]}; hipache-tpc {m['hipache_tpc_commit']}. "
+      f"Load average at start {m['loadavg_at_start']}, at end {sys.argv[2]}.")
+EOF
+    echo
+    echo "Proxies pinned to core $PROXY_CPU (one worker each); load generators, backend nginx,"
+    echo "echo servers ($WS_BACKENDS processes) and redis on core $CLIENT_CPU. Certificate: $KEY_TYPE."
+    echo
+    echo '```'
+    cat "$OUT/tls/negotiated.txt"
+    echo '```'
+    echo
+    python3 "$PY" summarize "$RUNS"
+} >"$OUT/summary.md"
+[ "$(dirname "$OUT")" = "$HERE/results" ] && ln -sfn "$(basename "$OUT")" "$HERE/results/latest-proto"
+cat "$OUT/summary.md"
+say "raw rows: $RUNS; summary: $OUT/summary.md"
