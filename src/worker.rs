@@ -490,13 +490,13 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> 
     }
 }
 
-/// Accepts connections until draining starts; a connection accepted while stopping is still served.
 /// What a TLS listener needs to turn a TCP connection into a TLS one.
 struct TlsSetup {
     acceptor: monoio_rustls::TlsAcceptor,
     handshake_timeout: Duration,
 }
 
+/// Accepts connections until draining starts; a connection accepted while stopping is still served.
 async fn accept_loop(
     listener: TcpListener,
     info: Rc<ListenerInfo>,
@@ -645,7 +645,8 @@ thread_local! {
     /// The client sockets this worker thread serves, with their peers. Touched once per connection by
     /// its own thread only. Read after the worker panicked: a monoio runtime torn down by a panic does
     /// not drop the tasks parked on I/O, so their sockets would stay open and their clients hang.
-    static OPEN_CLIENTS: RefCell<HashMap<std::os::fd::RawFd, SocketAddr>> = RefCell::new(HashMap::new());
+    static OPEN_CLIENTS: RefCell<HashMap<std::os::fd::RawFd, SocketAddr, crate::fast_hash::FxBuild>> =
+        RefCell::new(HashMap::default());
 }
 
 /// After this thread's worker panicked: shuts down and closes the client sockets its abandoned tasks

@@ -48,9 +48,10 @@ where
         }
         bytes.to_backend += n;
     }
-    let activity = Rc::new(Cell::new(Instant::now()));
+    // Activity is tracked (a clock read per read) only when an idle timeout needs it.
+    let activity = idle.map(|_| Rc::new(Cell::new(Instant::now())));
     let done = Rc::new(Cell::new(false));
-    if let Some(limit) = idle {
+    if let (Some(limit), Some(activity)) = (idle, &activity) {
         monoio::spawn(watchdog(
             activity.clone(),
             done.clone(),
@@ -70,7 +71,7 @@ where
 async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
     mut from: R,
     mut to: W,
-    activity: Rc<Cell<Instant>>,
+    activity: Option<Rc<Cell<Instant>>>,
 ) -> u64 {
     let mut buf: Vec<u8> = Vec::with_capacity(TUNNEL_BUF);
     let mut total = 0u64;
@@ -82,7 +83,9 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        activity.set(Instant::now());
+        if let Some(a) = &activity {
+            a.set(Instant::now());
+        }
         let (res, b) = to.write_all(buf).await;
         buf = b;
         if res.is_err() {
