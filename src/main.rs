@@ -35,9 +35,11 @@ fn main() {
         println!("hipache-tpc {}", env!("CARGO_PKG_VERSION"));
         return;
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustls=error"),
+    )
+    .format_timestamp_millis()
+    .init();
     let path = args.config.unwrap_or_else(config::default_path);
     let config = match Config::load(&path) {
         Ok(c) => c,

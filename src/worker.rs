@@ -572,7 +572,8 @@ fn spawn_connection(
     w.m().inc(Counter::ClientConnectionsAccepted);
     w.m().gauge_add(Gauge::ClientConnections, 1);
     let worker = w.clone();
-    monoio::spawn(CatchPanic::new(&worker, async move {
+    // Every idle keep-alive connection holds this task: keep it small (rare, large states are boxed).
+    let task = async move {
         let guard = ConnectionGuard(w.clone(), fd);
         let http2 = w.config.server.http2;
         match tls {
@@ -590,40 +591,51 @@ fn spawn_connection(
                     crate::h2::Sniffed::H2 => {
                         let io =
                             monoio::io::PrefixedReadIo::new(stream, std::io::Cursor::new(first));
-                        crate::h2::serve(io, fd, peer, info, w.clone()).await
+                        Box::pin(crate::h2::serve(io, fd, peer, info, w.clone())).await
                     }
                     crate::h2::Sniffed::Closed => w.head_bufs.put(first),
                 }
             }
             None => serve_client(stream, fd, peer, info, &w, Vec::new()).await,
-            Some(tls) => {
-                // A client that sends garbage is dropped at once; one that sends nothing, at the timeout.
-                match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(tls_stream)) => {
-                        w.m().inc(Counter::TlsHandshakes);
-                        if http2
-                            && tls_stream.alpn_protocol().as_deref() == Some(crate::h2::ALPN_H2)
-                        {
-                            crate::h2::serve(tls_stream, fd, peer, info, w.clone()).await
-                        } else {
-                            serve_client(tls_stream, fd, peer, info, &w, Vec::new()).await
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        w.m().inc(Counter::TlsHandshakeErrors);
-                        debug!("worker {}: TLS handshake with {peer} failed: {e}", w.id)
-                    }
-                    Err(_) => {
-                        w.m().inc(Counter::TlsHandshakeErrors);
-                        debug!("worker {}: TLS handshake with {peer} timed out", w.id)
-                    }
-                }
-            }
+            // Boxed: the handshake and TLS stream states would otherwise enlarge every plain
+            // connection's task too (a task is as large as its largest branch).
+            Some(tls) => Box::pin(serve_tls(stream, fd, peer, info, tls, &w, http2)).await,
         }
         drop(guard);
-    }));
+    };
+    monoio::spawn(CatchPanic::new(&worker, task));
+}
+
+/// Completes the TLS handshake (within `handshakeTimeout`), then serves HTTP/2 or HTTP/1.1 as ALPN
+/// decided.
+async fn serve_tls(
+    stream: monoio::net::TcpStream,
+    fd: std::os::fd::RawFd,
+    peer: SocketAddr,
+    info: Rc<ListenerInfo>,
+    tls: Rc<TlsSetup>,
+    w: &Rc<Worker>,
+    http2: bool,
+) {
+    // A client that sends garbage is dropped at once; one that sends nothing, at the timeout.
+    match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            w.m().inc(Counter::TlsHandshakes);
+            if http2 && tls_stream.alpn_protocol().as_deref() == Some(crate::h2::ALPN_H2) {
+                crate::h2::serve(tls_stream, fd, peer, info, w.clone()).await
+            } else {
+                serve_client(tls_stream, fd, peer, info, w, Vec::new()).await
+            }
+        }
+        Ok(Err(e)) => {
+            w.m().inc(Counter::TlsHandshakeErrors);
+            debug!("worker {}: TLS handshake with {peer} failed: {e}", w.id)
+        }
+        Err(_) => {
+            w.m().inc(Counter::TlsHandshakeErrors);
+            debug!("worker {}: TLS handshake with {peer} timed out", w.id)
+        }
+    }
 }
 
 /// Keeps the open-connection count (and the thread's registry of client sockets) right however the

@@ -256,6 +256,8 @@ EOF
 }
 
 # write_hipache_conf FILE PORT REDIS_PORT ACCESS_LOG(false or a path) LRU_SIZE LRU_TTL
+# ("user": "root": the runner runs as root and writes logs into the results folder; without it the proxy
+# would switch to www-data, which cannot write there, and refuse to start.)
 write_hipache_conf() {
     local alog=false
     [ "$4" = false ] || alog="\"$4\""
@@ -269,7 +271,8 @@ write_hipache_conf() {
         "lruCache": { "size": $5, "ttl": $6 }
     },
     "http": { "port": $2, "bind": ["127.0.0.1"] },
-    "driver": "redis://127.0.0.1:$3"
+    "driver": "redis://127.0.0.1:$3",
+    "user": "root"
 }
 EOF
     "$HIPACHE_BIN" --dry -c "$1" >"$1.dry" 2>&1 || die "hipache-tpc rejects $1: $(cat "$1.dry")"
