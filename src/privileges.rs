@@ -194,12 +194,58 @@ fn c_name(name: &str, key: &str) -> Result<CString, String> {
     CString::new(name).map_err(|_| format!("\"{key}\" contains a NUL byte"))
 }
 
-/// Looks up a user by name (or, failing that, a numeric uid).
-fn lookup_user(name: &str) -> Result<Option<Account>, String> {
-    let cname = c_name(name, "user")?;
+/// Runs one reentrant NSS lookup (`getpwnam_r` and friends) in a scratch buffer that is doubled on
+/// `ERANGE`. `call` makes the C call with the buffer and returns its code and, when an entry was found,
+/// what it needs from it (copied out while the buffer is alive). `what` names the lookup in errors.
+fn nss_lookup<T>(
+    what: &str,
+    mut call: impl FnMut(&mut [u8]) -> (libc::c_int, Option<T>),
+) -> Result<Option<T>, String> {
     let mut size = LOOKUP_BUF;
     loop {
         let mut buf = vec![0u8; size];
+        let (rc, found) = call(&mut buf);
+        if rc == libc::ERANGE && size < LOOKUP_BUF_MAX {
+            size *= 2;
+            continue;
+        }
+        if rc != 0 {
+            return Err(format!(
+                "cannot look up {what}: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ));
+        }
+        return Ok(found);
+    }
+}
+
+/// A C string inside a lookup buffer, or `fallback` when the pointer is null.
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated string that is alive for the call.
+unsafe fn c_string_or(p: *const libc::c_char, fallback: impl FnOnce() -> String) -> String {
+    if p.is_null() {
+        fallback()
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+/// A passwd entry found by `getpwnam_r` or `getpwuid_r` into `pwd`, its strings inside the buffer.
+fn account_of(pwd: &libc::passwd, fallback_name: impl FnOnce() -> String) -> Account {
+    Account {
+        // SAFETY: pw_name is null or a NUL-terminated string in the lookup buffer, alive here.
+        name: unsafe { c_string_or(pwd.pw_name, fallback_name) },
+        uid: pwd.pw_uid,
+        gid: pwd.pw_gid,
+    }
+}
+
+/// Looks up a user by name (or, failing that, a numeric uid).
+fn lookup_user(name: &str) -> Result<Option<Account>, String> {
+    let cname = c_name(name, "user")?;
+    let found = nss_lookup(&format!("the user {name:?}"), |buf| {
         // SAFETY: zeroed passwd is a valid out-parameter (plain integers and null pointers).
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -214,42 +260,22 @@ fn lookup_user(name: &str) -> Result<Option<Account>, String> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && size < LOOKUP_BUF_MAX {
-            size *= 2;
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up the user {name:?}: {}",
-                std::io::Error::from_raw_os_error(rc)
-            ));
-        }
-        if result.is_null() {
-            return match name.parse::<libc::uid_t>() {
-                Ok(uid) => lookup_user_by_uid(uid),
-                Err(_) => Ok(None),
-            };
-        }
-        // SAFETY: pw_name is a NUL-terminated string inside `buf` (checked non-null).
-        let account_name = if pwd.pw_name.is_null() {
-            name.to_string()
-        } else {
-            unsafe { CStr::from_ptr(pwd.pw_name) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        return Ok(Some(Account {
-            name: account_name,
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-        }));
+        let found = (rc == 0 && !result.is_null()).then(|| account_of(&pwd, || name.to_string()));
+        (rc, found)
+    })?;
+    match found {
+        Some(account) => Ok(Some(account)),
+        None => match name.parse::<libc::uid_t>() {
+            Ok(uid) => lookup_user_by_uid(uid),
+            Err(_) => Ok(None),
+        },
     }
 }
 
+/// Looks up a user by uid; `None` for a bare uid without a passwd entry (no primary group to default
+/// to).
 fn lookup_user_by_uid(uid: libc::uid_t) -> Result<Option<Account>, String> {
-    let mut size = LOOKUP_BUF;
-    loop {
-        let mut buf = vec![0u8; size];
+    nss_lookup(&format!("uid {uid}"), |buf| {
         // SAFETY: as in lookup_user.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -263,42 +289,15 @@ fn lookup_user_by_uid(uid: libc::uid_t) -> Result<Option<Account>, String> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && size < LOOKUP_BUF_MAX {
-            size *= 2;
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up uid {uid}: {}",
-                std::io::Error::from_raw_os_error(rc)
-            ));
-        }
-        if result.is_null() {
-            // A bare uid without a passwd entry: no primary group to default to.
-            return Ok(None);
-        }
-        let name = if pwd.pw_name.is_null() {
-            uid.to_string()
-        } else {
-            // SAFETY: NUL-terminated string inside `buf`.
-            unsafe { CStr::from_ptr(pwd.pw_name) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        return Ok(Some(Account {
-            name,
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-        }));
-    }
+        let found = (rc == 0 && !result.is_null()).then(|| account_of(&pwd, || uid.to_string()));
+        (rc, found)
+    })
 }
 
 /// Looks up a group by name (or a numeric gid, taken as is).
 fn lookup_group(name: &str) -> Result<Option<libc::gid_t>, String> {
     let cname = c_name(name, "group")?;
-    let mut size = LOOKUP_BUF;
-    loop {
-        let mut buf = vec![0u8; size];
+    let found = nss_lookup(&format!("the group {name:?}"), |buf| {
         // SAFETY: zeroed group is a valid out-parameter.
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::group = std::ptr::null_mut();
@@ -312,27 +311,14 @@ fn lookup_group(name: &str) -> Result<Option<libc::gid_t>, String> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && size < LOOKUP_BUF_MAX {
-            size *= 2;
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up the group {name:?}: {}",
-                std::io::Error::from_raw_os_error(rc)
-            ));
-        }
-        if result.is_null() {
-            return Ok(name.parse::<libc::gid_t>().ok());
-        }
-        return Ok(Some(grp.gr_gid));
-    }
+        (rc, (rc == 0 && !result.is_null()).then_some(grp.gr_gid))
+    })?;
+    Ok(found.or_else(|| name.parse::<libc::gid_t>().ok()))
 }
 
+/// The name of a group by gid (`None` without a group entry).
 fn lookup_group_by_gid(gid: libc::gid_t) -> Result<Option<String>, String> {
-    let mut size = LOOKUP_BUF;
-    loop {
-        let mut buf = vec![0u8; size];
+    let found = nss_lookup(&format!("gid {gid}"), |buf| {
         // SAFETY: as in lookup_group.
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::group = std::ptr::null_mut();
@@ -346,25 +332,12 @@ fn lookup_group_by_gid(gid: libc::gid_t) -> Result<Option<String>, String> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && size < LOOKUP_BUF_MAX {
-            size *= 2;
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up gid {gid}: {}",
-                std::io::Error::from_raw_os_error(rc)
-            ));
-        }
-        if result.is_null() || grp.gr_name.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: NUL-terminated string inside `buf`.
-        let name = unsafe { CStr::from_ptr(grp.gr_name) }
-            .to_string_lossy()
-            .into_owned();
-        return Ok(Some(name));
-    }
+        let found = (rc == 0 && !result.is_null() && !grp.gr_name.is_null())
+            // SAFETY: a non-null NUL-terminated string in `buf`, alive here.
+            .then(|| unsafe { c_string_or(grp.gr_name, String::new) });
+        (rc, found)
+    })?;
+    Ok(found)
 }
 
 #[cfg(test)]
