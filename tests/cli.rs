@@ -178,6 +178,40 @@ fn default_path_and_settings_flavor() {
 }
 
 #[test]
+fn the_quickstart_configurations_start_and_serve_as_root_too() {
+    // The README's quickstarts run `hipache-tpc -c config/quickstart.json` (or config.json) from the
+    // repository, often as root on a fresh machine: the proxy must start there, access log and all
+    // (a switch to www-data, which cannot write into a root-owned folder, refused to start once). A copy
+    // in a root-owned temporary folder, on a free port, stands in for the repository.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let backend = Backend::start("demo");
+    for name in ["quickstart.json", "config.json"] {
+        let dir = TempDir::new("quickstart");
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{root}/config/{name}")).unwrap(),
+        )
+        .unwrap();
+        let port = common::free_port();
+        config["http"]["port"] = json!(port);
+        // Routes from a file in the folder (the Redis quickstart's driver replaced: no Redis here).
+        std::fs::write(
+            dir.path().join("routes.json"),
+            json!({ "localhost": ["demo", backend.url()] }).to_string(),
+        )
+        .unwrap();
+        config["driver"] = json!("file:routes.json");
+        let proxy = Proxy::start_config(dir, port, &config)
+            .unwrap_or_else(|log| panic!("{name} did not start:\n{log}"));
+        assert_eq!(common::get(port, "localhost", "/").status, 200, "{name}");
+        // The access log is written by the workers (buffered): it exists from the start.
+        assert!(
+            proxy.dir.path().join("access.log").exists(),
+            "{name}: no access log"
+        );
+    }
+}
+
+#[test]
 fn shipped_configuration_files_are_valid() {
     let root = env!("CARGO_MANIFEST_DIR");
     // quickstart.json uses the file driver: --dry also validates config/routes.json.
