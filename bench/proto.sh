@@ -16,7 +16,8 @@ usage: bench/proto.sh [options]
   --connections N     wrk connections of the TLS scenarios              [CONNECTIONS=64]
   --scenarios LIST    comma list of: tls,tls-close,h2,h2c,ws-64,ws-1k,ws-16k
                                                                         [SCENARIOS=all of them]
-  --targets LIST      comma list of: hipache-tpc,nginx                  [TARGETS=hipache-tpc,nginx]
+  --targets LIST      comma list of: hipache-tpc,nginx,floor (floor: the minimal relay of
+                      examples/floor_relay.rs, ws-* scenarios only)    [TARGETS=hipache-tpc,nginx,floor]
   --h2-clients N, --h2-streams N   h2load -c and -m                     [H2_CLIENTS=16, H2_STREAMS=10]
   --ws-tunnels N      concurrent WebSocket tunnels                      [WS_TUNNELS=64]
   --ws-window N       messages in flight per tunnel                     [WS_WINDOW=1]
@@ -45,7 +46,7 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 ALL_SCENARIOS="tls,tls-close,h2,h2c,ws-64,ws-1k,ws-16k"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
-TARGETS=${TARGETS:-hipache-tpc,nginx}
+TARGETS=${TARGETS:-hipache-tpc,nginx,floor}
 H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-10}
 WS_TUNNELS=${WS_TUNNELS:-64}
@@ -104,7 +105,7 @@ for s in ${SCENARIOS//,/ }; do
     in_list "$s" "$ALL_SCENARIOS" || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
 done
 for t in ${TARGETS//,/ }; do
-    in_list "$t" "hipache-tpc,nginx" || die "unknown target '$t' (hipache-tpc, nginx)"
+    in_list "$t" "hipache-tpc,nginx,floor" || die "unknown target '$t' (hipache-tpc, nginx, floor)"
 done
 in_list "$KEY_TYPE" "ec,rsa" || die "--key-type must be ec or rsa"
 ncpu=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)
@@ -120,6 +121,7 @@ ldd "$(command -v wrk)" 2>/dev/null | grep -q libssl || wrk_ssl=0
 [ "$wrk_ssl" = 1 ] || ! { in_list tls "$SCENARIOS" || in_list tls-close "$SCENARIOS"; } ||
     die "this wrk is built without OpenSSL (no https): install Debian's wrk"
 in_list hipache-tpc "$TARGETS" && build_hipache "$BUILD"
+in_list floor "$TARGETS" && build_floor "$BUILD"
 [ -n "${HIPACHE_BIN:-}" ] || HIPACHE_BIN="$ROOT/target/release/hipache-tpc"
 
 [ -n "$OUT" ] || OUT="$HERE/results/proto-$(date +%Y%m%d-%H%M%S)"
@@ -129,8 +131,8 @@ RUNS="$OUT/runs.jsonl"
 : >"$RUNS"
 raise_nofile $((4 * CONNECTIONS + 4 * WS_TUNNELS + 1000))
 
-read -r P_REDIS P_BACK_A P_BACK_B P_WS P_H_HTTP P_H_TLS P_N_HTTP P_N_TLS P_N_H2C P_N_CHECK \
-    < <(python3 "$PY" freeports 10)
+read -r P_REDIS P_BACK_A P_BACK_B P_WS P_H_HTTP P_H_TLS P_N_HTTP P_N_TLS P_N_H2C P_N_CHECK P_FLOOR \
+    < <(python3 "$PY" freeports 11)
 
 python3 "$PY" machine >"$OUT/machine.json"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -278,7 +280,8 @@ EOF
         die "nginx rejects $d/nginx.conf"
 }
 
-declare -A PLOG=([hipache-tpc]="$OUT/logs/hipache-tpc.log" [nginx]="$OUT/logs/nginx-error.log")
+declare -A PLOG=([hipache-tpc]="$OUT/logs/hipache-tpc.log" [nginx]="$OUT/logs/nginx-error.log"
+                 [floor]="$OUT/logs/floor.log")
 start_proxies() {
     local t
     for t in ${TARGETS//,/ }; do
@@ -294,6 +297,12 @@ start_proxies() {
                 start_proc nginx "$PROXY_CPU" "$OUT/logs/nginx-stderr.log" \
                     nginx -p "$OUT/nginx-proxy/" -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx-proxy/nginx.conf"
                 wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_N_HTTP/"
+                ;;
+            floor)
+                # Relays every connection to the echo servers, bytes as they come: the tunnel floor.
+                assert_port_free "$P_FLOOR"
+                start_proc floor "$PROXY_CPU" "${PLOG[$t]}" "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_WS"
+                wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_FLOOR/"
                 ;;
         esac
     done
@@ -312,6 +321,7 @@ tls_checks() {
     local t port out f="$OUT/tls/negotiated.txt"
     : >"$f"
     for t in ${TARGETS//,/ }; do
+        [ "$t" = floor ] && continue
         port=$P_N_TLS
         [ "$t" = hipache-tpc ] && port=$P_H_TLS
         out=$(sleep 0.5 | openssl s_client -connect "127.0.0.1:$port" -servername localhost -alpn h2,http/1.1 \
@@ -356,6 +366,7 @@ port_of() {              # port_of TARGET SCENARIO
         nginx:tls*|nginx:h2) echo "$P_N_TLS" ;;
         nginx:h2c) echo "$P_N_H2C" ;;
         nginx:ws-*) echo "$P_N_HTTP" ;;
+        floor:ws-*) echo "$P_FLOOR" ;;
     esac
 }
 ws_size() { case "$1" in ws-64) echo 64 ;; ws-1k) echo 1024 ;; ws-16k) echo 16384 ;; esac; }
@@ -390,6 +401,8 @@ for s in ${SCENARIOS//,/ }; do
         for i in $(seq 0 $((n - 1))); do order+=("${TARGET_LIST[$(((i + r - 1) % n))]}"); done
         for t in "${order[@]}"; do
             tool=$(tool_of "$s")
+            # The floor relay speaks no TLS and no HTTP/2: it measures tunnels only.
+            [ "$t" = floor ] && [ "$tool" != ws ] && continue
             if [ "$tool" = wrk ] && [ "$WARMUP" -gt 0 ]; then
                 mapfile -t args < <(load_args "$s" "$t" "$WARMUP")
                 taskset -c "$CLIENT_CPU" wrk "${args[@]}" >/dev/null 2>&1 ||

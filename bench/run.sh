@@ -19,10 +19,12 @@ usage: bench/run.sh [options]
   --scenarios LIST    comma list of: small,paced,16k,1m,close,vhosts,churn
                                                                         [SCENARIOS=all of them]
   --log-scenarios L   scenarios of the access-log pass                  [LOG_SCENARIOS=same]
-  --targets LIST      comma list of: direct,hipache-tpc,nginx,haproxy, and optionally
+  --targets LIST      comma list of: direct,floor,hipache-tpc,nginx,haproxy, and optionally
                       hipache-epoll (same binary, HIPACHE_TPC_IO=epoll) and hipache-alt
                       (another build, for A/B comparisons: HIPACHE_ALT_BIN=path)
-                                                                        [TARGETS=direct,hipache-tpc,nginx,haproxy]
+                      (floor: the minimal relay of examples/floor_relay.rs, the cost floor
+                      of any proxy: see bench/README.md)
+                                                                        [TARGETS=direct,floor,hipache-tpc,nginx,haproxy]
   --passes LIST       nolog,log (access logs off / on in all proxies)   [PASSES=nolog,log]
   --no-log-pass       same as --passes nolog
   --idle-conns N      idle keep-alive connections for the RSS test, 0 = skip   [IDLE_CONNS=5000]
@@ -57,7 +59,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 ALL_SCENARIOS="small,paced,16k,1m,close,vhosts,churn"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 LOG_SCENARIOS=${LOG_SCENARIOS:-}
-TARGETS=${TARGETS:-direct,hipache-tpc,nginx,haproxy}
+TARGETS=${TARGETS:-direct,floor,hipache-tpc,nginx,haproxy}
 PASSES=${PASSES:-nolog,log}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 VHOSTS=${VHOSTS:-10000}
@@ -131,7 +133,7 @@ for s in ${SCENARIOS//,/ } ${LOG_SCENARIOS//,/ }; do
     in_list "$s" "$ALL_SCENARIOS" || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
 done
 for t in ${TARGETS//,/ }; do
-    in_list "$t" "direct,hipache-tpc,hipache-epoll,hipache-alt,nginx,haproxy" || die "unknown target '$t'"
+    in_list "$t" "direct,floor,hipache-tpc,hipache-epoll,hipache-alt,nginx,haproxy" || die "unknown target '$t'"
 done
 in_list "$RESTART" "scenario,pass" || die "--restart must be scenario or pass"
 for p in ${PASSES//,/ }; do
@@ -149,6 +151,7 @@ ensure_tools "$INSTALL" "${need[@]}"
 if in_list hipache-tpc "$TARGETS" || in_list hipache-epoll "$TARGETS"; then
     build_hipache "$BUILD"
 fi
+in_list floor "$TARGETS" && build_floor "$BUILD"
 if in_list hipache-alt "$TARGETS"; then
     [ -n "${HIPACHE_ALT_BIN:-}" ] && [ -x "$HIPACHE_ALT_BIN" ] ||
         die "target hipache-alt needs HIPACHE_ALT_BIN=<path to another hipache-tpc binary>"
@@ -165,7 +168,7 @@ mkdir -p "$OUT/logs" "$OUT/conf"
 # File descriptors: 5,000 idle connections and HAProxy's maxconn need more than the usual 1024.
 raise_nofile $((IDLE_CONNS + 2 * CONNECTIONS + 1000))
 
-read -r P_REDIS P_BACK_A P_BACK_B P_HIPACHE P_HIPACHE_EPOLL P_HIPACHE_ALT P_NGINX P_HAPROXY < <(python3 "$PY" freeports 8)
+read -r P_REDIS P_BACK_A P_BACK_B P_HIPACHE P_HIPACHE_EPOLL P_HIPACHE_ALT P_NGINX P_HAPROXY P_FLOOR < <(python3 "$PY" freeports 9)
 
 python3 "$PY" machine >"$OUT/machine.json"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -188,7 +191,7 @@ python3 "$PY" redis-setup --port "$P_REDIS" --backend "$BACKEND_A" --host 127.0.
 # Proxies (each on the proxy core, one worker).
 declare -A PORT=([direct]=$P_BACK_A [hipache-tpc]=$P_HIPACHE [hipache-epoll]=$P_HIPACHE_EPOLL
                  [hipache-alt]=$P_HIPACHE_ALT
-                 [nginx]=$P_NGINX [haproxy]=$P_HAPROXY)
+                 [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [floor]=$P_FLOOR)
 declare -A PLOG=()   # target -> the proxy's own log (errors/warnings)
 declare -A ALOG=()   # target -> access log (log pass)
 
@@ -254,6 +257,12 @@ start_proxies() {        # start_proxies PASS
                     start_proc "$t" "$PROXY_CPU" "$log" env RUST_LOG=warn \
                         "$HIPACHE_BIN" -c "$OUT/conf/$t-$pass.json"
                 fi
+                ;;
+            floor)
+                # No routing, no log: the same socket operations as a proxy and nothing else.
+                log="$OUT/logs/floor.log"
+                PLOG[$t]=$log
+                start_proc floor "$PROXY_CPU" "$log" "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_BACK_A"
                 ;;
             nginx)
                 log="$OUT/logs/nginx-error.log"
@@ -356,7 +365,8 @@ run_pass() {             # run_pass PASS SCENARIOS
     if [ "$pass" = nolog ] && [ "$IDLE_CONNS" -gt 0 ]; then
         [ "$RESTART" = scenario ] && start_proxies "$pass"
         for t in "${targets[@]}"; do
-            [ "$t" = direct ] && continue
+            # The floor relay holds a backend connection per client connection by design.
+            [ "$t" = direct ] || [ "$t" = floor ] && continue
             taskset -c "$CLIENT_CPU" python3 "$PY" idle-rss --out "$RUNS" --pass-name "$pass" \
                 --target "$t" --pid "${PID[$t]}" --port "${PORT[$t]}" --conns "$IDLE_CONNS" ||
                 die "idle-connection test failed for $t"

@@ -552,7 +552,7 @@ def _open_idle(port, req, n):
 # Summary
 
 
-TARGET_ORDER = ["direct", "hipache-tpc", "hipache-alt", "hipache-epoll", "nginx", "haproxy"]
+TARGET_ORDER = ["direct", "floor", "hipache-tpc", "hipache-alt", "hipache-epoll", "nginx", "haproxy"]
 SCENARIO_ORDER = ["small", "paced", "16k", "1m", "close", "vhosts", "churn",
                   "tls", "tls-close", "h2", "h2c", "ws-64", "ws-1k", "ws-16k"]
 
@@ -614,18 +614,18 @@ def _ws_table(sel):
         "c1": lambda r: ((r["ws_backend_cpu_s"] or 0) + (r["ws_client_cpu_s"] or 0)) / r["wrk_seconds"],
         "lost": lambda r: r["tunnels_lost"], "stalled": lambda r: r.get("tunnels_stalled", 0)})
     out = ["| target | messages/s | MB/s (payload, each way) | proxy CPU µs/message | proxy core use | "
-           "echo servers + client core use | RSS MiB | CPU/msg vs nginx | msgs/s vs nginx | "
-           "tunnels closed | tunnels stalled | errors (max) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    ng = med.get("nginx")
+           "echo servers + client core use | RSS MiB | CPU/msg vs nginx | CPU/msg vs floor | "
+           "msgs/s vs nginx | tunnels closed | tunnels stalled | errors (max) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ng, fl = med.get("nginx"), med.get("floor")
     for t in targets:
         m = med[t]
         out.append(f"| {t} | {_fmt(m['rps'])} | {_fmt(m['mbps'], 1)} | {_fmt(m['cpu'], 2)} | "
                    f"{_fmt(m['util'] * 100 if m['util'] else None, 0, ' %')} | "
                    f"{_fmt(m['c1'] * 100, 0, ' %')} | "
                    f"{_fmt(m['rss'] / 1024 if m['rss'] else None, 1)} | "
-                   f"{_fmt(_ratio(m, ng, 'cpu'), 2, '×')} | {_fmt(_ratio(m, ng, 'rps'), 2, '×')} | "
-                   f"{_fmt(m['lost'])} | {_fmt(m['stalled'])} | {m['err']} |")
+                   f"{_fmt(_ratio(m, ng, 'cpu'), 2, '×')} | {_fmt(_ratio(m, fl, 'cpu'), 2, '×')} | "
+                   f"{_fmt(_ratio(m, ng, 'rps'), 2, '×')} | {_fmt(m['lost'])} | {_fmt(m['stalled'])} | {m['err']} |")
     return out
 
 
@@ -665,8 +665,9 @@ def cmd_summarize(a):
             out.append(f"**{s}** ({rounds} round(s) × {sel[0]['duration_s']} s, "
                        f"{conns} connections; medians over rounds)\n")
             out.append("| target | req/s | p50 µs | p99 µs | proxy CPU µs/req | RSS MiB | "
-                       "CPU/req vs nginx | req/s vs nginx | errors (max) | log lines/req |")
-            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                       "CPU/req vs nginx | CPU/req vs floor | req/s vs nginx | errors (max) | "
+                       "log lines/req |")
+            out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             targets = sorted({r["target"] for r in sel}, key=lambda t: _order(t, TARGET_ORDER))
             med = {}
             for t in targets:
@@ -682,15 +683,17 @@ def cmd_summarize(a):
                         r["access_log_lines"] / r["requests"] if r.get("access_log_lines") is not None
                         and r["requests"] else None for r in tr]),
                 }
-            ng = med.get("nginx")
+            ng, fl = med.get("nginx"), med.get("floor")
             for t in targets:
                 m = med[t]
                 cpu_ratio = (m["cpu"] / ng["cpu"]) if ng and ng["cpu"] and m["cpu"] else None
+                floor_ratio = _ratio(m, fl, "cpu")
                 rps_ratio = (m["rps"] / ng["rps"]) if ng and ng["rps"] else None
                 out.append(
                     f"| {t} | {_fmt(m['rps'])} | {_fmt(m['p50'])} | {_fmt(m['p99'])} | "
                     f"{_fmt(m['cpu'], 2)} | {_fmt(m['rss'] / 1024 if m['rss'] else None, 1)} | "
-                    f"{_fmt(cpu_ratio, 2, '×')} | {_fmt(rps_ratio, 2, '×')} | {m['err']} | "
+                    f"{_fmt(cpu_ratio, 2, '×')} | {_fmt(floor_ratio, 2, '×')} | "
+                    f"{_fmt(rps_ratio, 2, '×')} | {m['err']} | "
                     f"{_fmt(m['loglines'], 2)} |")
             if s == "churn":
                 ch = [r["churn"] for r in sel if r.get("churn") and "rate" in r["churn"]]

@@ -58,6 +58,20 @@ build_hipache() {
     [ -x "$HIPACHE_BIN" ] || die "no hipache-tpc binary at $HIPACHE_BIN (build it, or set HIPACHE_BIN)"
 }
 
+# build_floor BUILD(0|1): sets FLOOR_BIN, the minimal relay that measures the cost floor of a proxy
+# (examples/floor_relay.rs; keeps FLOOR_BIN when already set).
+build_floor() {
+    if [ -z "${FLOOR_BIN:-}" ]; then
+        FLOOR_BIN="$ROOT/target/release/examples/floor_relay"
+        if [ "$1" = 1 ]; then
+            say "building the floor relay: cargo build --release --example floor_relay"
+            (cd "$ROOT" && cargo build --release --quiet --example floor_relay) ||
+                die "cargo build --release --example floor_relay failed"
+        fi
+    fi
+    [ -x "$FLOOR_BIN" ] || die "no floor relay at $FLOOR_BIN (build it with cargo build --release --example floor_relay, or set FLOOR_BIN)"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Processes: every process started goes into PID; the EXIT trap stops them all.
 declare -A PID=()    # name -> pid of every process this script started and that may still run
