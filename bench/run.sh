@@ -35,8 +35,13 @@ usage: bench/run.sh [options]
                       paced scenario: each connection waits DELAY ms after every response,
                       about N*1000/DELAY req/s offered        [PACED_CONNECTIONS=100, PACED_DELAY_MS=5]
   --lru-size N, --lru-ttl S   hipache-tpc's server.lruCache     [LRU_SIZE=10000, LRU_TTL=1]
-  --proxy-cpu N       core of the proxies                               [PROXY_CPU=0]
-  --client-cpu N      core of wrk, the backend, redis and helpers       [CLIENT_CPU=1]
+  --proxy-cpus LIST   cores of the proxies (taskset list: 0 or 0-3 or 0,2)  [PROXY_CPU=0]
+  --client-cpus LIST  cores of wrk, the backend, redis and helpers      [CLIENT_CPU=1]
+                      (--proxy-cpu and --client-cpu are the same options; the lists must not overlap)
+  --workers N         workers of every proxy (hipache-tpc workers, nginx worker_processes,
+                      HAProxy nbthread, floor relay threads); at most the proxy cores
+                                                                        [WORKERS=1]
+  --wrk-threads N     wrk threads (-t); at most the client cores          [WRK_THREADS=1]
   --restart WHEN      scenario: fresh proxies for every scenario; pass: once per pass
                                                                         [RESTART=scenario]
   --out DIR           results folder       [OUT=bench/results/<date>-<time>]
@@ -71,6 +76,8 @@ LRU_SIZE=${LRU_SIZE:-10000}
 LRU_TTL=${LRU_TTL:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+WORKERS=${WORKERS:-1}
+WRK_THREADS=${WRK_THREADS:-1}
 RESTART=${RESTART:-scenario}
 OUT=${OUT:-}
 BUILD=${BUILD:-1}
@@ -88,7 +95,8 @@ while [ $# -gt 0 ]; do
     case "$opt" in
         --duration|--warmup|--rounds|--connections|--scenarios|--log-scenarios|--targets|--passes|\
         --idle-conns|--vhosts|--churn-rate|--churn-hosts|--paced-connections|--paced-delay-ms|\
-        --lru-size|--lru-ttl|--proxy-cpu|--client-cpu|--out|--restart) ;;
+        --lru-size|--lru-ttl|--proxy-cpu|--client-cpu|--proxy-cpus|--client-cpus|--workers|\
+        --wrk-threads|--out|--restart) ;;
         *) echo "run.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
     esac
     [ $# -ge 2 ] || { echo "run.sh: $opt needs a value (see --help)" >&2; exit 2; }
@@ -110,8 +118,10 @@ while [ $# -gt 0 ]; do
         --paced-delay-ms) PACED_DELAY_MS=$val ;;
         --lru-size) LRU_SIZE=$val ;;
         --lru-ttl) LRU_TTL=$val ;;
-        --proxy-cpu) PROXY_CPU=$val ;;
-        --client-cpu) CLIENT_CPU=$val ;;
+        --proxy-cpu|--proxy-cpus) PROXY_CPU=$val ;;
+        --client-cpu|--client-cpus) CLIENT_CPU=$val ;;
+        --workers) WORKERS=$val ;;
+        --wrk-threads) WRK_THREADS=$val ;;
         --out) OUT=$val ;;
         --restart) RESTART=$val ;;
         *) echo "run.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
@@ -123,7 +133,7 @@ LOG_SCENARIOS=${LOG_SCENARIOS:-$SCENARIOS}
 # ---------------------------------------------------------------------------------------------
 # Validate the parameters.
 for n in DURATION WARMUP ROUNDS CONNECTIONS IDLE_CONNS VHOSTS CHURN_RATE CHURN_HOSTS \
-         PACED_CONNECTIONS PACED_DELAY_MS LRU_SIZE PROXY_CPU CLIENT_CPU; do
+         PACED_CONNECTIONS PACED_DELAY_MS LRU_SIZE WORKERS WRK_THREADS; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, got '${!n}'"
 done
 [[ $LRU_TTL =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "LRU_TTL must be a number, got '$LRU_TTL'"
@@ -140,8 +150,7 @@ for p in ${PASSES//,/ }; do
     in_list "$p" "nolog,log" || die "unknown pass '$p' (nolog, log)"
 done
 ncpu=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)
-[ "$PROXY_CPU" -lt "$ncpu" ] && [ "$CLIENT_CPU" -lt "$ncpu" ] || die "cores $PROXY_CPU and $CLIENT_CPU do not both exist (this machine has $ncpu)"
-[ "$PROXY_CPU" != "$CLIENT_CPU" ] || die "the proxy core and the client core must differ"
+check_cpu_lists "$PROXY_CPU" "$CLIENT_CPU" "$WORKERS" "$WRK_THREADS"
 
 # ---------------------------------------------------------------------------------------------
 # Tools (installed with apt-get when missing and run as root), build, results folder.
@@ -206,7 +215,7 @@ write_haproxy_conf() {   # write_haproxy_conf PASS
     cat >"$OUT/conf/haproxy-$pass.cfg" <<EOF
 # Proxy: HAProxy with one thread, backend connection reuse, the same forwarded headers as hipache-tpc.
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn $MAXCONN
     $glog
 defaults
@@ -262,7 +271,7 @@ start_proxies() {        # start_proxies PASS
                 # No routing, no log: the same socket operations as a proxy and nothing else.
                 log="$OUT/logs/floor.log"
                 PLOG[$t]=$log
-                start_proc floor "$PROXY_CPU" "$log" "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_BACK_A"
+                start_proc floor "$PROXY_CPU" "$log" "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_BACK_A" "$WORKERS"
                 ;;
             nginx)
                 log="$OUT/logs/nginx-error.log"
@@ -310,7 +319,7 @@ wrk_args() {             # wrk_args SCENARIO TARGET DURATION: prints one argumen
     local s=$1 t=$2 d=$3 url="http://127.0.0.1:${PORT[$2]}"
     local c=$CONNECTIONS
     [ "$s" = paced ] && c=$PACED_CONNECTIONS
-    printf '%s\n' -t1 -c "$c" -d "${d}s" --timeout 5s --latency
+    printf '%s\n' "-t$WRK_THREADS" -c "$c" -d "${d}s" --timeout 5s --latency
     case "$s" in
         small) printf '%s\n' "$url/30" ;;
         paced) printf '%s\n' -s "$HERE/lua/paced.lua" "$url/30" -- "$PACED_DELAY_MS" ;;
@@ -375,7 +384,7 @@ run_pass() {             # run_pass PASS SCENARIOS
     stop_proxies
 }
 
-say "targets: $TARGETS; proxies on core $PROXY_CPU; wrk, backend, redis on core $CLIENT_CPU"
+say "targets: $TARGETS; proxies on cores $PROXY_CPU ($WORKERS worker(s) each); wrk ($WRK_THREADS thread(s)), backend, redis on cores $CLIENT_CPU"
 say "$ROUNDS round(s) x ${DURATION}s (+${WARMUP}s warm-up), $CONNECTIONS connections"
 for pass in ${PASSES//,/ }; do
     if [ "$pass" = log ]; then run_pass log "$LOG_SCENARIOS"; else run_pass nolog "$SCENARIOS"; fi
@@ -397,8 +406,8 @@ print(f"{m['cpu']}, {m['cpus']} cores at {m['mhz']} MHz ({m.get('virtualization'
       f"Load average at start {m['loadavg_at_start']}, at end {sys.argv[2]}.")
 EOF
     echo
-    echo "Proxies pinned to core $PROXY_CPU (one worker each); wrk (1 thread), backend nginx and"
-    echo "redis on core $CLIENT_CPU. CPU µs/req = the proxy's utime+stime (/proc, all threads and"
+    echo "Proxies pinned to cores $PROXY_CPU ($WORKERS worker(s) each); wrk ($WRK_THREADS thread(s)), backend nginx and"
+    echo "redis on cores $CLIENT_CPU. CPU µs/req = the proxy's utime+stime (/proc, all threads and"
     echo "processes) during the run / requests completed. RSS = the serving process at the end of the run."
     echo
     python3 "$PY" summarize "$RUNS"

@@ -12,7 +12,9 @@
 //! It is a measuring instrument, not a proxy: it trusts both peers, never times anything out, and
 //! must not be used outside the bench.
 //!
-//! Usage: `floor_relay LISTEN_ADDR BACKEND_ADDR` (e.g. `127.0.0.1:9000 127.0.0.1:8080`).
+//! Usage: `floor_relay LISTEN_ADDR BACKEND_ADDR [THREADS]` (e.g. `127.0.0.1:9000 127.0.0.1:8080 2`).
+//! With THREADS > 1 each thread runs its own runtime and its own SO_REUSEPORT listener, as
+//! hipache-tpc's workers do; the threads stay within the CPU set the process was started with.
 
 use std::net::SocketAddr;
 
@@ -27,8 +29,16 @@ const BUF_SIZE: usize = 64 * 1024;
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(backend)) = (args.next(), args.next()) else {
-        eprintln!("usage: floor_relay LISTEN_ADDR BACKEND_ADDR");
+        eprintln!("usage: floor_relay LISTEN_ADDR BACKEND_ADDR [THREADS]");
         std::process::exit(2);
+    };
+    let threads: usize = match args.next().map(|t| t.parse()) {
+        None => 1,
+        Some(Ok(n)) if n >= 1 => n,
+        Some(_) => {
+            eprintln!("floor_relay: THREADS must be a whole number of at least 1");
+            std::process::exit(2)
+        }
     };
     let parse = |s: &str| -> SocketAddr {
         s.parse().unwrap_or_else(|e| {
@@ -37,6 +47,17 @@ fn main() {
         })
     };
     let (listen, backend) = (parse(&listen), parse(&backend));
+    let others: Vec<_> = (1..threads)
+        .map(|_| std::thread::spawn(move || serve(listen, backend)))
+        .collect();
+    serve(listen, backend);
+    for t in others {
+        let _ = t.join();
+    }
+}
+
+/// One runtime and one listener (SO_REUSEPORT, monoio's default) on the calling thread.
+fn serve(listen: SocketAddr, backend: SocketAddr) {
     // The io_uring set-up of hipache-tpc's workers (src/worker.rs): completions run when the
     // thread enters the kernel (COOP_TASKRUN), not by interrupting it; epoll where io_uring is off.
     let mut uring = io_uring::IoUring::builder();

@@ -72,6 +72,38 @@ build_floor() {
     [ -x "$FLOOR_BIN" ] || die "no floor relay at $FLOOR_BIN (build it with cargo build --release --example floor_relay, or set FLOOR_BIN)"
 }
 
+# check_cpu_lists PROXY_LIST CLIENT_LIST WORKERS WRK_THREADS: the two taskset lists exist on this
+# machine, do not overlap, and hold at least WORKERS and WRK_THREADS cores.
+expand_cpus() {      # expand_cpus LIST: one core number per line (taskset's 0-3,5 form)
+    local part a b
+    for part in ${1//,/ }; do
+        [[ $part =~ ^([0-9]+)(-([0-9]+))?$ ]] || die "bad core list '$1' (examples: 0, 0-3, 0,2)"
+        a=${BASH_REMATCH[1]} b=${BASH_REMATCH[3]:-${BASH_REMATCH[1]}}
+        [ "$a" -le "$b" ] || die "bad core range '$part' in '$1'"
+        seq "$a" "$b"
+    done
+}
+check_cpu_lists() {
+    local ncpu c n_proxy n_client l
+    ncpu=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)
+    # Checked here, not in expand_cpus, whose die would only end a command substitution.
+    for l in "$1" "$2"; do
+        [[ $l =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] || die "bad core list '$l' (examples: 0, 0-3, 0,2)"
+        for c in ${l//,/ }; do
+            [ "${c%-*}" -le "${c#*-}" ] || die "bad core range '$c' in '$l'"
+            [ "${c#*-}" -lt "$ncpu" ] || die "core ${c#*-} does not exist (this machine has $ncpu: 0-$((ncpu - 1)))"
+        done
+    done
+    [ -z "$(comm -12 <(expand_cpus "$1" | sort -u) <(expand_cpus "$2" | sort -u))" ] ||
+        die "the proxy cores ($1) and the client cores ($2) must not overlap"
+    n_proxy=$(expand_cpus "$1" | sort -u | wc -l)
+    n_client=$(expand_cpus "$2" | sort -u | wc -l)
+    [ "$3" -ge 1 ] && [ "$3" -le "$n_proxy" ] ||
+        die "--workers $3 needs as many proxy cores (--proxy-cpus $1 has $n_proxy)"
+    [ "$4" -ge 1 ] && [ "$4" -le "$n_client" ] ||
+        die "--wrk-threads $4 needs as many client cores (--client-cpus $2 has $n_client)"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Processes: every process started goes into PID; the EXIT trap stops them all.
 declare -A PID=()    # name -> pid of every process this script started and that may still run
@@ -224,9 +256,9 @@ write_nginx_proxy_conf() {
     [ "$4" = off ] || alog="access_log $4 combined buffer=32k flush=200ms;"
     [ "$(id -u)" = 0 ] && user="user root;"
     cat >"$d/nginx.conf" <<EOF
-# Proxy: one nginx worker, upstream keep-alive, the same forwarded headers as hipache-tpc.
+# Proxy: ${WORKERS:-1} nginx worker(s), upstream keep-alive, the same forwarded headers as hipache-tpc.
 $user
-worker_processes 1;
+worker_processes ${WORKERS:-1};
 daemon off;
 $main
 pid $d/nginx.pid;
@@ -278,7 +310,7 @@ write_hipache_conf() {
     cat >"$1" <<EOF
 {
     "server": {
-        "workers": 1,
+        "workers": ${WORKERS:-1},
         "accessLog": $alog,
         "maxSockets": 1024,
         "tcpTimeout": 300,
