@@ -39,8 +39,10 @@ impl Route {
     pub fn new(frontend_key: &str, list: &[String], dead_indexes: &[usize]) -> Route {
         let identifier = list.first().map(|s| s.as_str()).unwrap_or("");
         let backends: Box<[Backend]> = list.iter().skip(1).map(|url| Backend::parse(url)).collect();
+        // An entry that is not a usable URL is never chosen (as if dead), so a list with one stays
+        // served by its other backends instead of costing a retry.
         let listed_dead: Box<[bool]> = (0..backends.len())
-            .map(|i| dead_indexes.contains(&i))
+            .map(|i| dead_indexes.contains(&i) || backends[i].target.is_err())
             .collect();
         let marked_until = (0..backends.len()).map(|_| Cell::new(None)).collect();
         Route {
