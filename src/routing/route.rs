@@ -44,6 +44,15 @@ impl Route {
         let listed_dead: Box<[bool]> = (0..backends.len())
             .map(|i| dead_indexes.contains(&i) || backends[i].target.is_err())
             .collect();
+        for b in backends.iter() {
+            if let Err(why) = &b.target {
+                // Once per lookup (not per request), so at most once a TTL per host and worker.
+                log::warn!(
+                    "frontend {frontend_key}: unusable backend entry {:?}, never chosen: {why}",
+                    b.url
+                );
+            }
+        }
         let marked_until = (0..backends.len()).map(|_| Cell::new(None)).collect();
         Route {
             identifier: identifier.into(),
