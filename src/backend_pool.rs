@@ -8,6 +8,10 @@
 //! is probed with a non-blocking `MSG_PEEK` before reuse, so a connection the backend closed is not used.
 //!
 //! Owned by one worker; no locks. Backend host names are resolved off the worker thread and cached here.
+//!
+//! Pools are keyed by backend addresses from Redis data, so their number is bounded ([`MAX_POOLS`] per
+//! worker): a new backend beyond it takes the place of a pool with no connection in use (its idle
+//! connections closed), or, if every pool is busy, gets `Saturated` (503).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +31,9 @@ use crate::routing::BackendTarget;
 const DNS_TTL: Duration = Duration::from_secs(30);
 /// Connections idle longer than this are probed before reuse.
 const PROBE_AFTER: Duration = Duration::from_millis(500);
+
+/// Most backend pools one worker keeps (README, "Limits").
+pub const MAX_POOLS: usize = 4096;
 
 /// Why no connection could be had.
 #[derive(Debug)]
@@ -80,6 +87,22 @@ struct Inner {
     /// Backend addresses come from the driver, not from clients: a fast unkeyed hash is safe here.
     pools: HashMap<SocketAddr, Pool, FxBuild>,
     dns: HashMap<(Box<str>, u16), (SocketAddr, Instant)>,
+}
+
+impl Inner {
+    /// The pool of `addr`, created if needed within [`MAX_POOLS`]: when full, a pool with no
+    /// connection in use is dropped to make room (idle ones closed); `None` if all are in use.
+    fn pool_for(&mut self, addr: SocketAddr) -> Option<&mut Pool> {
+        if !self.pools.contains_key(&addr) && self.pools.len() >= MAX_POOLS {
+            let unused = self
+                .pools
+                .iter()
+                .find(|(_, p)| p.open == p.idle.len() && p.waiters.is_empty())
+                .map(|(a, _)| *a)?;
+            self.pools.remove(&unused);
+        }
+        Some(self.pools.entry(addr).or_default())
+    }
 }
 
 /// All backend pools of one worker.
@@ -154,7 +177,9 @@ impl BackendPools {
         loop {
             let rx = {
                 let mut inner = self.inner.borrow_mut();
-                let pool = inner.pools.entry(addr).or_default();
+                let Some(pool) = inner.pool_for(addr) else {
+                    return Err(AcquireError::Saturated);
+                };
                 if !fresh_only {
                     while let Some(idle) = pool.idle.pop() {
                         let age = idle.since.elapsed();

@@ -19,6 +19,22 @@ fn fatal(ready_pipe: Option<ReadyPipe>, message: &str) -> ! {
     std::process::exit(1);
 }
 
+/// Prints a line on stdout without `println!`'s panic when the reader went away
+/// (`hipache-tpc --dry | head -1`): a closed pipe (EPIPE; SIGPIPE is ignored by the Rust runtime)
+/// just ends the output, any other write error is reported (exit 1).
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            eprintln!("hipache-tpc: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
     // Before any thread starts: sockets and the readiness pipe handed over by a predecessor (reload).
     let (inherited, ready_pipe) = match handover::take_from_env() {
@@ -32,7 +48,7 @@ fn main() {
     let raw_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let args: Args = argh::from_env();
     if args.version {
-        println!("hipache-tpc {}", env!("CARGO_PKG_VERSION"));
+        print_stdout(concat!("hipache-tpc ", env!("CARGO_PKG_VERSION")));
         return;
     }
     env_logger::Builder::from_env(
@@ -74,7 +90,7 @@ fn main() {
             }
         }
         match serde_json::to_string_pretty(&config.to_effective_json()) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => print_stdout(&text),
             Err(e) => {
                 eprintln!("hipache-tpc: cannot print the configuration: {e}");
                 std::process::exit(1);

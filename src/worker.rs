@@ -800,7 +800,8 @@ fn on_route_event(w: &Worker, prefix: &str, event: TrackingEvent) {
     }
 }
 
-/// Periodic chores: flush the access log (every 200 ms), sweep idle backend connections (every second).
+/// Periodic chores: flush the access log (every 200 ms), sweep idle backend connections and expired
+/// route-cache entries (every second).
 async fn housekeeping(w: Rc<Worker>) {
     let mut tick: u64 = 0;
     loop {
@@ -817,6 +818,7 @@ async fn housekeeping(w: Rc<Worker>) {
         tick += 1;
         if tick.is_multiple_of(5) {
             w.pools.sweep();
+            w.cache.borrow_mut().sweep(Instant::now());
         }
     }
 }

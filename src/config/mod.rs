@@ -108,6 +108,10 @@ pub struct ServerConfig {
     pub retry_body_buffer: usize,
     /// `server.trustForwardedHeaders`: keep client-supplied X-Forwarded-Proto/-Port and X-Real-IP.
     pub trust_forwarded_headers: bool,
+    /// `server.allowUnderscoresInHeaders`: forward request headers whose names contain `_` (dropped by
+    /// default, as nginx does: `X_Forwarded_For` could otherwise pass for `X-Forwarded-For` behind a
+    /// backend that maps `-` to `_`, as CGI-style frameworks do).
+    pub allow_underscores_in_headers: bool,
     /// `server.drainTimeout`: how long in-flight requests may run after SIGTERM.
     pub drain_timeout: Duration,
     /// `server.redisTimeout`: a route lookup that takes longer gets 503 (or the stale cache entry).
@@ -187,6 +191,7 @@ const SERVER_KEYS: &[&str] = &[
     "maxHeaderSize",
     "retryBodyBuffer",
     "trustForwardedHeaders",
+    "allowUnderscoresInHeaders",
     "drainTimeout",
     "redisTimeout",
     "websocketIdleTimeout",
@@ -296,6 +301,7 @@ impl Config {
                 "maxHeaderSize": s.max_header_size,
                 "retryBodyBuffer": s.retry_body_buffer,
                 "trustForwardedHeaders": s.trust_forwarded_headers,
+                "allowUnderscoresInHeaders": s.allow_underscores_in_headers,
                 "drainTimeout": secs(s.drain_timeout),
                 "redisTimeout": secs(s.redis_timeout),
                 "websocketIdleTimeout": opt_secs(s.websocket_idle_timeout),
@@ -576,6 +582,10 @@ impl Builder {
             retry_body_buffer,
             trust_forwarded_headers: s
                 .opt_bool("trustForwardedHeaders")
+                .map_err(e)?
+                .unwrap_or(false),
+            allow_underscores_in_headers: s
+                .opt_bool("allowUnderscoresInHeaders")
                 .map_err(e)?
                 .unwrap_or(false),
             drain_timeout,

@@ -84,38 +84,30 @@ impl ChunkedScanner {
         self.state == State::Done
     }
 
-    /// Forward mode: validates `input` and reports how much of it belongs to the body.
-    pub fn scan(&mut self, input: &[u8]) -> Result<Progress, ChunkError> {
-        let mut i = 0;
-        while i < input.len() && self.state != State::Done {
-            if self.state == State::Data {
-                let take = (input.len() - i).min(self.remaining.min(usize::MAX as u64) as usize);
-                i += take;
-                self.remaining -= take as u64;
-                if self.remaining == 0 {
-                    self.state = State::DataCr;
-                }
-                continue;
-            }
-            self.step(input[i])?;
-            i += 1;
-        }
-        Ok(Progress {
-            consumed: i,
-            produced: i,
-            done: self.state == State::Done,
-        })
+    /// Forward mode: validates `buf` and reports how much of it belongs to the body (`consumed`). The
+    /// body's bytes are passed on unchanged except for leading zeros of chunk sizes, which are
+    /// normalised to at most one (`0000000005` → `05`): the bytes to send are the first `produced`
+    /// bytes of `buf` (compacted in place; equal to `consumed` unless zeros were dropped), so a
+    /// backend that counts digits cannot read the size differently.
+    pub fn scan(&mut self, buf: &mut [u8]) -> Result<Progress, ChunkError> {
+        self.run(buf, false)
     }
 
     /// Decode mode: like [`scan`](Self::scan), but moves the chunk data to the front of `buf` and
     /// drops sizes, extensions and trailers.
     pub fn decode(&mut self, buf: &mut [u8]) -> Result<Progress, ChunkError> {
+        self.run(buf, true)
+    }
+
+    fn run(&mut self, buf: &mut [u8], decode: bool) -> Result<Progress, ChunkError> {
         let mut i = 0;
         let mut out = 0;
         while i < buf.len() && self.state != State::Done {
             if self.state == State::Data {
                 let take = (buf.len() - i).min(self.remaining.min(usize::MAX as u64) as usize);
-                buf.copy_within(i..i + take, out);
+                if out != i {
+                    buf.copy_within(i..i + take, out);
+                }
                 out += take;
                 i += take;
                 self.remaining -= take as u64;
@@ -124,8 +116,13 @@ impl ChunkedScanner {
                 }
                 continue;
             }
-            self.step(buf[i])?;
+            let b = buf[i];
+            let keep = self.step(b)?;
             i += 1;
+            if keep && !decode {
+                buf[out] = b;
+                out += 1;
+            }
         }
         Ok(Progress {
             consumed: i,
@@ -134,17 +131,27 @@ impl ChunkedScanner {
         })
     }
 
-    fn step(&mut self, b: u8) -> Result<(), ChunkError> {
+    /// Advances over one framing byte. Returns false for a byte dropped in forward mode (a second or
+    /// later leading zero of a chunk size).
+    fn step(&mut self, b: u8) -> Result<bool, ChunkError> {
         match self.state {
             State::Size { digits } => {
                 if let Some(v) = hex_value(b) {
+                    // `line_len` counts every digit of this size, `digits` the significant ones.
+                    self.line_len += 1;
+                    if self.line_len > MAX_SIZE_LINE {
+                        return Err(ChunkError("chunk size line too long"));
+                    }
+                    if digits == 0 && v == 0 {
+                        // A leading zero: the first is kept, later ones are dropped.
+                        return Ok(self.line_len == 1);
+                    }
                     if digits >= 16 {
                         return Err(ChunkError("chunk size too large"));
                     }
                     self.remaining = (self.remaining << 4) | u64::from(v);
                     self.state = State::Size { digits: digits + 1 };
-                    self.line_len += 1;
-                } else if digits == 0 {
+                } else if self.line_len == 0 {
                     return Err(ChunkError("missing chunk size"));
                 } else {
                     match b {
@@ -219,7 +226,7 @@ impl ChunkedScanner {
             }
             State::Done => {}
         }
-        Ok(())
+        Ok(true)
     }
 
     fn trailer_byte(&mut self, b: u8) -> Result<(), ChunkError> {
@@ -251,7 +258,7 @@ mod tests {
         let mut s = ChunkedScanner::new();
         let mut total = 0;
         for piece in input.chunks(step) {
-            let p = s.scan(piece)?;
+            let p = s.scan(&mut piece.to_vec())?;
             total += p.consumed;
             if p.done {
                 return Ok((total, true));
@@ -273,6 +280,31 @@ mod tests {
     }
 
     #[test]
+    fn leading_zeros_are_accepted_and_normalised() {
+        let body = b"00000000000000000000000005\r\nhello\r\n000000000000000000000\r\n\r\nNEXT";
+        for step in 1..body.len() {
+            let mut s = ChunkedScanner::new();
+            let mut sent = Vec::new();
+            let mut consumed = 0;
+            for piece in body.chunks(step) {
+                let mut piece = piece.to_vec();
+                let p = s.scan(&mut piece).unwrap();
+                consumed += p.consumed;
+                sent.extend_from_slice(&piece[..p.produced]);
+                if p.done {
+                    break;
+                }
+            }
+            assert_eq!(consumed, body.len() - 4, "step {step}");
+            assert_eq!(sent, b"05\r\nhello\r\n0\r\n\r\n", "step {step}");
+        }
+        let mut s = ChunkedScanner::new();
+        let mut long = vec![b'0'; 5000];
+        long.extend_from_slice(b"5\r\n");
+        assert!(s.scan(&mut long).is_err(), "the size line stays bounded");
+    }
+
+    #[test]
     fn decodes() {
         let mut buf = b"3\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n".to_vec();
         let mut s = ChunkedScanner::new();
@@ -289,6 +321,7 @@ mod tests {
             b"5\r\nhelloX\r\n",
             b"5\r\nhello\n0\r\n\r\n",
             b"11111111111111111\r\n",
+            b"00000000000000000000000000000000011111111111111111\r\n",
             b"\r\n",
             b"5\r\nhello\r\n0\r\nBad\x01\r\n\r\n",
             b"5 \x01\r\n",

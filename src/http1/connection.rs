@@ -25,7 +25,7 @@ use crate::metrics::{Counter, Gauge, Hist};
 use crate::proxy::error_pages::reason_phrase;
 use crate::proxy::forward::{forward, Forwarded};
 use crate::proxy::route::{find_route, RouteOutcome};
-use crate::routing::host::normalize_host_into;
+use crate::routing::host::{normalize_host_into, HostError};
 use crate::routing::Route;
 use crate::worker::{Worker, HEAD_BUF};
 
@@ -355,18 +355,18 @@ async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Worker, ex: &mut
     let mut host = std::mem::take(&mut c.host);
     let normalized = normalize_host_into(raw_host, &mut host);
     c.host = host;
-    if normalized.is_err() {
-        return Next::from_keep(
-            respond_error_skipping_body(c, w, ex, 400, "invalid Host header").await,
-        );
+    if let Err(e) = normalized {
+        let reason = match e {
+            HostError::TooLong => "Host name too long (over 253 bytes, or a label over 63)",
+            HostError::Empty | HostError::Invalid => "invalid Host header",
+        };
+        return Next::from_keep(respond_error_skipping_body(c, w, ex, 400, reason).await);
     }
     // Phase 1: route.
     let route = match find_route(w, &c.host).await {
         RouteOutcome::Found(route) => route,
         RouteOutcome::NoFrontend => {
-            return Next::from_keep(
-                respond_error_skipping_body(c, w, ex, 400, "no frontend for this host").await,
-            )
+            return Next::from_keep(respond_error_skipping_body(c, w, ex, 400, NO_FRONTEND).await)
         }
         RouteOutcome::Unavailable(e) => {
             debug!("worker {}: no route for {}: {e}", w.id, c.host);
@@ -454,6 +454,10 @@ async fn respond_error_skipping_body<S: ClientStream>(
     respond_error(c, w, ex, status, reason, close).await
 }
 
+/// The reason of the 400 for a host no frontend serves (the only 400 with the "No Application
+/// Configured" page).
+const NO_FRONTEND: &str = "no frontend for this host";
+
 /// Sends one of the proxy's own answers (spec §6). Returns whether the connection may continue.
 pub async fn respond_error<S: ClientStream>(
     c: &mut ClientConn<S>,
@@ -464,7 +468,13 @@ pub async fn respond_error<S: ClientStream>(
     close: bool,
 ) -> bool {
     let close = close || w.draining.get();
-    let body = w.error_pages.body(status);
+    // "No Application Configured" is the page for an unknown host; any other 400 means the request
+    // itself was malformed.
+    let body = if status == 400 && reason != NO_FRONTEND {
+        w.error_pages.malformed()
+    } else {
+        w.error_pages.body(status)
+    };
     c.out.clear();
     c.out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(&mut c.out, u64::from(status));

@@ -166,6 +166,10 @@ pub struct RequestHead {
     pub headers: Vec<Header>,
     /// Host header, or the authority of an absolute-form target.
     pub host: Option<Span>,
+    /// The target was in absolute form (`http://a.test/x?y`): its origin-form part (`/x?y`; empty
+    /// when the target has no path, to be sent as `/`). The backend gets this as its target and the
+    /// authority (`host`) as its Host header (RFC 9112 §3.2.2).
+    pub absolute_origin: Option<Span>,
     pub framing: Framing,
     /// The client wants to keep the connection open after this exchange.
     pub keep_alive: bool,
@@ -188,6 +192,7 @@ impl Default for RequestHead {
             minor_version: 1,
             headers: Vec::with_capacity(16),
             host: None,
+            absolute_origin: None,
             framing: Framing::None,
             keep_alive: true,
             connection: ConnectionTokens::default(),
@@ -258,6 +263,7 @@ impl RequestHead {
         self.is_head_method = method == "HEAD";
         self.headers.clear();
         self.host = None;
+        self.absolute_origin = None;
         self.framing = Framing::None;
         self.connection = ConnectionTokens::default();
         self.expect_continue = false;
@@ -357,9 +363,11 @@ impl RequestHead {
         if host_count > 1 {
             return Err(bad("several Host headers"));
         }
-        if let Some(authority) = absolute_authority {
-            // RFC 9112 §3.2.2: the target's authority wins over the Host header.
+        if let Some((authority, origin)) = absolute_authority {
+            // RFC 9112 §3.2.2: the target's authority wins over the Host header, and the request is
+            // forwarded in origin form with the authority as its Host.
             self.host = Some(Span::within(buf, authority));
+            self.absolute_origin = Some(Span::within(buf, origin));
         }
         if transfer_encoding {
             if version == 0 {
@@ -571,7 +579,7 @@ impl ResponseHead {
 }
 
 /// `http://authority/...` → authority (absolute-form request target).
-fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
+fn absolute_form_authority(target: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = if target.len() > 7 && target[..7].eq_ignore_ascii_case(b"http://") {
         &target[7..]
     } else if target.len() > 8 && target[..8].eq_ignore_ascii_case(b"https://") {
@@ -588,7 +596,13 @@ fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
         Some(i) => &authority[i + 1..],
         None => authority,
     };
-    (!authority.is_empty()).then_some(authority)
+    // The path and query; a fragment has no place in a request and is not forwarded.
+    let origin = &rest[end..];
+    let origin = &origin[..origin
+        .iter()
+        .position(|&b| b == b'#')
+        .unwrap_or(origin.len())];
+    (!authority.is_empty()).then_some((authority, origin))
 }
 
 /// Content-Length: one or more digits, nothing else.

@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 const PAGE_400: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>No Application Configured</title></head>\n<body><h1>No Application Configured</h1>\n<p>This domain is not associated with an application.</p></body></html>\n";
+const PAGE_MALFORMED: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>400 Bad Request</title></head>\n<body><h1>Bad Request</h1>\n<p>The request was malformed: the proxy could not read it as HTTP.</p></body></html>\n";
 const PAGE_5XX: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Application Not Responding</title></head>\n<body><h1>Application Not Responding</h1>\n<p>Please try again in a few moments.</p></body></html>\n";
+
+/// The cache slot (and file name) of the page for malformed requests.
+const MALFORMED: u16 = 0;
 
 /// The reason phrase for a status code.
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -38,6 +42,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 fn builtin_page(status: u16) -> String {
     match status {
+        MALFORMED => PAGE_MALFORMED.to_string(),
         400 => PAGE_400.to_string(),
         500..=599 => PAGE_5XX.to_string(),
         _ => {
@@ -86,12 +91,21 @@ impl ErrorPages {
         body
     }
 
+    /// The body of a 400 for a request that is not valid HTTP (a malformed head, bad framing): not
+    /// Hipache's "No Application Configured", which is for unknown hosts. `error_malformed.html`,
+    /// else `error_default.html`, else built in.
+    pub fn malformed(&self) -> Rc<[u8]> {
+        self.body(MALFORMED)
+    }
+
     fn load(&self, status: u16) -> Vec<u8> {
         if let Some(dir) = &self.dir {
-            for name in [
-                format!("error_{status}.html"),
-                "error_default.html".to_string(),
-            ] {
+            let own = if status == MALFORMED {
+                "error_malformed.html".to_string()
+            } else {
+                format!("error_{status}.html")
+            };
+            for name in [own, "error_default.html".to_string()] {
                 if let Ok(bytes) = std::fs::read(dir.join(name)) {
                     return bytes;
                 }

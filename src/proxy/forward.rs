@@ -96,6 +96,7 @@ pub async fn forward<S: ClientStream>(
         proto: c.listener.proto,
         local_port: &c.listener.port,
         trust_forwarded: s.trust_forwarded_headers,
+        allow_underscores: s.allow_underscores_in_headers,
     };
     write_request_head(&mut c.out, &c.buf, &c.head, &client, s.http_keep_alive);
     let body_in_out = body.in_hand <= COALESCE_LIMIT;
@@ -381,7 +382,12 @@ async fn prepare_body<S: ClientStream>(
                 reason: "malformed chunked request body",
                 close_client: true,
             })?;
-        scanned += progress.consumed;
+        // Leading zeros of chunk sizes dropped by the scanner leave a gap behind the bytes to send.
+        if progress.produced < progress.consumed {
+            let at = start + scanned;
+            c.buf.drain(at + progress.produced..at + progress.consumed);
+        }
+        scanned += progress.produced;
         if progress.done {
             return Ok(RequestBody {
                 in_hand: scanned,
@@ -477,7 +483,7 @@ async fn stream_request_body<S: ClientStream>(
             backend,
             relay,
             0,
-            p.consumed,
+            p.produced,
             w.config.server.backend_timeout,
         )
         .await

@@ -19,6 +19,8 @@ pub struct ClientSide<'a> {
     pub local_port: &'a str,
     /// Keep client-supplied X-Forwarded-Proto/-Protocol/-Port and X-Real-IP.
     pub trust_forwarded: bool,
+    /// Forward headers whose names contain `_` (`server.allowUnderscoresInHeaders`); dropped otherwise.
+    pub allow_underscores: bool,
 }
 
 /// Appends the request head for the backend to `out`.
@@ -31,8 +33,25 @@ pub fn write_request_head(
 ) {
     out.extend_from_slice(head.method.of(buf));
     out.push(b' ');
-    out.extend_from_slice(head.target.of(buf));
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    match head.absolute_origin {
+        // Absolute form (`GET http://a.test/x`): origin form toward the backend, and the target's
+        // authority as Host instead of the client's Host header (RFC 9112 §3.2.2).
+        Some(origin) => {
+            let origin = origin.of(buf);
+            if origin.first() != Some(&b'/') {
+                out.push(b'/');
+            }
+            out.extend_from_slice(origin);
+            out.extend_from_slice(b" HTTP/1.1\r\n");
+            if let Some(authority) = head.host {
+                push_header(out, b"Host", authority.of(buf));
+            }
+        }
+        None => {
+            out.extend_from_slice(head.target.of(buf));
+            out.extend_from_slice(b" HTTP/1.1\r\n");
+        }
+    }
     let mut kept_proto = false;
     let mut kept_protocol = false;
     let mut kept_port = false;
@@ -60,6 +79,12 @@ pub fn write_request_head(
             }
             // The proxy answers `100-continue` itself, before reading the body.
             HeaderKind::Expect => continue,
+            HeaderKind::Host if head.absolute_origin.is_some() => continue,
+            // nginx's default (`underscores_in_headers off`): `X_Real_IP` must not reach a backend
+            // that reads it as `X-Real-IP`. No header the proxy knows has an underscore.
+            HeaderKind::Other if !client.allow_underscores && h.name.of(buf).contains(&b'_') => {
+                continue
+            }
             kind if kind.is_hop_by_hop() => continue,
             HeaderKind::Other
                 if head.connection.other
@@ -225,6 +250,7 @@ mod tests {
         assert_eq!(head.parse(raw.as_bytes(), 8192), Ok(Parsed::Complete));
         let mut out = Vec::new();
         let client = ClientSide {
+            allow_underscores: false,
             peer_ip: "10.1.1.1",
             proto: "http",
             local_port: "8080",
@@ -232,6 +258,60 @@ mod tests {
         };
         write_request_head(&mut out, raw.as_bytes(), &head, &client, true);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_the_authority_as_host() {
+        let out = forward(
+            "GET http://user@A.test:8080/y?z#frag HTTP/1.1\r\nHost: b.test\r\nAccept: */*\r\n\r\n",
+            false,
+        );
+        assert!(
+            out.starts_with("GET /y?z HTTP/1.1\r\nHost: A.test:8080\r\nAccept: */*\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("b.test"), "{out}");
+        let out = forward("GET http://a.test HTTP/1.1\r\n\r\n", false);
+        assert!(
+            out.starts_with("GET / HTTP/1.1\r\nHost: a.test\r\n"),
+            "{out}"
+        );
+        let out = forward(
+            "GET http://a.test?q HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            false,
+        );
+        assert!(
+            out.starts_with("GET /?q HTTP/1.1\r\nHost: a.test\r\nX-"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn underscore_headers_are_dropped_unless_allowed() {
+        let raw =
+            "GET / HTTP/1.1\r\nHost: a\r\nX_Real_IP: 6.6.6.6\r\nMy_Header: 1\r\nX-Ok: 2\r\n\r\n";
+        let out = forward(raw, false);
+        assert!(
+            !out.contains("X_Real_IP") && !out.contains("My_Header"),
+            "{out}"
+        );
+        assert!(out.contains("X-Ok: 2\r\n"), "{out}");
+        let mut head = RequestHead::default();
+        assert_eq!(head.parse(raw.as_bytes(), 8192), Ok(Parsed::Complete));
+        let mut out = Vec::new();
+        let client = ClientSide {
+            allow_underscores: true,
+            peer_ip: "10.1.1.1",
+            proto: "http",
+            local_port: "8080",
+            trust_forwarded: false,
+        };
+        write_request_head(&mut out, raw.as_bytes(), &head, &client, true);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("My_Header: 1\r\n") && out.contains("X_Real_IP"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -3,13 +3,23 @@
 //! The redis crate's parser wants a complete value; on a stream we must first know whether the bytes
 //! read so far hold one. [`frame_len`] answers that without building values. It does not interpret
 //! content beyond lengths.
+//!
+//! Replies are bounded (README, "Limits"): a frame over [`MAX_FRAME_BYTES`] (declared or buffered) or an
+//! aggregate of more than [`MAX_ELEMENTS`] elements is a protocol error, which closes the connection,
+//! and a buffer grown by a large reply is given back once it has been parsed.
 
 /// A byte sequence that is not RESP.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RespError(pub String);
 
-/// Upper bound on aggregate sizes we accept from the server (protects against a corrupt length).
-const MAX_ELEMENTS: usize = 1 << 24;
+/// Upper bound on the elements of one reply (nested aggregates included).
+pub const MAX_ELEMENTS: usize = 1 << 20;
+/// Upper bound on one reply frame, in bytes: what one Redis answer may make a connection buffer.
+pub const MAX_FRAME_BYTES: usize = 32 << 20;
+/// A reader's buffer grown beyond this by a large reply is replaced by a small one once empty.
+const SHRINK_ABOVE: usize = 1 << 20;
+/// The buffer a reader starts with (and shrinks back to).
+const INITIAL_BUFFER: usize = 16 * 1024;
 
 /// Length in bytes of the first complete frame in `buf`, or `None` if more bytes are needed.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, RespError> {
@@ -30,6 +40,9 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, RespError> {
             b'$' | b'!' | b'=' => {
                 let n = parse_len(line)?;
                 if n >= 0 {
+                    if n as u64 > MAX_FRAME_BYTES as u64 {
+                        return Err(RespError(format!("bulk string of {n} bytes")));
+                    }
                     let end = pos + n as usize;
                     if buf.len() < end + 2 {
                         return Ok(None);
@@ -113,8 +126,8 @@ impl RespReader {
     /// A reader that starts with bytes already received (e.g. right after a handshake).
     pub fn new(received: Vec<u8>) -> Self {
         let mut buf = received;
-        if buf.capacity() < 16 * 1024 {
-            buf.reserve(16 * 1024 - buf.len());
+        if buf.capacity() < INITIAL_BUFFER {
+            buf.reserve(INITIAL_BUFFER - buf.len());
         }
         RespReader { buf, start: 0 }
     }
@@ -124,10 +137,12 @@ impl RespReader {
         let n = match frame_len(&self.buf[self.start..]) {
             Ok(Some(n)) => n,
             Ok(None) => {
-                if self.start == self.buf.len() {
-                    self.buf.clear();
-                    self.start = 0;
+                if self.buf.len() - self.start > MAX_FRAME_BYTES {
+                    return Err(format!(
+                        "protocol error: reply larger than {MAX_FRAME_BYTES} bytes"
+                    ));
                 }
+                self.release_if_empty();
                 return Ok(None);
             }
             Err(e) => return Err(format!("protocol error: {}", e.0)),
@@ -135,7 +150,26 @@ impl RespReader {
         let value = redis::parse_redis_value(&self.buf[self.start..self.start + n])
             .map_err(|e| format!("protocol error: {e}"))?;
         self.start += n;
+        self.release_if_empty();
         Ok(Some(value))
+    }
+
+    /// Once everything buffered is parsed: starts again at the front, and gives back a buffer that a
+    /// large reply grew.
+    fn release_if_empty(&mut self) {
+        if self.start == self.buf.len() {
+            self.start = 0;
+            if self.buf.capacity() > SHRINK_ABOVE {
+                self.buf = Vec::with_capacity(INITIAL_BUFFER);
+            } else {
+                self.buf.clear();
+            }
+        }
+    }
+
+    /// Bytes of buffer held (tests).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Reads more bytes (compacting or growing the buffer first). `Ok(0)` is end of stream. If the
@@ -190,5 +224,25 @@ mod tests {
         assert_eq!(frame_len(b"$4\r\na\r\nb\r\n"), Ok(Some(10)));
         assert!(frame_len(b"?x\r\n").is_err());
         assert!(frame_len(b"$3\r\nabcde").is_err());
+    }
+
+    #[test]
+    fn bounds() {
+        assert!(
+            frame_len(b"$99999999999\r\n").is_err(),
+            "declared bulk over the cap"
+        );
+        assert!(frame_len(b"*2000000\r\n").is_err(), "too many elements");
+        assert!(frame_len(b"*9223372036854775807\r\n").is_err());
+        let mut r = RespReader::new(Vec::new());
+        let big = 4 << 20;
+        r.buf.extend_from_slice(format!("${big}\r\n").as_bytes());
+        r.buf.resize(r.buf.len() + big, b'x');
+        r.buf.extend_from_slice(b"\r\n");
+        assert!(r.next_value().unwrap().is_some());
+        assert!(
+            r.capacity() <= INITIAL_BUFFER,
+            "the big buffer was given back"
+        );
     }
 }

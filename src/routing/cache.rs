@@ -16,8 +16,16 @@
 //! *Races.* Every invalidation bumps a sequence number; a lookup that saw the number change while it was
 //! in flight must not be cached (its answer may predate the change).
 //!
-//! Owned by one worker; no locking, no I/O. The size is bounded: when full, stale entries go first.
+//! *Bounds* (every key is client input: README, "Limits"). Found routes are bounded by count
+//! (`lruCache.size`) and by an estimate of their bytes ([`MAX_CACHE_BYTES`], index included); unknown
+//! hosts live in a separate small cache ([`NEGATIVE_CAPACITY`] entries, [`NEGATIVE_TTL`] at most), so a
+//! scan of random names evicts only other unknown names, never the hosts that carry traffic. When full,
+//! stale entries go first. [`RouteCache::sweep`] (once a second) drops expired unknown hosts and routes
+//! no request used for [`IDLE_DROP`]; a stale route still in use stays, to be served if Redis fails.
+//!
+//! Owned by one worker; no locking, no I/O.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -39,11 +47,30 @@ struct Entry {
     started: Instant,
     /// How many candidate keys it depends on (the first `depth` candidates of the host).
     depth: usize,
+    /// The last request that used it (hit or insert).
+    used: Cell<Instant>,
+    /// Its share of [`RouteCache::bytes`].
+    bytes: usize,
 }
+
+/// Byte budget of the found routes of one worker (hosts, index keys and route data, estimated).
+pub const MAX_CACHE_BYTES: usize = 16 << 20;
+/// Most unknown hosts cached per worker.
+pub const NEGATIVE_CAPACITY: usize = 1024;
+/// A route no request used for this long is dropped (looked up again on its next request).
+pub const IDLE_DROP: Duration = Duration::from_secs(600);
+/// Estimated fixed cost of an entry (map slots, `Rc`, index sets), on top of its strings.
+const ENTRY_OVERHEAD: usize = 160;
 
 /// Host → route, bounded, with absolute TTLs and eviction by changed key.
 pub struct RouteCache {
+    /// Found routes.
     entries: HashMap<Rc<str>, Entry>,
+    /// Unknown hosts (`Lookup::NoFrontend`), bounded separately.
+    negative: HashMap<Rc<str>, Entry>,
+    /// Estimated bytes of `entries` (with their index keys).
+    bytes: usize,
+    max_bytes: usize,
     /// Candidate key (without driver prefix, e.g. `*.example.com`) → hosts whose entry depends on it.
     dependents: HashMap<Box<str>, HashSet<Rc<str>>>,
     capacity: usize,
@@ -58,13 +85,16 @@ pub struct RouteCache {
     seq: u64,
 }
 
-/// The unknown-host TTL cap when notifications are down.
-const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+/// The unknown-host TTL cap (notifications on or off).
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 
 impl RouteCache {
     pub fn new(capacity: usize, ttl: Duration, tracked_ttl: Duration) -> Self {
         RouteCache {
             entries: HashMap::with_capacity(capacity.min(4096)),
+            negative: HashMap::new(),
+            bytes: 0,
+            max_bytes: MAX_CACHE_BYTES,
             dependents: HashMap::new(),
             capacity: capacity.max(1),
             ttl,
@@ -79,12 +109,23 @@ impl RouteCache {
         }
     }
 
+    /// Hosts cached (found and unknown).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.negative.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// Estimated bytes held by found routes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Changes the byte budget (tests).
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes.max(1);
     }
 
     /// The invalidation sequence number (compare before and after a lookup).
@@ -95,16 +136,17 @@ impl RouteCache {
     /// The TTL in force for found routes and for unknown hosts.
     fn limits(&self) -> (Duration, Duration) {
         if self.tracking {
-            (self.tracked_ttl, self.tracked_ttl)
+            (self.tracked_ttl, self.tracked_ttl.min(NEGATIVE_TTL))
         } else {
             (self.ttl, self.ttl.min(NEGATIVE_TTL))
         }
     }
 
     pub fn get(&self, host: &str, now: Instant) -> CacheHit {
-        let Some(e) = self.entries.get(host) else {
+        let Some(e) = self.entries.get(host).or_else(|| self.negative.get(host)) else {
             return CacheHit::Miss;
         };
+        e.used.set(now);
         let (found_ttl, negative_ttl) = self.limits();
         let limit = match e.lookup {
             Lookup::Found(_) => found_ttl,
@@ -123,10 +165,20 @@ impl RouteCache {
     /// the lookup must count as after it).
     pub fn insert(&mut self, host: &str, lookup: Lookup, started: Instant) {
         let depth = depth_of(host, &lookup);
-        if self.entries.contains_key(host) {
-            self.remove(host);
-        } else if self.entries.len() >= self.capacity {
-            self.make_room(Instant::now());
+        self.remove(host);
+        let now = Instant::now();
+        let negative = matches!(lookup, Lookup::NoFrontend);
+        let bytes = if negative {
+            0
+        } else {
+            entry_bytes(host, depth, &lookup)
+        };
+        if negative {
+            if self.negative.len() >= NEGATIVE_CAPACITY.min(self.capacity) {
+                self.make_room_negative(now);
+            }
+        } else if self.entries.len() >= self.capacity || self.bytes + bytes > self.max_bytes {
+            self.make_room(now, bytes);
         }
         let host: Rc<str> = host.into();
         let mut i = 0;
@@ -139,21 +191,31 @@ impl RouteCache {
             }
             i += 1;
         });
-        self.entries.insert(
-            host,
-            Entry {
-                lookup,
-                started,
-                depth,
-            },
-        );
+        let entry = Entry {
+            lookup,
+            started,
+            depth,
+            used: Cell::new(now),
+            bytes,
+        };
+        if negative {
+            self.negative.insert(host, entry);
+        } else {
+            self.bytes += bytes;
+            self.entries.insert(host, entry);
+        }
     }
 
     /// Forgets one host (the next request looks it up again). Returns whether it was cached.
     pub fn remove(&mut self, host: &str) -> bool {
-        let Some((host, entry)) = self.entries.remove_entry(host) else {
+        let Some((host, entry)) = self
+            .entries
+            .remove_entry(host)
+            .or_else(|| self.negative.remove_entry(host))
+        else {
             return false;
         };
+        self.bytes -= entry.bytes;
         let mut i = 0;
         for_each_candidate(&host, |key| {
             if i < entry.depth {
@@ -211,24 +273,71 @@ impl RouteCache {
     pub fn clear(&mut self) {
         self.seq += 1;
         self.entries.clear();
+        self.negative.clear();
         self.dependents.clear();
+        self.bytes = 0;
     }
 
-    /// Frees at least an eighth of the capacity: stale entries first, then arbitrary ones. Runs only when
-    /// full, so its O(n) cost is amortised over n/8 inserts.
-    fn make_room(&mut self, now: Instant) {
-        let (found_ttl, negative_ttl) = self.limits();
+    /// Drops unknown hosts past their TTL and routes unused for [`IDLE_DROP`] (run about once a
+    /// second: O(entries), a few microseconds per thousand). Returns how many went.
+    pub fn sweep(&mut self, now: Instant) -> usize {
+        let (_, negative_ttl) = self.limits();
+        let mut gone: Vec<Rc<str>> = self
+            .negative
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.started) >= negative_ttl)
+            .map(|(h, _)| h.clone())
+            .collect();
+        gone.extend(
+            self.entries
+                .iter()
+                .filter(|(_, e)| now.saturating_duration_since(e.used.get()) >= IDLE_DROP)
+                .map(|(h, _)| h.clone()),
+        );
+        for h in &gone {
+            self.remove(h);
+        }
+        gone.len()
+    }
+
+    /// Frees an eighth of the unknown-host cache: expired entries first, then arbitrary ones.
+    fn make_room_negative(&mut self, now: Instant) {
+        let (_, negative_ttl) = self.limits();
+        let cap = NEGATIVE_CAPACITY.min(self.capacity);
+        let target = cap - cap / 8 - 1;
+        let mut victims: Vec<Rc<str>> = self
+            .negative
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.started) >= negative_ttl)
+            .map(|(h, _)| h.clone())
+            .collect();
+        let left = self.negative.len() - victims.len();
+        if left > target {
+            victims.extend(
+                self.negative
+                    .iter()
+                    .filter(|(_, e)| now.saturating_duration_since(e.started) < negative_ttl)
+                    .take(left - target)
+                    .map(|(h, _)| h.clone()),
+            );
+        }
+        for h in victims {
+            self.remove(&h);
+        }
+    }
+
+    /// Frees at least an eighth of the capacity (by count and by bytes, with room for `incoming`
+    /// bytes): stale entries first, then arbitrary ones. Runs only when full, so its O(n) cost is
+    /// amortised over n/8 inserts.
+    fn make_room(&mut self, now: Instant, incoming: usize) {
+        let (found_ttl, _) = self.limits();
         let cutoff = self.cutoff;
         let stale: Vec<Rc<str>> = self
             .entries
             .iter()
             .filter(|(_, e)| {
-                let limit = match e.lookup {
-                    Lookup::Found(_) => found_ttl,
-                    Lookup::NoFrontend => negative_ttl,
-                };
                 cutoff.is_some_and(|c| e.started < c)
-                    || now.saturating_duration_since(e.started) >= limit
+                    || now.saturating_duration_since(e.started) >= found_ttl
             })
             .map(|(h, _)| h.clone())
             .collect();
@@ -236,14 +345,40 @@ impl RouteCache {
             self.remove(&h);
         }
         let target = self.capacity - self.capacity / 8 - 1;
-        if self.entries.len() > target {
-            let excess = self.entries.len() - target;
-            let victims: Vec<Rc<str>> = self.entries.keys().take(excess).cloned().collect();
+        let byte_target = (self.max_bytes - self.max_bytes / 8).saturating_sub(incoming);
+        if self.entries.len() > target || self.bytes > byte_target {
+            let mut victims = Vec::new();
+            let (mut count, mut bytes) = (self.entries.len(), self.bytes);
+            for (h, e) in &self.entries {
+                if count <= target && bytes <= byte_target {
+                    break;
+                }
+                count -= 1;
+                bytes -= e.bytes;
+                victims.push(h.clone());
+            }
             for h in victims {
                 self.remove(&h);
             }
         }
     }
+}
+
+/// The estimated memory of a found route's entry: the host (in the map and in each index key it
+/// adds), the route's strings and parsed backends, and fixed overhead.
+fn entry_bytes(host: &str, depth: usize, lookup: &Lookup) -> usize {
+    let route = match lookup {
+        Lookup::Found(r) => {
+            r.identifier.len()
+                + r.frontend_key.len()
+                + r.backends
+                    .iter()
+                    .map(|b| 2 * b.url.len() + 64)
+                    .sum::<usize>()
+        }
+        Lookup::NoFrontend => 0,
+    };
+    ENTRY_OVERHEAD + host.len() * (1 + depth) + route
 }
 
 /// How many of the host's candidate keys its lookup consulted.
@@ -347,6 +482,66 @@ mod tests {
             c.dependents.is_empty(),
             "the index is cleaned up with its entries"
         );
+    }
+
+    #[test]
+    fn unknown_hosts_cannot_evict_found_routes() {
+        let mut c = RouteCache::new(100, Duration::from_secs(60), Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..50 {
+            c.insert(&format!("h{i}.a.com"), found("*.a.com"), t0);
+        }
+        for i in 0..20_000 {
+            c.insert(&format!("scan{i}.x.{i}.org"), Lookup::NoFrontend, t0);
+            assert!(c.negative.len() <= 100);
+        }
+        assert_eq!(c.entries.len(), 50, "every found route survived the scan");
+        assert!(matches!(c.get("h7.a.com", t0), CacheHit::Fresh(..)));
+        // The index holds the surviving unknown hosts' keys only.
+        let indexed: usize = c.dependents.values().map(HashSet::len).sum();
+        assert!(indexed <= 50 * 2 + c.negative.len() * 5, "{indexed}");
+    }
+
+    #[test]
+    fn sweep_drops_expired_unknown_hosts_and_idle_routes() {
+        let mut c = RouteCache::new(100, Duration::from_secs(1), Duration::from_secs(60));
+        let t0 = Instant::now();
+        c.insert("u.test", Lookup::NoFrontend, t0);
+        c.insert("busy.test", found("busy.test"), t0);
+        c.insert("idle.test", found("idle.test"), t0);
+        assert_eq!(c.sweep(Instant::now()), 0);
+        let later = Instant::now() + IDLE_DROP - Duration::from_secs(1);
+        assert!(matches!(c.get("busy.test", later), CacheHit::Stale(_)));
+        assert_eq!(
+            c.sweep(Instant::now() + NEGATIVE_TTL),
+            1,
+            "the unknown host"
+        );
+        assert_eq!(
+            c.sweep(Instant::now() + IDLE_DROP + Duration::from_secs(1)),
+            1
+        );
+        assert!(matches!(c.get("idle.test", t0), CacheHit::Miss));
+        assert!(
+            !matches!(c.get("busy.test", later), CacheHit::Miss),
+            "a stale route in use stays for outages"
+        );
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn bytes_are_bounded() {
+        let mut c = RouteCache::new(100_000, Duration::from_secs(60), Duration::from_secs(60));
+        c.set_max_bytes(1 << 20);
+        let t0 = Instant::now();
+        let long = "l".repeat(60);
+        for i in 0..20_000 {
+            c.insert(&format!("{long}.{long}.{long}.x{i}.com"), found("*"), t0);
+            assert!(c.bytes() <= 1 << 20);
+        }
+        assert!(c.entries.len() > 100, "{}", c.entries.len());
+        c.clear();
+        assert_eq!(c.bytes(), 0);
     }
 
     #[test]

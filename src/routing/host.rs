@@ -2,15 +2,25 @@
 //!
 //! `Host: A.Example.COM:8080.` becomes `a.example.com`; its candidates are the exact name, then
 //! `*.<suffix>` for every proper suffix of at most 5 labels (longest first), then `*`.
+//!
+//! The Host is client input: a name over [`MAX_HOST_LEN`] bytes or with a label over
+//! [`MAX_LABEL_LEN`] is refused here, before it is copied, looked up or cached (README, "Limits").
 
 /// Maximum number of labels in a wildcard suffix (`*.b.c.d.e.f` has 5).
 pub const MAX_WILDCARD_LABELS: usize = 5;
+
+/// Longest host name accepted (RFC 1035's 253 characters, without port or trailing dot).
+pub const MAX_HOST_LEN: usize = 253;
+/// Longest label (between dots) accepted.
+pub const MAX_LABEL_LEN: usize = 63;
 
 /// Why a Host header cannot be used.
 #[derive(Debug, PartialEq, Eq)]
 pub enum HostError {
     Empty,
     Invalid,
+    /// Over [`MAX_HOST_LEN`] bytes, or a label over [`MAX_LABEL_LEN`].
+    TooLong,
 }
 
 /// Normalises a Host header value into `out` (cleared first): port stripped, lowercased, one trailing
@@ -41,6 +51,12 @@ pub fn normalize_host_into(raw: &[u8], out: &mut String) -> Result<(), HostError
     let host = host.strip_suffix(b".").unwrap_or(host);
     if host.is_empty() {
         return Err(HostError::Empty);
+    }
+    if host.len() > MAX_HOST_LEN {
+        return Err(HostError::TooLong);
+    }
+    if host[0] != b'[' && host.split(|&b| b == b'.').any(|l| l.len() > MAX_LABEL_LEN) {
+        return Err(HostError::TooLong);
     }
     for &b in host {
         // Registered names, IPv4, bracketed IPv6 (and the odd underscore seen in the wild).
@@ -115,6 +131,18 @@ mod tests {
         assert_eq!(norm("a.com:x"), Err(HostError::Invalid));
         assert_eq!(norm("a com"), Err(HostError::Invalid));
         assert_eq!(norm("a/b"), Err(HostError::Invalid));
+    }
+
+    #[test]
+    fn length_bounds() {
+        let label = "a".repeat(63);
+        let name = format!("{label}.{label}.{label}.{}", "b".repeat(61)); // 253 bytes
+        assert_eq!(name.len(), 253);
+        assert_eq!(norm(&name).unwrap(), name);
+        assert_eq!(norm(&format!("{name}.:8080")).unwrap(), name);
+        assert_eq!(norm(&format!("{name}b")), Err(HostError::TooLong));
+        assert_eq!(norm(&format!("{label}a.com")), Err(HostError::TooLong));
+        assert_eq!(norm(&"x".repeat(30_000)), Err(HostError::TooLong));
     }
 
     #[test]

@@ -39,9 +39,20 @@ impl Route {
     pub fn new(frontend_key: &str, list: &[String], dead_indexes: &[usize]) -> Route {
         let identifier = list.first().map(|s| s.as_str()).unwrap_or("");
         let backends: Box<[Backend]> = list.iter().skip(1).map(|url| Backend::parse(url)).collect();
+        // An entry that is not a usable URL is never chosen (as if dead), so a list with one stays
+        // served by its other backends instead of costing a retry.
         let listed_dead: Box<[bool]> = (0..backends.len())
-            .map(|i| dead_indexes.contains(&i))
+            .map(|i| dead_indexes.contains(&i) || backends[i].target.is_err())
             .collect();
+        for b in backends.iter() {
+            if let Err(why) = &b.target {
+                // Once per lookup (not per request), so at most once a TTL per host and worker.
+                log::warn!(
+                    "frontend {frontend_key}: unusable backend entry {:?}, never chosen: {why}",
+                    b.url
+                );
+            }
+        }
         let marked_until = (0..backends.len()).map(|_| Cell::new(None)).collect();
         Route {
             identifier: identifier.into(),
