@@ -151,7 +151,10 @@ async fn control_main(spec: ControlSpec, ready: mpsc::Sender<Result<(), String>>
             store,
             checker.clone(),
         ));
-        monoio::spawn(admin::serve(listener, ctx));
+        crate::task::spawn(
+            crate::task::OnPanic::StopThread,
+            admin::serve(listener, ctx),
+        );
         let auth = match config.admin.as_ref().and_then(|a| a.key.as_ref()) {
             Some(_) => "key required",
             None => "no key",
