@@ -504,4 +504,83 @@ mod tests {
         }
         assert_eq!(a.feed(&bytes, now, 0), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A simple reference: counts the frames of a whole buffer at once.
+        fn reference(bytes: &[u8]) -> (u64, usize) {
+            let mut rest = bytes.get(24..).unwrap_or(&[]);
+            let (mut resets, mut frames) = (0, 0);
+            while rest.len() >= 9 {
+                let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+                frames += 1;
+                if rest[3] == RST_STREAM {
+                    resets += 1;
+                }
+                rest = rest.get(9 + len..).unwrap_or(&[]);
+            }
+            (resets, frames)
+        }
+
+        fn lenient() -> Limits {
+            Limits {
+                reset_allowance: u64::MAX / 2,
+                max_header_block: usize::MAX,
+                max_continuations: u32::MAX,
+                settings_per_sec: u32::MAX,
+                pings_per_sec: u32::MAX,
+                empty_data_per_sec: u32::MAX,
+                window_updates_per_sec: u32::MAX,
+                priorities_per_sec: u32::MAX,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any bytes, cut anywhere: no panic, the same verdict and counts as one whole feed, and
+            /// the state stays the same size (no buffering).
+            #[test]
+            fn any_bytes_in_any_chunks(
+                bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+                cuts in proptest::collection::vec(any::<usize>(), 0..16),
+            ) {
+                let now = Instant::now();
+                let mut whole = audit();
+                let verdict = whole.feed(&bytes, now, 0);
+                let mut pieces = audit();
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut at = 0;
+                let mut found = None;
+                for c in cuts.into_iter().chain([bytes.len()]) {
+                    found = found.or(pieces.feed(&bytes[at..c], now, 0));
+                    at = c;
+                }
+                prop_assert_eq!(found, verdict);
+                prop_assert_eq!(pieces.resets(), whole.resets());
+                prop_assert_eq!(std::mem::size_of_val(&pieces), std::mem::size_of::<FrameAudit>());
+            }
+
+            /// Sequences of well-formed frames: resets counted exactly as the reference does.
+            #[test]
+            fn frame_sequences_agree_with_the_reference(
+                frames in proptest::collection::vec((0u8..12, any::<u8>(), 0usize..64), 0..200),
+                chunk in 1usize..64,
+            ) {
+                let mut bytes = PREFACE.to_vec();
+                for (kind, flags, len) in frames {
+                    bytes.extend(frame(kind, flags, 1, &vec![0; len]));
+                }
+                let mut a = FrameAudit::new(lenient());
+                let now = Instant::now();
+                for piece in bytes.chunks(chunk) {
+                    prop_assert_eq!(a.feed(piece, now, 0), None);
+                }
+                prop_assert_eq!(a.resets(), reference(&bytes).0);
+            }
+        }
+    }
 }
