@@ -69,7 +69,10 @@ fn run(spec: ControlSpec, ready: mpsc::Sender<Result<(), String>>) {
     crate::supervisor::supervise_thread("the control thread", &supervised_latch, || {
         // Each run gets its own duplicate of the admin socket (the kept one never closes, so nothing
         // queued on it is lost across a restart).
-        let admin_listener = match admin_listener.as_ref().map(std::net::TcpListener::try_clone) {
+        let admin_listener = match admin_listener
+            .as_ref()
+            .map(std::net::TcpListener::try_clone)
+        {
             None => None,
             Some(Ok(l)) => Some(l),
             Some(Err(e)) => {

@@ -459,3 +459,47 @@ fn a_panic_in_an_http2_stream_task_costs_only_that_stream() {
     assert!(!log.contains("replacing it"), "{log}");
     assert!(!log.contains("this worker stops accepting"), "{log}");
 }
+
+/// Property: any bytes after the preface (random, or random frame headers with random payloads): the
+/// connection ends or stays, the worker neither panics nor hangs, and the next connection is served.
+/// One proxy for all 64 cases (each case is one connection), owned by this test so it is stopped.
+#[test]
+fn any_bytes_after_the_preface_leave_the_proxy_serving() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let s = setup(&[]);
+    let rt = runtime();
+    let input = (
+        proptest::collection::vec(any::<u8>(), 0..2048),
+        proptest::collection::vec(
+            (
+                0u8..12,
+                any::<u8>(),
+                0u32..8,
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ),
+            0..32,
+        ),
+    );
+    let mut runner = TestRunner::new(Config::with_cases(64));
+    let result = runner.run(&input, |(raw, frames)| {
+        let mut bytes = start_of_connection();
+        for (kind, flags, stream, payload) in &frames {
+            bytes.extend(frame(*kind, *flags, *stream, payload));
+        }
+        bytes.extend_from_slice(&raw);
+        rt.block_on(async {
+            let mut c = tcp(s.proxy.port).await;
+            let _ = c.write_all(&bytes).await;
+            let _ = c.shutdown().await;
+            let mut sink = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut sink)).await;
+            next_connections_are_served(&s).await;
+        });
+        prop_assert!(!s.proxy.log().contains("panicked"), "{}", s.proxy.log());
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
