@@ -4,7 +4,12 @@
 //! It owns its own Redis connections (reads, writes, and the `dead` subscription) and shares only
 //! `Arc`s with the workers (the configuration, the metric slots, the shutdown latch). It must never
 //! make a worker wait: the workers do not know it exists, except through Redis.
+//!
+//! It is supervised like a worker: a panic in one of its tasks (or one unwinding out of its runtime)
+//! ends the run, and a new runtime with new Redis connections and a new duplicate of the admin socket
+//! starts, at once and then with back-off (`supervisor::supervise_thread`).
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -14,10 +19,12 @@ use log::{error, info};
 use crate::admin::{self, api::ApiStore, AdminCtx};
 use crate::config::{Config, DriverConfig};
 use crate::healthcheck::Checker;
+use crate::local_sync::Notify;
 use crate::metrics::Metrics;
 use crate::redis::subscriber::Subscriber;
 use crate::redis::RedisClient;
 use crate::shutdown::ShutdownLatch;
+use crate::supervisor::Ended;
 
 /// Everything the control thread needs, moved into it.
 pub struct ControlSpec {
@@ -48,39 +55,94 @@ pub fn spawn(spec: ControlSpec) -> Result<std::thread::JoinHandle<()>, String> {
     }
 }
 
+/// The thread's body: the runtime, supervised like a worker (rebuilt after a panic, with back-off).
 fn run(spec: ControlSpec, ready: mpsc::Sender<Result<(), String>>) {
-    let pool = Box::new(spec.blocking_pool.clone());
-    let use_epoll = std::env::var("HIPACHE_TPC_IO").is_ok_and(|v| v == "epoll");
-    let failed = ready.clone();
-    let result = if use_epoll {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .attach_thread_pool(pool)
-            .build()
-            .map(|mut rt| rt.block_on(control_main(spec, ready)))
-    } else {
-        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .attach_thread_pool(pool)
-            .build()
-            .map(|mut rt| rt.block_on(control_main(spec, ready)))
-    };
-    if let Err(e) = result {
-        error!("control thread: cannot build its runtime: {e}");
-        let _ = failed.send(Err(format!(
-            "control thread: cannot build its runtime: {e}"
-        )));
-    }
-}
-
-async fn control_main(spec: ControlSpec, ready: mpsc::Sender<Result<(), String>>) {
     let ControlSpec {
         config,
         metrics,
         latch,
+        blocking_pool,
         admin_listener,
-        ..
     } = spec;
+    let use_epoll = std::env::var("HIPACHE_TPC_IO").is_ok_and(|v| v == "epoll");
+    let supervised_latch = latch.clone();
+    crate::supervisor::supervise_thread("the control thread", &supervised_latch, || {
+        // Each run gets its own duplicate of the admin socket (the kept one never closes, so nothing
+        // queued on it is lost across a restart).
+        let admin_listener = match admin_listener
+            .as_ref()
+            .map(std::net::TcpListener::try_clone)
+        {
+            None => None,
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                error!("control thread: cannot duplicate the admin socket: {e}");
+                let _ = ready.send(Err(format!("cannot duplicate the admin socket: {e}")));
+                return Ended::Crashed;
+            }
+        };
+        let run = ControlRun {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            latch: latch.clone(),
+            admin_listener,
+        };
+        let pool = Box::new(blocking_pool.clone());
+        let ready_now = ready.clone();
+        let result = if use_epoll {
+            monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .attach_thread_pool(pool)
+                .build()
+                .map(|mut rt| rt.block_on(control_main(run, ready_now)))
+        } else {
+            monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .attach_thread_pool(pool)
+                .build()
+                .map(|mut rt| rt.block_on(control_main(run, ready_now)))
+        };
+        match result {
+            Ok(ended) => ended,
+            Err(e) => {
+                error!("control thread: cannot build its runtime: {e}");
+                let _ = ready.send(Err(format!(
+                    "control thread: cannot build its runtime: {e}"
+                )));
+                Ended::Crashed
+            }
+        }
+    });
+}
+
+/// What one run of the control runtime gets.
+struct ControlRun {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    latch: Arc<ShutdownLatch>,
+    admin_listener: Option<std::net::TcpListener>,
+}
+
+/// One run of the control runtime: `Crashed` when one of its tasks panicked (the thread restarts it).
+/// Readiness is reported on `ready` (heard at start-up only; a restart's report goes nowhere).
+async fn control_main(run: ControlRun, ready: mpsc::Sender<Result<(), String>>) -> Ended {
+    let ControlRun {
+        config,
+        metrics,
+        latch,
+        admin_listener,
+    } = run;
+    // A panic in a task holding this thread's state (a Redis connection, the admin listener, the
+    // checker) ends this run; the supervision in `run` starts a new one.
+    let crashed = Rc::new(Cell::new(false));
+    let crash_notify = Rc::new(Notify::new());
+    {
+        let (crashed, crash_notify) = (crashed.clone(), crash_notify.clone());
+        crate::task::set_crash_hook(move || {
+            crashed.set(true);
+            crash_notify.notify_all();
+        });
+    }
     // Admin and checker queries may scan or run scripts: allow a little more than a route lookup.
     let timeout = config.server.redis_timeout.max(Duration::from_secs(2));
     let redis = match &config.driver {
@@ -137,7 +199,7 @@ async fn control_main(spec: ControlSpec, ready: mpsc::Sender<Result<(), String>>
             Ok(l) => l,
             Err(e) => {
                 let _ = ready.send(Err(format!("cannot use the admin listener {local}: {e}")));
-                return;
+                return Ended::Crashed;
             }
         };
         let store = redis.as_ref().map(|(read, write, prefix, _)| ApiStore {
@@ -151,7 +213,10 @@ async fn control_main(spec: ControlSpec, ready: mpsc::Sender<Result<(), String>>
             store,
             checker.clone(),
         ));
-        monoio::spawn(admin::serve(listener, ctx));
+        crate::task::spawn(
+            crate::task::OnPanic::StopThread,
+            admin::serve(listener, ctx),
+        );
         let auth = match config.admin.as_ref().and_then(|a| a.key.as_ref()) {
             Some(_) => "key required",
             None => "no key",
@@ -160,11 +225,23 @@ async fn control_main(spec: ControlSpec, ready: mpsc::Sender<Result<(), String>>
     }
     let _ = ready.send(Ok(()));
     drop(ready);
-    latch.wait().await;
+    while !crashed.get() {
+        let crash = crash_notify.notified();
+        monoio::select! {
+            _ = latch.wait() => break,
+            _ = crash => {}
+        }
+    }
+    if crashed.get() {
+        error!("control thread: a task panicked; restarting the admin API and the health checker");
+        // Let queued close operations of the sockets dropped with the runtime be submitted.
+        monoio::time::sleep(Duration::from_millis(1)).await;
+        return Ended::Crashed;
+    }
     if let Some(c) = &checker {
         c.shutdown(Duration::from_secs(1)).await;
     }
-    // Let queued close operations of the sockets dropped with the runtime be submitted.
     monoio::time::sleep(Duration::from_millis(1)).await;
     info!("control thread: stopped");
+    Ended::Done
 }

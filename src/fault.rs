@@ -3,12 +3,17 @@
 //! only when `HIPACHE_TPC_FAULT_INJECTION=1` is set as well.
 //!
 //! A request for the host [`PANIC_HOST`] makes the worker that reads it panic, so that the tests can
-//! prove a crashed worker is replaced while the others keep serving. Nothing else here.
+//! prove a crashed worker is replaced while the others keep serving. An HTTP/2 stream for
+//! [`PANIC_H2_HOST`] panics in its stream task, to prove that such a panic costs that stream only.
+//! Nothing else here.
 
 use std::sync::OnceLock;
 
 /// The Host that makes a worker panic.
 pub const PANIC_HOST: &[u8] = b"panic.fault-injection.invalid";
+
+/// The `:authority` that makes an HTTP/2 stream task panic.
+pub const PANIC_H2_HOST: &[u8] = b"panic-h2.fault-injection.invalid";
 
 /// Whether the environment arms fault injection (read once).
 pub fn armed() -> bool {
@@ -20,5 +25,12 @@ pub fn armed() -> bool {
 pub fn maybe_panic(host: &[u8], worker: usize) {
     if host.eq_ignore_ascii_case(PANIC_HOST) && armed() {
         panic!("fault injection: worker {worker} was asked to panic");
+    }
+}
+
+/// Panics (on purpose) in an HTTP/2 stream task for [`PANIC_H2_HOST`] when fault injection is armed.
+pub fn maybe_panic_h2(authority: &[u8], worker: usize) {
+    if authority.eq_ignore_ascii_case(PANIC_H2_HOST) && armed() {
+        panic!("fault injection: an HTTP/2 stream task of worker {worker} was asked to panic");
     }
 }

@@ -22,6 +22,7 @@
 //! - [`server`], [`listeners`], [`signals`], [`shutdown`]: process start-up, sockets, signals, draining.
 //! - [`privileges`]: the switch from root to `user`/`group` after binding.
 //! - [`supervisor`]: worker threads, their replacement after a panic, and reloads.
+//! - [`task`]: the one spawn function, which contains panics.
 //! - [`handover`]: the reload protocol (listening sockets handed to a successor process).
 //! - [`sd_notify`]: systemd readiness and status notifications.
 
@@ -56,5 +57,6 @@ pub mod server;
 pub mod shutdown;
 pub mod signals;
 pub mod supervisor;
+pub mod task;
 pub mod tls;
 pub mod worker;

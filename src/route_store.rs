@@ -87,7 +87,7 @@ impl RouteStore {
                 let packed = pipe.get_packed_pipeline();
                 let write = r.write.clone();
                 let host = host.to_string();
-                monoio::spawn(async move {
+                crate::task::spawn(crate::task::OnPanic::EndTask, async move {
                     match write.query(&packed, expect).await {
                         Ok(replies) => {
                             for v in replies {

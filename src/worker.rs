@@ -36,6 +36,7 @@ use crate::rng::Rng;
 use crate::route_store::{RedisRoutes, RouteStore};
 use crate::routing::cache::RouteCache;
 use crate::shutdown::ShutdownLatch;
+use crate::task::OnPanic;
 
 /// How long a starting worker waits for its Redis connection before it accepts anyway.
 pub const REDIS_WAIT_AT_START: Duration = Duration::from_secs(2);
@@ -324,6 +325,15 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
             return WorkerEnd::FailedToStart;
         }
     };
+    // A panic in a task that holds worker-wide state (see `task::OnPanic::StopThread`) stops this
+    // worker in order, to be replaced by the supervisor.
+    let weak = Rc::downgrade(&worker);
+    crate::task::set_crash_hook(move || {
+        if let Some(w) = weak.upgrade() {
+            w.crashed.set(true);
+            w.crash_notify.notify_all();
+        }
+    });
     // Do not take connections before the route driver can answer (bounded: a Redis outage must not
     // keep the worker from serving cached and stale routes, or 503s).
     let redis_wait = Instant::now() + REDIS_WAIT_AT_START;
@@ -364,27 +374,24 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
                 handshake_timeout,
             })
         });
-        accepting.push(monoio::spawn(CatchPanic::new(
-            &worker,
+        accepting.push(crate::task::spawn(
+            OnPanic::StopThread,
             accept_loop(listener, info, tls, worker.clone()),
-        )));
+        ));
     }
     // Alive from now on for /status (housekeeping refreshes it every 200 ms).
     worker.m().heartbeat.store(
         crate::clock::unix_now(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    monoio::spawn(CatchPanic::new(&worker, housekeeping(worker.clone())));
+    crate::task::spawn(OnPanic::StopThread, housekeeping(worker.clone()));
     start_route_notifications(&worker);
     match &*worker.store {
         RouteStore::Redis(_) => {
-            monoio::spawn(CatchPanic::new(
-                &worker,
-                worker.store.clone().watch_checker(),
-            ));
+            crate::task::spawn(OnPanic::StopThread, worker.store.clone().watch_checker());
         }
         RouteStore::File(_) => {
-            monoio::spawn(CatchPanic::new(&worker, follow_routes_file(worker.clone())));
+            crate::task::spawn(OnPanic::StopThread, follow_routes_file(worker.clone()));
         }
     }
     let _ = ready.send(Ok(id));
@@ -443,50 +450,6 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
         WorkerEnd::Crashed
     } else {
         WorkerEnd::Stopped
-    }
-}
-
-/// A task of the worker that cannot unwind through the runtime: a panic inside it ends the task (its
-/// state is dropped, closing its sockets) and marks the worker crashed, which then stops in order
-/// (pending accepts cancelled, connections given [`CRASH_DRAIN`]) to be replaced by the supervisor. A
-/// panic unwinding through a monoio runtime would instead abandon every parked task with its sockets.
-pub struct CatchPanic<F: std::future::Future<Output = ()>> {
-    inner: Option<std::pin::Pin<Box<F>>>,
-    worker: Rc<Worker>,
-}
-
-impl<F: std::future::Future<Output = ()>> CatchPanic<F> {
-    pub fn new(worker: &Rc<Worker>, inner: F) -> Self {
-        CatchPanic {
-            inner: Some(Box::pin(inner)),
-            worker: worker.clone(),
-        }
-    }
-}
-
-impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return std::task::Poll::Ready(());
-        };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
-            Ok(poll) => poll,
-            Err(_) => {
-                // The panic hook has logged it. Drop the task's state (a second panic there is
-                // contained too), then stop the worker.
-                let state = this.inner.take();
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(state)));
-                this.worker.crashed.set(true);
-                this.worker.crash_notify.notify_all();
-                std::task::Poll::Ready(())
-            }
-        }
     }
 }
 
@@ -571,7 +534,6 @@ fn spawn_connection(
     w.connections.set(w.connections.get() + 1);
     w.m().inc(Counter::ClientConnectionsAccepted);
     w.m().gauge_add(Gauge::ClientConnections, 1);
-    let worker = w.clone();
     // Every idle keep-alive connection holds this task: keep it small (rare, large states are boxed).
     let task = async move {
         let guard = ConnectionGuard(w.clone(), fd);
@@ -603,7 +565,7 @@ fn spawn_connection(
         }
         drop(guard);
     };
-    monoio::spawn(CatchPanic::new(&worker, task));
+    crate::task::spawn(OnPanic::StopThread, task);
 }
 
 /// Completes the TLS handshake (within `handshakeTimeout`), then serves HTTP/2 or HTTP/1.1 as ALPN

@@ -72,7 +72,7 @@ pub async fn serve(listener: TcpListener, ctx: Rc<AdminCtx>) {
                 let _ = stream.set_nodelay(true);
                 ctx.connections.set(ctx.connections.get() + 1);
                 let ctx = ctx.clone();
-                monoio::spawn(async move {
+                crate::task::spawn(crate::task::OnPanic::EndTask, async move {
                     serve_connection(stream, &ctx).await;
                     ctx.connections.set(ctx.connections.get().saturating_sub(1));
                 });

@@ -152,12 +152,17 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("hipache-routes".into())
         .spawn(move || {
-            while !latch.is_triggered() {
-                std::thread::sleep(POLL);
-                if let Some(table) = state.poll(Instant::now()) {
-                    fan.fan_out(Arc::new(table));
+            // Supervised like a worker: a panic (say, in a parser on odd content) restarts the loop
+            // with back-off; the routes in force stay with the workers meanwhile.
+            crate::supervisor::supervise_thread("the routes-file watcher", &latch, || {
+                while !latch.is_triggered() {
+                    std::thread::sleep(POLL);
+                    if let Some(table) = state.poll(Instant::now()) {
+                        fan.fan_out(Arc::new(table));
+                    }
                 }
-            }
+                crate::supervisor::Ended::Done
+            });
         })?;
     Ok((subscriptions, handle))
 }

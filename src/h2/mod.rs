@@ -6,7 +6,15 @@
 //! [`stream_io::H2StreamIo`]. Protocol errors are answered by the library with RST_STREAM or GOAWAY and
 //! the proper code; nothing here panics on client input. On drain, or after `tcpTimeout` without a
 //! stream, the connection is closed gracefully with GOAWAY, letting open streams finish.
+//!
+//! Abuse limits (README "Limits"): every byte read from the client goes through [`guard::GuardedIo`],
+//! which counts resets and cheap-frame floods; a client over a limit gets GOAWAY `ENHANCE_YOUR_CALM`
+//! and is closed within [`CALM_GRACE`]. A connection holds at most twice `http2MaxStreams` stream
+//! tasks (streams beyond are refused with `REFUSED_STREAM`), and a stream the client reset before its
+//! task ran is not routed or forwarded at all. A panic in a stream task ends that stream only (reset
+//! with `INTERNAL_ERROR`); the connection and the worker go on.
 
+pub mod guard;
 pub mod stream_io;
 
 use std::cell::Cell;
@@ -16,12 +24,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use log::debug;
+use log::{debug, info};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio_http::h2::server;
+use monoio_http::h2::{server, Reason};
 
 use crate::http1::connection::{serve_client, ListenerInfo};
 use crate::metrics::Counter;
+use crate::task::OnPanic;
 use crate::worker::Worker;
 use stream_io::H2StreamIo;
 
@@ -36,11 +45,14 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// Response bytes buffered per stream beyond the client's window.
 const SEND_BUFFER: usize = 256 * 1024;
+/// How long a connection told to calm down has to take its GOAWAY before it is closed.
+pub const CALM_GRACE: Duration = Duration::from_secs(1);
 
 enum Event<T> {
     Stream(T),
     Drain,
     Idle,
+    Abuse,
 }
 
 /// Serves one HTTP/2 connection until it closes.
@@ -49,6 +61,12 @@ where
     T: AsyncReadRent + AsyncWriteRent + Unpin + 'static,
 {
     let s = &w.config.server;
+    let shared = Rc::new(guard::Shared::default());
+    let io = guard::GuardedIo::new(
+        io,
+        guard::Limits::for_header_size(s.max_header_size),
+        shared.clone(),
+    );
     let mut builder = server::Builder::new();
     builder
         .max_concurrent_streams(s.http2_max_streams)
@@ -56,40 +74,67 @@ where
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(SEND_BUFFER);
-    let mut conn =
-        match monoio::time::timeout(s.header_timeout, builder.handshake::<T, Bytes>(io)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                debug!("worker {}: HTTP/2 handshake with {peer} failed: {e}", w.id);
-                return;
-            }
-            Err(_) => {
-                debug!("worker {}: HTTP/2 handshake with {peer} timed out", w.id);
-                return;
-            }
-        };
+    let mut conn = match monoio::time::timeout(
+        s.header_timeout,
+        builder.handshake::<guard::GuardedIo<T>, Bytes>(io),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            debug!("worker {}: HTTP/2 handshake with {peer} failed: {e}", w.id);
+            return;
+        }
+        Err(_) => {
+            debug!("worker {}: HTTP/2 handshake with {peer} timed out", w.id);
+            return;
+        }
+    };
+    // Stream tasks a connection may hold: the library bounds open streams, but a stream reset by the
+    // client is closed for it while its task may still be waiting on a backend.
+    let max_tasks = (s.http2_max_streams as usize).saturating_mul(2).max(1);
     let active = Rc::new(Cell::new(0usize));
     let last_activity = Rc::new(Cell::new(Instant::now()));
     let mut closing = false;
+    let mut calm_deadline: Option<Instant> = None;
     loop {
         if w.draining.get() && !closing {
             conn.graceful_shutdown();
             closing = true;
         }
-        let idle_left = match s.tcp_timeout {
-            Some(limit) if !closing && active.get() == 0 => {
+        if calm_deadline.is_none() {
+            if let Some(abuse) = shared.abuse.get() {
+                info!(
+                    "worker {}: HTTP/2 client {peer} {}: GOAWAY ENHANCE_YOUR_CALM, closing",
+                    w.id,
+                    abuse.describe()
+                );
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                closing = true;
+                calm_deadline = Some(Instant::now() + CALM_GRACE);
+            }
+        }
+        let timer = match (calm_deadline, s.tcp_timeout) {
+            (Some(deadline), _) => Some(deadline.saturating_duration_since(Instant::now())),
+            (None, Some(limit)) if !closing && active.get() == 0 => {
                 Some(limit.saturating_sub(last_activity.get().elapsed()))
             }
             _ => None,
         };
         let drain = w.drain_notify.notified();
+        let abuse = shared.abuse_notify.notified();
         let event = monoio::select! {
             next = conn.accept() => Event::Stream(next),
             _ = drain, if !closing => Event::Drain,
-            _ = monoio::time::sleep(idle_left.unwrap_or(Duration::ZERO)), if idle_left.is_some() => Event::Idle,
+            _ = abuse, if calm_deadline.is_none() => Event::Abuse,
+            _ = monoio::time::sleep(timer.unwrap_or(Duration::ZERO)), if timer.is_some() => Event::Idle,
         };
         match event {
-            Event::Stream(Some(Ok((request, respond)))) => {
+            Event::Stream(Some(Ok((request, mut respond)))) => {
+                if calm_deadline.is_some() || active.get() >= max_tasks {
+                    respond.send_reset(Reason::REFUSED_STREAM);
+                    continue;
+                }
                 active.set(active.get() + 1);
                 last_activity.set(Instant::now());
                 let stream = StreamTask {
@@ -97,10 +142,12 @@ where
                     peer,
                     listener: listener.clone(),
                     worker: w.clone(),
+                    shared: shared.clone(),
                     active: active.clone(),
                     last_activity: last_activity.clone(),
                 };
-                monoio::spawn(stream.run(request, respond));
+                // A panic while serving a stream costs that stream only (reset on drop).
+                crate::task::spawn(OnPanic::EndTask, stream.run(request, respond));
             }
             Event::Stream(Some(Err(e))) => {
                 debug!("worker {}: HTTP/2 connection from {peer} ended: {e}", w.id);
@@ -111,7 +158,12 @@ where
                 conn.graceful_shutdown();
                 closing = true;
             }
+            Event::Abuse => {}
             Event::Idle => {
+                if calm_deadline.is_some_and(|d| Instant::now() >= d) {
+                    debug!("worker {}: HTTP/2 client {peer} closed after GOAWAY", w.id);
+                    break;
+                }
                 if active.get() == 0
                     && s.tcp_timeout
                         .is_some_and(|limit| last_activity.get().elapsed() >= limit)
@@ -124,29 +176,81 @@ where
     }
 }
 
-/// What a stream task needs from its connection.
+/// What a stream task needs from its connection. Dropping it (at the end of the task, or when a panic
+/// ended it) gives its place back.
 struct StreamTask {
     fd: RawFd,
     peer: SocketAddr,
     listener: Rc<ListenerInfo>,
     worker: Rc<Worker>,
+    shared: Rc<guard::Shared>,
     active: Rc<Cell<usize>>,
     last_activity: Rc<Cell<Instant>>,
+}
+
+impl Drop for StreamTask {
+    fn drop(&mut self) {
+        self.active.set(self.active.get().saturating_sub(1));
+        self.last_activity.set(Instant::now());
+    }
 }
 
 impl StreamTask {
     async fn run(
         self,
         request: http::Request<monoio_http::h2::RecvStream>,
-        respond: server::SendResponse<Bytes>,
+        mut respond: server::SendResponse<Bytes>,
     ) {
         let w = &self.worker;
+        // Let the connection task read the rest of what arrived with the HEADERS frame: a stream the
+        // client reset at once (the rapid-reset pattern) is then seen as reset and costs nothing more.
+        yield_once().await;
+        if reset_already(&mut respond) {
+            debug!(
+                "worker {}: HTTP/2 stream from {} reset before it was served",
+                w.id, self.peer
+            );
+            return;
+        }
+        #[cfg(feature = "fault-injection")]
+        crate::fault::maybe_panic_h2(
+            request
+                .uri()
+                .authority()
+                .map_or("", |a| a.as_str())
+                .as_bytes(),
+            w.id,
+        );
         w.m().inc(Counter::H2Streams);
-        let io = H2StreamIo::new(request, respond, w.config.server.max_header_size);
+        let io = H2StreamIo::new(
+            request,
+            respond,
+            w.config.server.max_header_size,
+            self.shared.clone(),
+        );
         serve_client(io, self.fd, self.peer, self.listener.clone(), w, Vec::new()).await;
-        self.active.set(self.active.get().saturating_sub(1));
-        self.last_activity.set(Instant::now());
     }
+}
+
+/// Returns `Pending` once (waking itself), so that other ready tasks run first.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Whether the client already reset the stream (or the connection is gone), without waiting.
+fn reset_already(respond: &mut server::SendResponse<Bytes>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    respond.poll_reset(&mut cx).is_ready()
 }
 
 /// What the first bytes of a plain connection say it speaks.

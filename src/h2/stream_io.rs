@@ -16,7 +16,9 @@ use std::io;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
+use std::rc::Rc;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::BufResult;
 use monoio_http::h2::server::SendResponse;
 use monoio_http::h2::{Reason, RecvStream, SendStream};
@@ -63,12 +65,9 @@ pub struct H2StreamIo {
     state: ResponseState,
     request_was_head: bool,
     max_head: usize,
+    /// The connection's counters (responses sent, for the reset accounting).
+    conn: Rc<super::guard::Shared>,
 }
-
-// SAFETY: the read half only touches the request-side fields and the write half only the response-side
-// fields, so the two halves never alias. (HTTP/2 requests never become tunnels anyway: the Upgrade and
-// Connection fields are not carried over.)
-unsafe impl Split for H2StreamIo {}
 
 impl H2StreamIo {
     /// Builds the HTTP/1.1 view of a request.
@@ -76,6 +75,7 @@ impl H2StreamIo {
         req: Request<RecvStream>,
         respond: SendResponse<Bytes>,
         max_head: usize,
+        conn: Rc<super::guard::Shared>,
     ) -> H2StreamIo {
         let (parts, body) = req.into_parts();
         let mut head = Vec::with_capacity(512);
@@ -140,6 +140,7 @@ impl H2StreamIo {
             state: ResponseState::Head,
             request_was_head: parts.method == http::Method::HEAD,
             max_head,
+            conn,
         }
     }
 
@@ -214,6 +215,7 @@ impl H2StreamIo {
                     let send = respond
                         .send_response(response, no_body)
                         .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))?;
+                    self.conn.responses.set(self.conn.responses.get() + 1);
                     if no_body {
                         self.state = ResponseState::Done;
                         return Ok(());
@@ -406,4 +408,11 @@ impl AsyncWriteRent for H2StreamIo {
 
 impl ClientStream for H2StreamIo {
     const LOG_VERSION: Option<&'static str> = Some("HTTP/2.0");
+    // An HTTP/2 stream never becomes a tunnel (Upgrade and Connection are not carried over), so it
+    // needs no halves; these types are never built.
+    type TunnelRead = H2StreamIo;
+    type TunnelWrite = H2StreamIo;
+    fn into_tunnel(self) -> Option<(H2StreamIo, H2StreamIo)> {
+        None
+    }
 }

@@ -179,9 +179,18 @@ impl Checker {
             subscriber,
             stats: CheckerStats::default(),
         });
-        monoio::spawn(checker.clone().follow_channel());
-        monoio::spawn(checker.clone().ping_loop());
-        monoio::spawn(checker.clone().lock_loop());
+        crate::task::spawn(
+            crate::task::OnPanic::StopThread,
+            checker.clone().follow_channel(),
+        );
+        crate::task::spawn(
+            crate::task::OnPanic::StopThread,
+            checker.clone().ping_loop(),
+        );
+        crate::task::spawn(
+            crate::task::OnPanic::StopThread,
+            checker.clone().lock_loop(),
+        );
         checker
     }
 
@@ -261,7 +270,10 @@ impl Checker {
         self.pending
             .borrow_mut()
             .insert(msg.url.clone(), Mappings::new());
-        monoio::spawn(self.clone().discover(msg.url, target, mappings));
+        crate::task::spawn(
+            crate::task::OnPanic::StopThread,
+            self.clone().discover(msg.url, target, mappings),
+        );
     }
 
     /// Verifies the mappings of a URL just heard of, then locks it (and checks it) or watches it.
@@ -381,7 +393,10 @@ impl Checker {
         });
         info!("health checker: checking {url}");
         self.checks.borrow_mut().insert(url, check.clone());
-        monoio::spawn(self.clone().run_check(check));
+        crate::task::spawn(
+            crate::task::OnPanic::StopThread,
+            self.clone().run_check(check),
+        );
     }
 
     /// Checks one URL until it has been in one state for [`CHECK_DURATION`], no host uses it, the lock

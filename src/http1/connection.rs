@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::debug;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::body::BodyFraming;
@@ -30,9 +30,27 @@ use crate::routing::Route;
 use crate::worker::{Worker, HEAD_BUF};
 
 /// A client byte stream the proxy can serve: plain TCP, TLS, or one HTTP/2 stream.
-pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
+pub trait ClientStream: AsyncReadRent + AsyncWriteRent + Sized {
     /// The protocol written in the access log, when it is not the request line's (HTTP/2 streams).
     const LOG_VERSION: Option<&'static str> = None;
+    /// The halves a tunnel reads from and writes to.
+    type TunnelRead: AsyncReadRent + 'static;
+    type TunnelWrite: AsyncWriteRent + 'static;
+    /// Gives the stream up to a tunnel (by value), or `None` when it cannot carry one.
+    fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)>;
+}
+
+/// A byte stream that splits into owned halves (a socket, or TLS over one).
+macro_rules! splitting_client_stream {
+    ($t:ty) => {
+        impl ClientStream for $t {
+            type TunnelRead = monoio::io::OwnedReadHalf<$t>;
+            type TunnelWrite = monoio::io::OwnedWriteHalf<$t>;
+            fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)> {
+                Some(monoio::io::Splitable::into_split(self))
+            }
+        }
+    };
 }
 
 /// The protocol label of a request for the access log.
@@ -44,11 +62,9 @@ fn protocol_label<S: ClientStream>(head: &RequestHead) -> &'static str {
     }
 }
 
-impl ClientStream for TcpStream {}
-
-impl ClientStream for monoio_rustls::ServerTlsStream<TcpStream> {}
-
-impl ClientStream for monoio::io::PrefixedReadIo<TcpStream, std::io::Cursor<Vec<u8>>> {}
+splitting_client_stream!(TcpStream);
+splitting_client_stream!(monoio_rustls::ServerTlsStream<TcpStream>);
+splitting_client_stream!(monoio::io::PrefixedReadIo<TcpStream, std::io::Cursor<Vec<u8>>>);
 
 /// Facts about the listener a connection arrived on.
 pub struct ListenerInfo {
@@ -129,7 +145,7 @@ enum ReadEnd {
 /// Serves one client connection until it closes.
 ///
 /// `initial` holds bytes already read from the connection (it may be empty).
-pub async fn serve_client<S: ClientStream + Split + 'static>(
+pub async fn serve_client<S: ClientStream + 'static>(
     io: S,
     fd: RawFd,
     peer: SocketAddr,
@@ -207,7 +223,7 @@ pub async fn serve_client<S: ClientStream + Split + 'static>(
 }
 
 /// Turns the connection into a tunnel to the backend until both sides close, then logs the exchange.
-async fn run_tunnel<S: ClientStream + Split + 'static>(
+async fn run_tunnel<S: ClientStream + 'static>(
     c: ClientConn<S>,
     conn: crate::backend_pool::BackendConn,
     mut ex: Exchange,
@@ -222,16 +238,19 @@ async fn run_tunnel<S: ClientStream + Split + 'static>(
         pos,
         head,
         peer_ip,
-        fd,
         ..
     } = c;
+    let Some((client_read, client_write)) = io.into_tunnel() else {
+        // Not reached: only HTTP/1.1 connections are upgraded.
+        return;
+    };
     // Bytes the client sent after its upgrade request go to the backend first.
     let early = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
     w.m().inc(Counter::WebsocketTunnels);
     w.m().gauge_add(Gauge::OpenTunnels, 1);
     let bytes = crate::proxy::tunnel::run(
-        io,
-        fd,
+        client_read,
+        client_write,
         early,
         backend,
         w.config.server.websocket_idle_timeout,

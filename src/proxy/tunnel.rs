@@ -3,16 +3,20 @@
 //!
 //! Each direction has its own task and buffer; end of stream on one side is passed on as a write
 //! shutdown to the other (half-close), so either peer can finish sending first. Tunnels have no idle
-//! timeout unless `server.websocketIdleTimeout` is set; then a watchdog shuts both sockets down after
-//! that long without a byte in either direction. Nothing here parses WebSocket frames.
+//! timeout unless `server.websocketIdleTimeout` is set; then a watchdog tells both copy tasks to stop
+//! after that long without a byte in either direction, and they close the streams they own (nothing
+//! here touches a raw file descriptor). A panic in one copy task ends that direction only. Nothing
+//! here parses WebSocket frames.
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
+
+use crate::local_sync::Notify;
+use crate::task::OnPanic;
 
 /// Per-direction copy buffer.
 const TUNNEL_BUF: usize = 32 * 1024;
@@ -24,20 +28,28 @@ pub struct TunnelBytes {
     pub to_backend: u64,
 }
 
-/// Runs a tunnel to completion. `early` holds bytes the client sent after its upgrade request (they
-/// go to the backend first); `client_fd` is the client's TCP socket (also under TLS).
-pub async fn run<C>(
-    client: C,
-    client_fd: RawFd,
+/// The idle timeout's shared state: last activity, and the stop signal the watchdog gives the pumps.
+/// The pumps own the sockets and close them themselves, so nothing acts on a file descriptor number
+/// that another connection may have reused.
+struct Idle {
+    activity: Cell<Instant>,
+    expired: Cell<bool>,
+    stop: Notify,
+}
+
+/// Runs a tunnel to completion, owning both streams. `early` holds bytes the client sent after its
+/// upgrade request (they go to the backend first).
+pub async fn run<R, W>(
+    client_read: R,
+    client_write: W,
     early: Vec<u8>,
     backend: TcpStream,
     idle: Option<Duration>,
 ) -> TunnelBytes
 where
-    C: AsyncReadRent + AsyncWriteRent + Split + 'static,
+    R: AsyncReadRent + 'static,
+    W: AsyncWriteRent + 'static,
 {
-    let backend_fd = backend.as_raw_fd();
-    let (client_read, client_write) = client.into_split();
     let (backend_read, mut backend_write) = backend.into_split();
     let mut bytes = TunnelBytes::default();
     if !early.is_empty() {
@@ -49,44 +61,81 @@ where
         bytes.to_backend += n;
     }
     // Activity is tracked (a clock read per read) only when an idle timeout needs it.
-    let activity = idle.map(|_| Rc::new(Cell::new(Instant::now())));
+    let state = idle.map(|_| {
+        Rc::new(Idle {
+            activity: Cell::new(Instant::now()),
+            expired: Cell::new(false),
+            stop: Notify::new(),
+        })
+    });
     let done = Rc::new(Cell::new(false));
-    if let (Some(limit), Some(activity)) = (idle, &activity) {
-        monoio::spawn(watchdog(
-            activity.clone(),
-            done.clone(),
-            limit,
-            client_fd,
-            backend_fd,
-        ));
+    if let (Some(limit), Some(state)) = (idle, &state) {
+        crate::task::spawn(
+            OnPanic::EndTask,
+            watchdog(state.clone(), done.clone(), limit),
+        );
     }
-    let up = monoio::spawn(pump(client_read, backend_write, activity.clone()));
-    bytes.to_client = pump(backend_read, client_write, activity).await;
-    bytes.to_backend += up.await;
+    let up = crate::task::spawn(
+        OnPanic::EndTask,
+        pump(client_read, backend_write, state.clone()),
+    );
+    bytes.to_client = pump(backend_read, client_write, state).await;
+    // `None`: the other direction's task panicked (contained); its sockets are closed.
+    bytes.to_backend += up.await.unwrap_or(0);
     done.set(true);
     bytes
 }
 
-/// Copies until end of stream or error, then shuts down the writer (half-close).
+/// Copies until end of stream, error or idle expiry, then shuts down the writer (half-close).
 async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
     mut from: R,
     mut to: W,
-    activity: Option<Rc<Cell<Instant>>>,
+    idle: Option<Rc<Idle>>,
 ) -> u64 {
     let mut buf: Vec<u8> = Vec::with_capacity(TUNNEL_BUF);
     let mut total = 0u64;
     loop {
         buf.clear();
-        let (res, b) = from.read(buf).await;
+        let (res, b) = match &idle {
+            None => from.read(buf).await,
+            Some(idle) => {
+                if idle.expired.get() {
+                    break;
+                }
+                let stop = idle.stop.notified();
+                // On expiry the read is dropped (its bytes, if any, are lost: the tunnel closes).
+                match monoio::select! {
+                    r = from.read(buf) => Some(r),
+                    _ = stop => None,
+                } {
+                    Some(r) => r,
+                    None => break,
+                }
+            }
+        };
         buf = b;
         let n = match res {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(a) = &activity {
-            a.set(Instant::now());
-        }
-        let (res, b) = to.write_all(buf).await;
+        let (res, b) = match &idle {
+            None => to.write_all(buf).await,
+            Some(idle) => {
+                idle.activity.set(Instant::now());
+                if idle.expired.get() {
+                    break;
+                }
+                let stop = idle.stop.notified();
+                match monoio::select! {
+                    r = to.write_all(buf) => Some(r),
+                    _ = stop => None,
+                } {
+                    Some(r) => r,
+                    // The peer stopped reading: nothing more will be written to it.
+                    None => return total,
+                }
+            }
+        };
         buf = b;
         if res.is_err() {
             return total;
@@ -97,26 +146,17 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(
     total
 }
 
-/// Closes both sockets after `limit` without traffic.
-async fn watchdog(
-    activity: Rc<Cell<Instant>>,
-    done: Rc<Cell<bool>>,
-    limit: Duration,
-    client_fd: RawFd,
-    backend_fd: RawFd,
-) {
+/// Stops both directions after `limit` without traffic.
+async fn watchdog(idle: Rc<Idle>, done: Rc<Cell<bool>>, limit: Duration) {
     let tick = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         monoio::time::sleep(tick).await;
         if done.get() {
             return;
         }
-        if activity.get().elapsed() >= limit {
-            // SAFETY: shutting down sockets still owned by the tunnel's tasks; they then see EOF/errors.
-            unsafe {
-                libc::shutdown(client_fd, libc::SHUT_RDWR);
-                libc::shutdown(backend_fd, libc::SHUT_RDWR);
-            }
+        if idle.activity.get().elapsed() >= limit {
+            idle.expired.set(true);
+            idle.stop.notify_all();
             return;
         }
     }

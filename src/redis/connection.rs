@@ -109,7 +109,7 @@ impl RedisClient {
             }),
             writer_wake: Notify::new(),
         });
-        monoio::spawn(manage(shared.clone()));
+        crate::task::spawn(crate::task::OnPanic::StopThread, manage(shared.clone()));
         RedisClient { shared }
     }
 
@@ -357,7 +357,10 @@ async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
         st.generation
     };
     let (mut reader, writer) = stream.into_split();
-    monoio::spawn(write_loop(shared.clone(), writer, generation, fd));
+    crate::task::spawn(
+        crate::task::OnPanic::StopThread,
+        write_loop(shared.clone(), writer, generation, fd),
+    );
     let reason = read_loop(shared, &mut reader).await;
     // Tear down: fail everything in flight, stop the writer.
     let failed: Vec<Pending> = {

@@ -88,7 +88,7 @@ impl Subscriber {
             }),
             wake: Notify::new(),
         });
-        monoio::spawn(manage(shared.clone()));
+        crate::task::spawn(crate::task::OnPanic::StopThread, manage(shared.clone()));
         Subscriber { shared }
     }
 
@@ -186,7 +186,10 @@ async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
     // The pinger lives as long as this connection: it stops when the reader drops `alive`.
     let alive = Rc::new(());
     let traffic = Rc::new(std::cell::Cell::new(std::time::Instant::now()));
-    monoio::spawn(ping_loop(Rc::downgrade(&alive), traffic.clone(), writer));
+    crate::task::spawn(
+        crate::task::OnPanic::StopThread,
+        ping_loop(Rc::downgrade(&alive), traffic.clone(), writer),
+    );
     let reason = read_frames(shared, &mut reader, &traffic).await;
     // The pinger may still hold the write half: shut the socket down so the server sees the close at
     // once. `reader` is alive here, so `fd` is still this connection's.

@@ -113,15 +113,21 @@ pub fn start(
         on_lag: RefCell::new(on_lag),
         fd: Cell::new(None),
     });
-    monoio::spawn(manage(
-        tracking.clone(),
-        read,
-        prefix,
-        label.clone(),
-        client_name,
-        timeout,
-    ));
-    monoio::spawn(probe(tracking.clone(), write, label));
+    crate::task::spawn(
+        crate::task::OnPanic::StopThread,
+        manage(
+            tracking.clone(),
+            read,
+            prefix,
+            label.clone(),
+            client_name,
+            timeout,
+        ),
+    );
+    crate::task::spawn(
+        crate::task::OnPanic::StopThread,
+        probe(tracking.clone(), write, label),
+    );
     tracking
 }
 
