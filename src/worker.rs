@@ -582,7 +582,7 @@ fn spawn_connection(
                 // handed on, not read twice.
                 let mut stream = stream;
                 let mut first = w.head_bufs.get();
-                match crate::h2::sniff(&mut stream, &mut first, w.config.server.header_timeout, &w)
+                match crate::h2::sniff(&mut stream, &mut first, w.config.server.first_byte_timeout(), &w)
                     .await
                 {
                     crate::h2::Sniffed::Http1 => {

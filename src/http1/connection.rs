@@ -256,7 +256,7 @@ async fn read_request<S: ClientStream>(
     if c.buf.is_empty() {
         // While draining, an idle connection waits at most DRAIN_IDLE_GRACE (see wait_idle).
         let limit = if first {
-            Some(s.header_timeout)
+            Some(s.first_byte_timeout())
         } else {
             s.tcp_timeout
         };
