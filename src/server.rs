@@ -158,11 +158,32 @@ fn start(
     } else {
         None
     };
+    // Workers waited (up to 2 s each) for Redis: a proxy that cannot reach or authenticate to it says
+    // so instead of a plain "ready".
+    let not_ready = match &config.driver {
+        DriverConfig::Redis { .. } => {
+            let connected = supervisor
+                .metrics()
+                .gauge_total(crate::metrics::Gauge::RedisUp)
+                .max(0) as usize;
+            (connected < workers).then(|| {
+                let why = crate::metrics::redis_problem();
+                format!(
+                    "; {} of {workers} workers have no Redis connection{}",
+                    workers - connected,
+                    if why.is_empty() { String::new() } else { format!(" ({why})") }
+                )
+            })
+        }
+        DriverConfig::File { .. } => None,
+    };
     let status = format!(
-        "hipache-tpc {} ready: {workers} workers listening on {}, routes from {}",
+        "hipache-tpc {} {}: {workers} workers listening on {}, routes from {}{}",
         env!("CARGO_PKG_VERSION"),
+        if not_ready.is_some() { "not ready" } else { "ready" },
         binds.join(", "),
-        describe_driver(&config)
+        describe_driver(&config),
+        not_ready.unwrap_or_default()
     );
     info!("{status} (pid {})", std::process::id());
     if let Some(path) = &config.server.pid_file {

@@ -174,7 +174,8 @@ async fn attempts<S: ClientStream>(
         let target = match &backend.target {
             Ok(t) => t,
             Err(why) => {
-                warn!(
+                // Logged once per version of the list when the route was built (routing::route).
+                debug!(
                     "frontend {}: unusable backend entry: {why}",
                     route.frontend_key
                 );

@@ -9,6 +9,55 @@ use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+thread_local! {
+    /// Hashes of (frontend, list, entry) this worker has already warned about: a bad entry is reported
+    /// once per version of its list, not on every lookup or attempt. Bounded: cleared past 4096.
+    static WARNED: std::cell::RefCell<std::collections::HashSet<u64, crate::fast_hash::FxBuild>> =
+        Default::default();
+}
+
+/// Logs, once per worker and per version of the list, the unusable entries of a frontend list and a
+/// list that holds only its identifier (requests for it get 502). Only on lookups that found such a
+/// list: the common path does not come here.
+fn warn_once_per_change(frontend_key: &str, list: &[String], backends: &[Backend]) {
+    use std::hash::{Hash, Hasher};
+    let mut base = crate::fast_hash::FxHasher::default();
+    frontend_key.hash(&mut base);
+    list.hash(&mut base);
+    let first_time = |extra: usize| {
+        let mut h = base.clone();
+        extra.hash(&mut h);
+        let key = h.finish();
+        WARNED.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.len() >= 4096 {
+                w.clear();
+            }
+            w.insert(key)
+        })
+    };
+    if backends.is_empty() {
+        if first_time(usize::MAX) {
+            log::warn!(
+                "frontend {frontend_key} has only its identifier {:?} and no backend: its requests get 502",
+                list.first().map_or("", String::as_str)
+            );
+        }
+        return;
+    }
+    for (i, b) in backends.iter().enumerate() {
+        if let Err(why) = &b.target {
+            if first_time(i) {
+                log::warn!(
+                    "frontend {frontend_key}: backend entry {} {:?} is not usable and is skipped: {why}",
+                    i + 1,
+                    b.url
+                );
+            }
+        }
+    }
+}
+
 /// The outcome of looking a host up.
 #[derive(Clone)]
 pub enum Lookup {
@@ -43,6 +92,9 @@ impl Route {
             .map(|i| dead_indexes.contains(&i))
             .collect();
         let marked_until = (0..backends.len()).map(|_| Cell::new(None)).collect();
+        if backends.is_empty() || backends.iter().any(|b| b.target.is_err()) {
+            warn_once_per_change(frontend_key, list, &backends);
+        }
         Route {
             identifier: identifier.into(),
             frontend_key: frontend_key.into(),
