@@ -1205,7 +1205,7 @@ mod tests {
         assert!(!c.healthcheck.enabled);
         let c = load(r#"{"server":{"accessLog":false},"admin":{"key":"k3y"}}"#).unwrap();
         let a = c.admin.expect("admin section");
-        assert_eq!(a.addr, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(a.addr, "127.0.0.1:8091".parse().unwrap());
         assert_eq!(a.key.as_deref(), Some("k3y"));
         assert!(a.protect_metrics);
         assert!(
