@@ -1,4 +1,4 @@
-//! The access log (spec §8): nginx "combined" plus identifier, total and backend seconds, one line per
+//! The access log (docs/compatibility.md §8): nginx "combined" plus identifier, total and backend seconds, one line per
 //! request, written by each worker into its own buffer and appended to the file in whole lines.
 //!
 //! Each worker opens the file itself (O_APPEND), so lines from different workers never interleave inside
@@ -139,13 +139,12 @@ impl AccessLog {
                 // An existing file (made by logrotate's `create`, say) is taken as it is; one this
                 // process creates gets the old file's mode and owner.
                 let reopened = match OpenOptions::new().append(true).open(path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        open_append(path).inspect(|f| {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => open_append(path)
+                        .inspect(|f| {
                             if let Some(old) = &self.file {
                                 keep_mode_and_owner(old, f);
                             }
-                        })
-                    }
+                        }),
                     other => other,
                 };
                 match reopened {

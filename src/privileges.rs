@@ -1,4 +1,4 @@
-//! Privilege drop (spec §7): a process started as root binds every listener and prepares its access log
+//! Privilege drop (docs/compatibility.md §7): a process started as root binds every listener and prepares its access log
 //! as root, then switches to `group` and `user` before any worker serves.
 //!
 //! Rules:
@@ -36,7 +36,7 @@ pub enum Plan {
     SwitchTo(Identity),
 }
 
-/// The default `user` (spec §7).
+/// The default `user` (docs/compatibility.md §7).
 pub const DEFAULT_USER: &str = "www-data";
 
 /// Decides what to do, resolving names as root. Errors are complete sentences for the operator.

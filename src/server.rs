@@ -171,7 +171,11 @@ fn start(
                 format!(
                     "; {} of {workers} workers have no Redis connection{}",
                     workers - connected,
-                    if why.is_empty() { String::new() } else { format!(" ({why})") }
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
                 )
             })
         }
@@ -180,7 +184,11 @@ fn start(
     let status = format!(
         "hipache-tpc {} {}: {workers} workers listening on {}, routes from {}{}",
         env!("CARGO_PKG_VERSION"),
-        if not_ready.is_some() { "not ready" } else { "ready" },
+        if not_ready.is_some() {
+            "not ready"
+        } else {
+            "ready"
+        },
         binds.join(", "),
         describe_driver(&config),
         not_ready.unwrap_or_default()

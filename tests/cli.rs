@@ -303,11 +303,22 @@ fn configuration_mistakes_get_precise_messages_word_for_word() {
         assert!(err.contains(&line), "missing {line:?} in:\n{err}");
     }
     // A key far from every known one gets no guess; a top-level server key points to `server`.
-    let path = write_config(&dir, r#"{"server": {"accessLog": false}, "colour": 1, "workers": 2}"#);
+    let path = write_config(
+        &dir,
+        r#"{"server": {"accessLog": false}, "colour": 1, "workers": 2}"#,
+    );
     let (code, _, err) = run_cli(&["-c", &path, "--dry"], None, &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("unknown configuration key `colour` is ignored\n"), "{err}");
-    assert!(err.contains("unknown configuration key `workers` is ignored; did you mean `server.workers`?"), "{err}");
+    assert!(
+        err.contains("unknown configuration key `colour` is ignored\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "unknown configuration key `workers` is ignored; did you mean `server.workers`?"
+        ),
+        "{err}"
+    );
     // The legacy `redis` object, `db` read as `database`.
     let path = write_config(
         &dir,
@@ -315,9 +326,17 @@ fn configuration_mistakes_get_precise_messages_word_for_word() {
     );
     let (code, out, err) = run_cli(&["-c", &path, "--dry"], None, &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains(&format!("{path}: `redis.db` is read as `redis.database`; please rename it")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{path}: `redis.db` is read as `redis.database`; please rename it"
+        )),
+        "{err}"
+    );
     let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(effective["driver"]["read"], json!("redis://10.0.0.9:6380/3"));
+    assert_eq!(
+        effective["driver"]["read"],
+        json!("redis://10.0.0.9:6380/3")
+    );
     // Errors name the key the user wrote: a legacy `server.address`, a `redis.port`.
     for (text, want) in [
         (
@@ -363,9 +382,15 @@ fn relative_paths_fall_back_to_the_working_directory_with_a_warning() {
         "{err}"
     );
     let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(effective["server"]["staticDir"], json!(used.to_string_lossy()));
+    assert_eq!(
+        effective["server"]["staticDir"],
+        json!(used.to_string_lossy())
+    );
     // Present beside the configuration file: that one, silently.
-    let path = write_config(&conf_dir, r#"{"server": {"accessLog": false, "staticDir": "pages"}}"#);
+    let path = write_config(
+        &conf_dir,
+        r#"{"server": {"accessLog": false, "staticDir": "pages"}}"#,
+    );
     let (code, out, err) = run_cli(&["-c", &path, "--dry"], Some(cwd.path()), &[]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("relative path"), "{err}");
@@ -385,7 +410,10 @@ fn a_silent_new_connection_is_closed_after_tcp_timeout() {
     for _ in 0..2 {
         let mut conn = Conn::open(proxy.port);
         let start = Instant::now();
-        assert!(conn.is_closed_within(Duration::from_secs(4)), "still open after 4 s");
+        assert!(
+            conn.is_closed_within(Duration::from_secs(4)),
+            "still open after 4 s"
+        );
         let took = start.elapsed();
         assert!(
             took >= Duration::from_millis(800) && took < Duration::from_secs(3),
@@ -408,7 +436,9 @@ fn the_quickstart_refuses_a_taken_backend_port() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}{err}");
     assert!(
-        err.contains("quickstart: port 8081 on 127.0.0.1 is already taken by another program; stop it first"),
+        err.contains(
+            "quickstart: port 8081 on 127.0.0.1 is already taken by another program; stop it first"
+        ),
         "{err}"
     );
     assert!(!stdout.contains("building"), "{stdout}");
@@ -420,16 +450,32 @@ fn pid_file_flag_writes_the_pid_and_dry_checks_its_folder() {
     let port = common::free_port();
     let path = write_config(
         &dir,
-        &format!(r#"{{"server": {{"accessLog": false}}, "http": {{"port": {port}, "bind": ["127.0.0.1"]}}}}"#),
+        &format!(
+            r#"{{"server": {{"accessLog": false}}, "http": {{"port": {port}, "bind": ["127.0.0.1"]}}}}"#
+        ),
     );
-    let (code, out, err) = run_cli(&["-c", &path, "--dry", "--pid-file", "/nonexistent-hipache/p.pid"], None, &[]);
+    let (code, out, err) = run_cli(
+        &[
+            "-c",
+            &path,
+            "--dry",
+            "--pid-file",
+            "/nonexistent-hipache/p.pid",
+        ],
+        None,
+        &[],
+    );
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("hipache-tpc: the pid file /nonexistent-hipache/p.pid: its folder /nonexistent-hipache does not exist (key `server.pidFile` or --pid-file)"),
         "{err}"
     );
     let pid = dir.path().join("p.pid");
-    let (code, out, err) = run_cli(&["-c", &path, "--dry", "--pid-file", pid.to_str().unwrap()], None, &[]);
+    let (code, out, err) = run_cli(
+        &["-c", &path, "--dry", "--pid-file", pid.to_str().unwrap()],
+        None,
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(effective["server"]["pidFile"], json!(pid.to_string_lossy()));

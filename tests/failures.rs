@@ -1,4 +1,4 @@
-//! Backends and Redis failing (spec §3): passive dead marks, retries, timeouts, connection limits,
+//! Backends and Redis failing (docs/compatibility.md §3): passive dead marks, retries, timeouts, connection limits,
 //! Redis outages, slow clients. Real redis-server, real backends that die, hang and come back.
 
 mod common;
@@ -114,7 +114,7 @@ fn hung_backend_gets_504_within_the_timeout_and_is_marked_dead() {
         "{took:?}"
     );
     assert_eq!(dead_set(&redis, "hung.test"), vec!["0", "1"]);
-    // A frontend with one backend is never marked (spec §3).
+    // A frontend with one backend is never marked (docs/compatibility.md §3).
     assert_eq!(get(proxy.port, "solo.test", "/").status, 504);
     assert!(dead_set(&redis, "solo.test").is_empty());
 }

@@ -289,7 +289,12 @@ fn unknown_user_or_group_refuses_to_start_with_a_clear_message() {
 
 /// Hipache's own example configuration (README, master): no `user` key, the log in a root-owned folder,
 /// `server.port`, legacy Redis keys, an `https` section. Ports, paths and certificates substituted.
-fn hipache_master_config(dir: &std::path::Path, redis: &RedisServer, port: u16, tls_port: u16) -> serde_json::Value {
+fn hipache_master_config(
+    dir: &std::path::Path,
+    redis: &RedisServer,
+    port: u16,
+    tls_port: u16,
+) -> serde_json::Value {
     let ca = common::tls::TestCa::new();
     let issued = ca.issue_files(dir, "ssl", &["hip.test"]);
     json!({
@@ -342,12 +347,15 @@ fn hipache_master_example_config_starts_as_root_and_serves() {
     assert!(proxy.log().contains(&folder_warning), "{}", proxy.log());
     assert_eq!(ids(proxy.pid(), "Uid"), vec![33; 4], "{}", proxy.log());
     assert_eq!(common::get(port, "hip.test", "/").status, 200);
-    let mut tls = common::tls::connect(tls_port, common::tls::ClientOptions::sni("hip.test")).unwrap();
+    let mut tls =
+        common::tls::connect(tls_port, common::tls::ClientOptions::sni("hip.test")).unwrap();
     assert_eq!(tls.get("hip.test", "/").status, 200);
     // The old file was taken over (owned by www-data now) and appended to.
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
-        .map(|t| t.lines().count() >= 3)
-        .unwrap_or(false)));
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.lines().count() >= 3)
+            .unwrap_or(false)
+    }));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.starts_with("old line from hipache\n"), "{text}");
     assert_eq!(std::fs::metadata(&log).unwrap().uid(), 33);
@@ -375,9 +383,11 @@ fn hipache_0_3_config_starts_and_serves() {
     let proxy = Proxy::start_config(dir, port, &config).unwrap_or_else(|log| panic!("{log}"));
     assert_eq!(ids(proxy.pid(), "Uid"), vec![33; 4], "{}", proxy.log());
     assert_eq!(common::get(port, "old.test", "/").status, 200);
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(logdir.join("access.log"))
-        .map(|t| t.contains("\"old\""))
-        .unwrap_or(false)));
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(logdir.join("access.log"))
+            .map(|t| t.contains("\"old\""))
+            .unwrap_or(false)
+    }));
 }
 
 /// `--dry` and a real start stop on the same problem with the same words.
@@ -430,10 +440,22 @@ fn dry_run_agrees_with_the_real_start_on_each_bad_case() {
         std::fs::write(&path, config.to_string()).unwrap();
         let (code, _, dry) = run_cli(&["-c", path.to_str().unwrap(), "--dry"], None, &[]);
         let (real_code, _, real) = run_cli(&["-c", path.to_str().unwrap()], None, &[]);
-        assert_eq!((code, real_code), (1, 1), "{config}\n--dry: {dry}\nstart: {real}");
+        assert_eq!(
+            (code, real_code),
+            (1, 1),
+            "{config}\n--dry: {dry}\nstart: {real}"
+        );
         assert!(dry.contains(&expected), "--dry: {dry}\nwanted: {expected}");
-        assert!(real.contains(&expected), "start: {real}\nwanted: {expected}");
-        let last = |t: &str| t.lines().rfind(|l| l.starts_with("hipache-tpc: ")).unwrap_or("").to_string();
+        assert!(
+            real.contains(&expected),
+            "start: {real}\nwanted: {expected}"
+        );
+        let last = |t: &str| {
+            t.lines()
+                .rfind(|l| l.starts_with("hipache-tpc: "))
+                .unwrap_or("")
+                .to_string()
+        };
         assert_eq!(last(&dry), last(&real), "the same words");
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
     }
@@ -757,12 +779,22 @@ fn the_pid_file_names_the_serving_process_across_a_reload() {
         json!({ "server": { "accessLog": false, "pidFile": "run/hipache.pid" } }),
     );
     let mut proxy = Proxy::start_config(dir, port, &config).unwrap_or_else(|log| panic!("{log}"));
-    let read = || std::fs::read_to_string(&pid_path).unwrap_or_default().trim().to_string();
+    let read = || {
+        std::fs::read_to_string(&pid_path)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
     let pid = proxy.pid();
-    assert!(wait_until(Duration::from_secs(5), || read() == pid.to_string()), "{:?}", read());
+    assert!(
+        wait_until(Duration::from_secs(5), || read() == pid.to_string()),
+        "{:?}",
+        read()
+    );
     proxy.signal(libc::SIGHUP);
     assert!(
-        wait_until(Duration::from_secs(20), || successor_pid(&proxy.log(), 0).is_some()
+        wait_until(Duration::from_secs(20), || successor_pid(&proxy.log(), 0)
+            .is_some()
             || proxy.log().contains("reload failed")),
         "{}",
         proxy.log()
@@ -771,8 +803,14 @@ fn the_pid_file_names_the_serving_process_across_a_reload() {
         .unwrap_or_else(|| panic!("the reload failed:\n{}", proxy.log()));
     let _guard = Successor(new_pid);
     assert_ne!(new_pid, pid);
-    assert!(wait_until(Duration::from_secs(5), || read() == new_pid.to_string()), "{:?}", read());
-    assert!(proxy.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
+    assert!(
+        wait_until(Duration::from_secs(5), || read() == new_pid.to_string()),
+        "{:?}",
+        read()
+    );
+    assert!(proxy
+        .wait_exit(Duration::from_secs(15))
+        .is_some_and(|s| s.success()));
     // The old process left the successor's pid in place; `kill -USR1 "$(cat pidfile)"` reaches it.
     assert_eq!(read(), new_pid.to_string());
     assert!(alive(new_pid));

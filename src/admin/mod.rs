@@ -365,7 +365,11 @@ fn status(ctx: &AdminCtx) -> Response {
                 problems.push(format!(
                     "{} of {workers} workers have no Redis connection{}",
                     workers - connected,
-                    if why.is_empty() { String::new() } else { format!(" ({why})") }
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
                 ));
             }
             let admin = ctx.store.as_ref().is_some_and(|s| s.read.is_up());

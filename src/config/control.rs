@@ -34,7 +34,7 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-/// `healthcheck`: the built-in active health checker (hipache-hchecker's behaviour, spec §10).
+/// `healthcheck`: the built-in active health checker (hipache-hchecker's behaviour, docs/compatibility.md §10).
 #[derive(Debug, Clone)]
 pub struct HealthCheckConfig {
     /// `healthcheck.enabled` (default false).

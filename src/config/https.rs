@@ -1,4 +1,4 @@
-//! The `https` section (spec §7): Hipache's keys (`port`, `bind` in all its forms with per-item `key`,
+//! The `https` section (docs/compatibility.md §7): Hipache's keys (`port`, `bind` in all its forms with per-item `key`,
 //! `cert`, `ca`, `passphrase`; global `key`, `cert`, `ca`, `passphrase`; OpenSSL-only keys accepted and
 //! reported as ignored) and hipache-tpc's SNI additions (`certificates`, `certificatesDir`,
 //! `handshakeTimeout`).

@@ -454,7 +454,7 @@ async fn respond_error_skipping_body<S: ClientStream>(
     respond_error(c, w, ex, status, reason, close).await
 }
 
-/// Sends one of the proxy's own answers (spec §6). Returns whether the connection may continue.
+/// Sends one of the proxy's own answers (docs/compatibility.md §6). Returns whether the connection may continue.
 pub async fn respond_error<S: ClientStream>(
     c: &mut ClientConn<S>,
     w: &Worker,

@@ -2,7 +2,7 @@
 //! set, plus parsing of backend URLs.
 //!
 //! Routes are immutable once built, except for local dead marks: the worker that sees a backend fail
-//! stops choosing it at once (spec §3), without waiting for the next lookup. A local mark expires after
+//! stops choosing it at once (docs/compatibility.md §3), without waiting for the next lookup. A local mark expires after
 //! `deadBackendTTL`, like a mark in Redis, even if the route stays cached longer.
 
 use std::cell::Cell;
@@ -25,7 +25,7 @@ fn warn_once_per_change(frontend_key: &str, list: &[String], backends: &[Backend
     frontend_key.hash(&mut base);
     list.hash(&mut base);
     let first_time = |extra: usize| {
-        let mut h = base.clone();
+        let mut h = base;
         extra.hash(&mut h);
         let key = h.finish();
         WARNED.with(|w| {
@@ -149,7 +149,7 @@ pub struct BackendTarget {
     pub port: u16,
     /// Set when the host is an IP literal (no DNS needed).
     pub addr: Option<SocketAddr>,
-    /// The entry said `https://`; we still speak plain HTTP to it (spec §1).
+    /// The entry said `https://`; we still speak plain HTTP to it (docs/compatibility.md §1).
     pub https_scheme: bool,
 }
 
@@ -162,7 +162,7 @@ impl Backend {
     }
 }
 
-/// Parses `http://host:port[/path]`, `https://...`, or a scheme-less `host:port` (spec §1 FIX).
+/// Parses `http://host:port[/path]`, `https://...`, or a scheme-less `host:port` (docs/compatibility.md §1 FIX).
 pub fn parse_backend_url(url: &str) -> Result<BackendTarget, String> {
     let trimmed = url.trim();
     let (rest, https_scheme, default_port) = if let Some(r) = strip_prefix_ci(trimmed, "http://") {
