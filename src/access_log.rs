@@ -1,17 +1,23 @@
-//! The access log (spec §8): nginx "combined" plus identifier, total and backend seconds, one line per
+//! The access log (docs/compatibility.md §8): nginx "combined" plus identifier, total and backend seconds, one line per
 //! request, written by each worker into its own buffer and appended to the file in whole lines.
 //!
 //! Each worker opens the file itself (O_APPEND), so lines from different workers never interleave inside
 //! a line and no lock is shared. The buffer is flushed when it passes 32 KiB and at least every 200 ms.
 //! SIGUSR1 bumps a process-wide generation; each worker reopens the file when it sees the change (log
 //! rotation). Writes go to the page cache and take microseconds; they are the only file I/O on a worker.
+//!
+//! A reopen that fails (a folder the user cannot write, after the file was moved away) logs an error and
+//! keeps the open file; a new file made by a reopen gets the old file's mode and owner (as far as the
+//! process may set them). A worker started later (after a crash) that cannot open the path writes
+//! through the descriptor the main thread opened at start-up (see [`keep_open`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
-use log::warn;
+use log::{error, warn};
 
 use crate::clock::LogClock;
 
@@ -19,6 +25,17 @@ use crate::clock::LogClock;
 pub static REOPEN_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 const FLUSH_AT: usize = 32 * 1024;
+
+/// The access log as opened by the main thread at start-up (after the switch to the user).
+static OPENED_AT_START: OnceLock<File> = OnceLock::new();
+
+/// Called once by the main thread before the workers start: keeps a descriptor of the log, for workers
+/// that cannot open the path later.
+pub fn keep_open(path: &Path) -> std::io::Result<()> {
+    let file = open_append(path)?;
+    let _ = OPENED_AT_START.set(file);
+    Ok(())
+}
 
 /// One request's line, borrowed from the request and response.
 pub struct LogFields<'a> {
@@ -50,7 +67,19 @@ impl AccessLog {
     /// Opens `path` for appending (creating it); `None` disables logging.
     pub fn open(path: Option<&Path>) -> std::io::Result<AccessLog> {
         let file = match path {
-            Some(p) => Some(open_append(p)?),
+            Some(p) => match open_append(p) {
+                Ok(f) => Some(f),
+                Err(e) => match OPENED_AT_START.get().map(File::try_clone) {
+                    Some(Ok(f)) => {
+                        error!(
+                            "cannot open the access log {}: {e}; writing to the file opened at start-up",
+                            p.display()
+                        );
+                        Some(f)
+                    }
+                    _ => return Err(e),
+                },
+            },
             None => None,
         };
         Ok(AccessLog {
@@ -107,10 +136,21 @@ impl AccessLog {
         if generation != self.generation {
             self.generation = generation;
             if let Some(path) = &self.path {
-                match open_append(path) {
+                // An existing file (made by logrotate's `create`, say) is taken as it is; one this
+                // process creates gets the old file's mode and owner.
+                let reopened = match OpenOptions::new().append(true).open(path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => open_append(path)
+                        .inspect(|f| {
+                            if let Some(old) = &self.file {
+                                keep_mode_and_owner(old, f);
+                            }
+                        }),
+                    other => other,
+                };
+                match reopened {
                     Ok(f) => self.file = Some(f),
-                    Err(e) => warn!(
-                        "cannot reopen access log {}: {e}; keeping the old file",
+                    Err(e) => error!(
+                        "cannot reopen the access log {}: {e}; still writing to the file opened before",
                         path.display()
                     ),
                 }
@@ -128,6 +168,27 @@ impl AccessLog {
             }
         }
         self.buf.clear();
+    }
+}
+
+/// A file created by a reopen gets the previous file's mode and owner. Best effort: a process that gave
+/// up root can only set its own uid, so then only the mode and a group it has are kept.
+fn keep_mode_and_owner(old: &File, new: &File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(before), Ok(after)) = (old.metadata(), new.metadata()) else {
+        return;
+    };
+    if (before.dev(), before.ino()) == (after.dev(), after.ino()) {
+        return;
+    }
+    if (before.uid(), before.gid()) != (after.uid(), after.gid()) {
+        // SAFETY: fchown on a descriptor we own; a refusal (EPERM) is harmless.
+        unsafe { libc::fchown(new.as_raw_fd(), before.uid(), before.gid()) };
+    }
+    if before.mode() & 0o7777 != after.mode() & 0o7777 {
+        // SAFETY: fchmod on a descriptor we own; a refusal is harmless.
+        unsafe { libc::fchmod(new.as_raw_fd(), (before.mode() & 0o7777) as libc::mode_t) };
     }
 }
 

@@ -20,6 +20,11 @@ pub struct Args {
     #[argh(switch, short = 'd')]
     pub dry: bool,
 
+    /// write the PID to this file once ready (rewritten by a reload's successor); overrides
+    /// server.pidFile
+    #[argh(option)]
+    pub pid_file: Option<PathBuf>,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,

@@ -45,6 +45,8 @@ pub mod http1;
 pub mod listeners;
 pub mod local_sync;
 pub mod metrics;
+pub mod pid_file;
+pub mod preflight;
 pub mod privileges;
 pub mod proxy;
 pub mod redis;

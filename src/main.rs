@@ -57,17 +57,39 @@ fn main() {
     .format_timestamp_millis()
     .init();
     let path = args.config.unwrap_or_else(config::default_path);
-    let config = match Config::load(&path) {
+    let mut config = match Config::load(&path) {
         Ok(c) => c,
-        Err(e) => fatal(ready_pipe, &format!("configuration error: {e}")),
+        Err(e) => {
+            // The unknown keys too: a typo is often what caused the error.
+            for w in &e.warnings {
+                warn!("{}: {w}", path.display());
+            }
+            fatal(ready_pipe, &format!("configuration error: {e}"))
+        }
     };
     for w in &config.warnings {
         warn!("{}: {w}", path.display());
     }
+    if let Some(pid_file) = &args.pid_file {
+        // Absolute, so that a reload's successor (same arguments) writes the same file.
+        config.server.pid_file = Some(std::path::absolute(pid_file).unwrap_or(pid_file.clone()));
+    }
     if args.dry {
+        // What a start checks before binding, in the same words: account, access log, pid file.
+        match hipache_tpc::preflight::check(&config) {
+            Ok(checked) => {
+                for w in &checked.warnings {
+                    warn!("{w}");
+                }
+            }
+            Err(e) => {
+                eprintln!("hipache-tpc: {e}");
+                std::process::exit(1);
+            }
+        }
         // Certificates and keys are read and checked too.
         if let Err(e) = hipache_tpc::tls::load_all(&config) {
-            eprintln!("hipache-tpc: configuration error: {e}");
+            eprintln!("hipache-tpc: {e}");
             std::process::exit(1);
         }
         // So is the routes file.
@@ -87,6 +109,18 @@ fn main() {
                     eprintln!("hipache-tpc: {e}");
                     std::process::exit(1);
                 }
+            }
+        }
+        // And the listening addresses (a port held by another program stops a start).
+        match hipache_tpc::preflight::ports(&config) {
+            Ok(notes) => {
+                for n in notes {
+                    log::info!("{n}");
+                }
+            }
+            Err(e) => {
+                eprintln!("hipache-tpc: {e}");
+                std::process::exit(1);
             }
         }
         match serde_json::to_string_pretty(&config.to_effective_json()) {

@@ -10,8 +10,26 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// The last reason a Redis connection could not be made (authentication refused, say), for the ready
+/// line and `/status`. Written only when a connection attempt fails and is logged (the first failure,
+/// then one in 30), never on the request path.
+static REDIS_PROBLEM: Mutex<String> = Mutex::new(String::new());
+
+/// Records why Redis could not be reached (see [`REDIS_PROBLEM`]).
+pub fn note_redis_problem(what: &str) {
+    if let Ok(mut p) = REDIS_PROBLEM.lock() {
+        p.clear();
+        p.push_str(&what[..what.floor_char_boundary(300)]);
+    }
+}
+
+/// The last recorded Redis problem (empty if none).
+pub fn redis_problem() -> String {
+    REDIS_PROBLEM.lock().map(|p| p.clone()).unwrap_or_default()
+}
 
 /// Monotonic counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

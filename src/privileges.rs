@@ -1,4 +1,4 @@
-//! Privilege drop (spec §7): a process started as root binds every listener and prepares its access log
+//! Privilege drop (docs/compatibility.md §7): a process started as root binds every listener and prepares its access log
 //! as root, then switches to `group` and `user` before any worker serves.
 //!
 //! Rules:
@@ -36,7 +36,7 @@ pub enum Plan {
     SwitchTo(Identity),
 }
 
-/// The default `user` (spec §7).
+/// The default `user` (docs/compatibility.md §7).
 pub const DEFAULT_USER: &str = "www-data";
 
 /// Decides what to do, resolving names as root. Errors are complete sentences for the operator.
@@ -90,28 +90,50 @@ pub fn plan(user: Option<&str>, group: Option<&str>) -> Result<Plan, String> {
     }))
 }
 
-/// Prepares the access log while still root: creates the file if it is missing and gives a new file to
-/// the identity, so that workers (which open it themselves) can append to it after the switch.
+/// Prepares the access log while still root: creates the file if it is missing, and gives a new file,
+/// or one left by root (Hipache ran as root), to the identity, so that workers (which open it themselves)
+/// can append to it after the switch. A file of any other owner is left alone.
 pub fn prepare_access_log(path: &Path, who: &Identity) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let existed = path.exists();
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
         .open(path)
         .map_err(|e| format!("cannot open the access log {}: {e}", path.display()))?;
-    if !existed {
-        use std::os::fd::AsRawFd;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect the access log {}: {e}", path.display()))?;
+    if meta.uid() == 0 {
         // SAFETY: fchown on a descriptor we own; the result is checked.
         if unsafe { libc::fchown(file.as_raw_fd(), who.uid, who.gid) } != 0 {
             return Err(format!(
-                "cannot give the new access log {} to {}:{}: {}",
+                "cannot give the access log {} to {}:{}: {}",
                 path.display(),
                 who.user,
                 who.group,
                 std::io::Error::last_os_error()
             ));
+        }
+        if meta.len() > 0 {
+            info!(
+                "the access log {} belonged to root: it now belongs to {}:{} (who appends to it)",
+                path.display(),
+                who.user,
+                who.group
+            );
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o200 == 0 {
+            // SAFETY: fchmod on a descriptor we own; the result is checked.
+            if unsafe { libc::fchmod(file.as_raw_fd(), (mode | 0o200) as libc::mode_t) } != 0 {
+                return Err(format!(
+                    "cannot make the access log {} writable by its owner: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                ));
+            }
         }
     }
     Ok(())

@@ -18,7 +18,7 @@ use crate::redis::{routes, RedisClient, RedisError};
 use crate::routing::host::candidates;
 use crate::routing::Lookup;
 
-/// A checker's `hchecker_ping` younger than this means it owns the dead sets (spec §3).
+/// A checker's `hchecker_ping` younger than this means it owns the dead sets (docs/compatibility.md §3).
 pub const CHECKER_FRESH_SECS: u64 = 30;
 /// How often the proxy looks at `hchecker_ping`.
 pub const CHECKER_POLL: Duration = Duration::from_secs(30);
@@ -66,7 +66,7 @@ impl RouteStore {
         }
     }
 
-    /// Records a passive failure (spec §3). Redis: `SADD` + `EXPIRE` on `dead:<host>` unless an active
+    /// Records a passive failure (docs/compatibility.md §3). Redis: `SADD` + `EXPIRE` on `dead:<host>` unless an active
     /// checker owns the sets, and always `PUBLISH dead host;url;index;count`; fire and forget, the request
     /// does not wait for Redis. File: a mark in this worker's memory, with the same TTL rules.
     pub fn mark_dead(&self, host: &str, url: &str, index: usize, count: usize) {

@@ -70,6 +70,12 @@ fn start(
     let workers = config.server.workers.max(1);
     // Certificates, the routes file and the account first: a bad key, a broken routes file or an unknown
     // user stops the start-up before any port is taken.
+    // The same checks as --dry, in the same words.
+    let checked = crate::preflight::check(&config)?;
+    for w in &checked.warnings {
+        warn!("{w}");
+    }
+    let plan = checked.plan;
     let tls_configs = crate::tls::load_all(&config)?;
     let https: Vec<(std::net::SocketAddr, Arc<rustls::ServerConfig>)> = config
         .https
@@ -83,13 +89,16 @@ fn start(
         }
         DriverConfig::Redis { .. } => None,
     };
-    let plan = privileges::plan(config.user.as_deref(), config.group.as_deref())?;
     if !inherited.is_empty() {
         info!("started by the previous process: adopting its listening sockets");
     }
     let admin_addr = config.admin.as_ref().map(|a| a.addr);
     let listen = ListenSet::bind_all(&config.http, &https, admin_addr, workers, inherited)?;
     drop_privileges(&config, &plan)?;
+    if let Some(path) = &config.server.access_log {
+        crate::access_log::keep_open(path)
+            .map_err(|e| format!("cannot open the access log {}: {e}", path.display()))?;
+    }
     #[cfg(feature = "fault-injection")]
     if crate::fault::armed() {
         warn!("fault injection is armed (HIPACHE_TPC_FAULT_INJECTION=1): a test build, not for production");
@@ -149,13 +158,47 @@ fn start(
     } else {
         None
     };
+    // Workers waited (up to 2 s each) for Redis: a proxy that cannot reach or authenticate to it says
+    // so instead of a plain "ready".
+    let not_ready = match &config.driver {
+        DriverConfig::Redis { .. } => {
+            let connected = supervisor
+                .metrics()
+                .gauge_total(crate::metrics::Gauge::RedisUp)
+                .max(0) as usize;
+            (connected < workers).then(|| {
+                let why = crate::metrics::redis_problem();
+                format!(
+                    "; {} of {workers} workers have no Redis connection{}",
+                    workers - connected,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
+                )
+            })
+        }
+        DriverConfig::File { .. } => None,
+    };
     let status = format!(
-        "hipache-tpc {} ready: {workers} workers listening on {}, routes from {}",
+        "hipache-tpc {} {}: {workers} workers listening on {}, routes from {}{}",
         env!("CARGO_PKG_VERSION"),
+        if not_ready.is_some() {
+            "not ready"
+        } else {
+            "ready"
+        },
         binds.join(", "),
-        describe_driver(&config)
+        describe_driver(&config),
+        not_ready.unwrap_or_default()
     );
     info!("{status} (pid {})", std::process::id());
+    if let Some(path) = &config.server.pid_file {
+        if let Err(e) = crate::pid_file::write(path) {
+            error!("{e}");
+        }
+    }
     match ready_pipe.take() {
         // The predecessor tells systemd (MAINPID and READY) once it has heard this.
         Some(pipe) => pipe.ready(),
@@ -164,6 +207,10 @@ fn start(
         }
     }
     supervisor.run();
+    if let Some(path) = &config.server.pid_file {
+        // Only when it still names this process (a reload's successor rewrote it otherwise).
+        crate::pid_file::remove_if_ours(path);
+    }
     stop_watcher(&latch, routes_watcher);
     if let Some(handle) = control {
         // The latch is set (the workers only stop after it): the control thread is stopping too.
@@ -175,7 +222,8 @@ fn start(
     Ok(())
 }
 
-/// Applies the privilege plan after binding; checks the access log stays writable.
+/// Applies the privilege plan after binding: the access log (and pid file) are created, or taken over
+/// from root, for the user, then the process switches; the log is checked to stay appendable.
 fn drop_privileges(config: &Config, plan: &Plan) -> Result<(), String> {
     match plan {
         Plan::Unprivileged => Ok(()),
@@ -187,17 +235,12 @@ fn drop_privileges(config: &Config, plan: &Plan) -> Result<(), String> {
             if let Some(path) = &config.server.access_log {
                 privileges::prepare_access_log(path, who)?;
             }
+            if let Some(path) = &config.server.pid_file {
+                crate::pid_file::prepare(path, who)?;
+            }
             privileges::switch_to(who)?;
             if let Some(path) = &config.server.access_log {
                 privileges::check_access_log_writable(path)?;
-                // A reload starts a new process as the user, which checks the folder again: fail now
-                // rather than at the first reload.
-                crate::config::check_log_dir(path).map_err(|e| {
-                    format!(
-                        "{e} (as user {}: the access-log folder must be writable by it, for reloads and log rotation)",
-                        who.user
-                    )
-                })?;
             }
             info!(
                 "listeners bound as root; now running as user {} (uid {}) and group {} (gid {})",

@@ -167,7 +167,7 @@ impl Worker {
     }
 
     /// Marks backend `index` of `route` dead for `host`: at once in this worker's cache entry, and in the
-    /// driver for everyone (spec §3). Only frontends with more than one backend are marked.
+    /// driver for everyone (docs/compatibility.md §3). Only frontends with more than one backend are marked.
     pub fn mark_dead(&self, route: &crate::routing::Route, host: &str, index: usize) {
         let count = route.backends.len();
         if count <= 1 {
@@ -544,8 +544,13 @@ fn spawn_connection(
                 // handed on, not read twice.
                 let mut stream = stream;
                 let mut first = w.head_bufs.get();
-                match crate::h2::sniff(&mut stream, &mut first, w.config.server.header_timeout, &w)
-                    .await
+                match crate::h2::sniff(
+                    &mut stream,
+                    &mut first,
+                    w.config.server.first_byte_timeout(),
+                    &w,
+                )
+                .await
                 {
                     crate::h2::Sniffed::Http1 => {
                         serve_client(stream, fd, peer, info, &w, first).await

@@ -1,4 +1,4 @@
-//! The admin API (spec §9, hipache-api compatible) against a real redis-server and the real binary:
+//! The admin API (docs/compatibility.md §9, hipache-api compatible) against a real redis-server and the real binary:
 //! every endpoint's success and errors, authentication, the fixes (dead sets cleared on list changes,
 //! SCAN, URL validation, no duplicates), prefixed and numbered databases, the file driver, bad input.
 

@@ -281,3 +281,202 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
         "no longer listening"
     );
 }
+
+#[test]
+fn configuration_mistakes_get_precise_messages_word_for_word() {
+    let dir = TempDir::new("cli-typos");
+    // Typos next to an error that stops the start: the warnings are printed all the same.
+    let path = write_config(
+        &dir,
+        r#"{"server": {"accessLog": false, "workres": 2, "deadBackendTTl": 5, "maxSockets": 0},
+            "drivr": "redis://127.0.0.1:6379", "http": {"prot": 8080}}"#,
+    );
+    let (code, _, err) = run_cli(&["-c", &path, "--dry"], None, &[]);
+    assert_eq!(code, 1, "{err}");
+    for line in [
+        format!("{path}: unknown configuration key `server.workres` is ignored; did you mean `server.workers`?"),
+        format!("{path}: unknown configuration key `server.deadBackendTTl` is ignored; did you mean `server.deadBackendTTL`?"),
+        format!("{path}: unknown configuration key `drivr` is ignored; did you mean `driver`?"),
+        format!("{path}: unknown configuration key `http.prot` is ignored; did you mean `http.port`?"),
+        format!("hipache-tpc: configuration error: {path}: key `server.maxSockets`: must be at least 1"),
+    ] {
+        assert!(err.contains(&line), "missing {line:?} in:\n{err}");
+    }
+    // A key far from every known one gets no guess; a top-level server key points to `server`.
+    let path = write_config(
+        &dir,
+        r#"{"server": {"accessLog": false}, "colour": 1, "workers": 2}"#,
+    );
+    let (code, _, err) = run_cli(&["-c", &path, "--dry"], None, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("unknown configuration key `colour` is ignored\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "unknown configuration key `workers` is ignored; did you mean `server.workers`?"
+        ),
+        "{err}"
+    );
+    // The legacy `redis` object, `db` read as `database`.
+    let path = write_config(
+        &dir,
+        r#"{"server": {"accessLog": false}, "redis": {"host": "10.0.0.9", "port": 6380, "db": 3}}"#,
+    );
+    let (code, out, err) = run_cli(&["-c", &path, "--dry"], None, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{path}: `redis.db` is read as `redis.database`; please rename it"
+        )),
+        "{err}"
+    );
+    let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        effective["driver"]["read"],
+        json!("redis://10.0.0.9:6380/3")
+    );
+    // Errors name the key the user wrote: a legacy `server.address`, a `redis.port`.
+    for (text, want) in [
+        (
+            r#"{"server": {"accessLog": false, "port": 8080, "address": ["no-such-host.invalid"]}}"#,
+            "key `server.address`",
+        ),
+        (
+            r#"{"server": {"accessLog": false}, "redis": {"port": "x"}}"#,
+            "key `redis.port`",
+        ),
+        (
+            r#"{"server": {"accessLog": false}, "redis": {"db": "x"}}"#,
+            "key `redis.db`",
+        ),
+    ] {
+        let path = write_config(&dir, text);
+        let (code, _, err) = run_cli(&["-c", &path, "--dry"], None, &[]);
+        assert_eq!(code, 1, "{text}: {err}");
+        assert!(err.contains(want), "{text}: wanted {want}:\n{err}");
+    }
+}
+
+#[test]
+fn relative_paths_fall_back_to_the_working_directory_with_a_warning() {
+    let conf_dir = TempDir::new("cli-rel-conf");
+    let cwd = TempDir::new("cli-rel-cwd");
+    std::fs::create_dir_all(cwd.path().join("errors")).unwrap();
+    std::fs::create_dir_all(conf_dir.path().join("pages")).unwrap();
+    std::fs::create_dir_all(cwd.path().join("pages")).unwrap();
+    let path = write_config(
+        &conf_dir,
+        r#"{"server": {"accessLog": false, "staticDir": "errors"}, "healthcheck": {"enabled": false}}"#,
+    );
+    let (code, out, err) = run_cli(&["-c", &path, "--dry"], Some(cwd.path()), &[]);
+    assert_eq!(code, 0, "{err}");
+    let used = cwd.path().join("errors");
+    assert!(
+        err.contains(&format!(
+            "relative path \"errors\": nothing at {} (beside the configuration file), so {} (in the working directory, as Hipache resolved it) is used",
+            conf_dir.path().join("errors").display(),
+            used.display()
+        )),
+        "{err}"
+    );
+    let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        effective["server"]["staticDir"],
+        json!(used.to_string_lossy())
+    );
+    // Present beside the configuration file: that one, silently.
+    let path = write_config(
+        &conf_dir,
+        r#"{"server": {"accessLog": false, "staticDir": "pages"}}"#,
+    );
+    let (code, out, err) = run_cli(&["-c", &path, "--dry"], Some(cwd.path()), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("relative path"), "{err}");
+    let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        effective["server"]["staticDir"],
+        json!(conf_dir.path().join("pages").to_string_lossy())
+    );
+}
+
+#[test]
+fn a_silent_new_connection_is_closed_after_tcp_timeout() {
+    let redis = RedisServer::start();
+    // tcpTimeout 1 s, headerTimeout 10 s: a connection that sends nothing is closed after 1 s, as
+    // Hipache closed it after tcpTimeout.
+    let proxy = Proxy::start(&redis, json!({ "server": { "tcpTimeout": 1 } }));
+    for _ in 0..2 {
+        let mut conn = Conn::open(proxy.port);
+        let start = Instant::now();
+        assert!(
+            conn.is_closed_within(Duration::from_secs(4)),
+            "still open after 4 s"
+        );
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+            "closed after {took:?}"
+        );
+    }
+}
+
+#[test]
+fn the_quickstart_refuses_a_taken_backend_port() {
+    // Something else on 8081 (this listener, or whoever already holds it): the quickstart must not
+    // start and serve that program's answers as its demo. It refuses before building anything.
+    let _held = TcpListener::bind("127.0.0.1:8081");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/quickstart.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run the quickstart");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{err}");
+    assert!(
+        err.contains(
+            "quickstart: port 8081 on 127.0.0.1 is already taken by another program; stop it first"
+        ),
+        "{err}"
+    );
+    assert!(!stdout.contains("building"), "{stdout}");
+}
+
+#[test]
+fn pid_file_flag_writes_the_pid_and_dry_checks_its_folder() {
+    let dir = TempDir::new("cli-pid");
+    let port = common::free_port();
+    let path = write_config(
+        &dir,
+        &format!(
+            r#"{{"server": {{"accessLog": false}}, "http": {{"port": {port}, "bind": ["127.0.0.1"]}}}}"#
+        ),
+    );
+    let (code, out, err) = run_cli(
+        &[
+            "-c",
+            &path,
+            "--dry",
+            "--pid-file",
+            "/nonexistent-hipache/p.pid",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("hipache-tpc: the pid file /nonexistent-hipache/p.pid: its folder /nonexistent-hipache does not exist (key `server.pidFile` or --pid-file)"),
+        "{err}"
+    );
+    let pid = dir.path().join("p.pid");
+    let (code, out, err) = run_cli(
+        &["-c", &path, "--dry", "--pid-file", pid.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let effective: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(effective["server"]["pidFile"], json!(pid.to_string_lossy()));
+}

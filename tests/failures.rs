@@ -1,4 +1,4 @@
-//! Backends and Redis failing (spec §3): passive dead marks, retries, timeouts, connection limits,
+//! Backends and Redis failing (docs/compatibility.md §3): passive dead marks, retries, timeouts, connection limits,
 //! Redis outages, slow clients. Real redis-server, real backends that die, hang and come back.
 
 mod common;
@@ -114,7 +114,7 @@ fn hung_backend_gets_504_within_the_timeout_and_is_marked_dead() {
         "{took:?}"
     );
     assert_eq!(dead_set(&redis, "hung.test"), vec!["0", "1"]);
-    // A frontend with one backend is never marked (spec §3).
+    // A frontend with one backend is never marked (docs/compatibility.md §3).
     assert_eq!(get(proxy.port, "solo.test", "/").status, 504);
     assert!(dead_set(&redis, "solo.test").is_empty());
 }
@@ -399,4 +399,53 @@ fn a_client_that_stops_reading_is_dropped_after_tcp_timeout() {
     );
     // Other clients are served normally meanwhile.
     assert_eq!(get(proxy.port, "big.test", "/").status, 200);
+}
+
+#[test]
+fn a_proxy_that_cannot_authenticate_to_redis_says_not_ready() {
+    let redis = RedisServer::start_with(Some("s3cret"));
+    let (proxy, admin) = common::admin::start_url_with_admin(
+        &format!("redis://:wrong@127.0.0.1:{}", redis.port),
+        json!({}),
+        json!({}),
+    );
+    let log = proxy.log();
+    let ready = log.lines().find(|l| l.contains(" ready: ")).unwrap_or("");
+    assert!(ready.contains("not ready: 2 workers listening on"), "{log}");
+    assert!(
+        ready.contains("2 of 2 workers have no Redis connection (cannot connect to redis://"),
+        "{ready}"
+    );
+    assert!(ready.contains("authentication failed"), "{ready}");
+    let status = admin.get("/status");
+    assert_eq!(status.status, 503);
+    let problems = status.json["problems"].to_string();
+    assert!(problems.contains("authentication failed"), "{problems}");
+}
+
+#[test]
+fn bad_backend_entries_are_logged_once_per_version_of_the_list() {
+    let redis = RedisServer::start();
+    let b = Backend::start("b");
+    redis.set_frontend("bad.test", "bad", &["ftp://nope".to_string(), b.url()]);
+    redis.set_frontend("only.test", "lonely", &[]);
+    let proxy = Proxy::start(&redis, json!({}));
+    for _ in 0..20 {
+        // The unusable entry is skipped (a request that keeps drawing it may end in 502).
+        let _ = get(proxy.port, "bad.test", "/");
+        assert_eq!(get(proxy.port, "only.test", "/").status, 502);
+    }
+    let count = |needle: &str| proxy.log().matches(needle).count();
+    let bad = "frontend bad.test: backend entry 1 \"ftp://nope\" is not usable and is skipped";
+    let lonely = "frontend only.test has only its identifier \"lonely\" and no backend: its requests get 502";
+    // Once per worker at most (two workers), not once per request or attempt.
+    assert!((1..=2).contains(&count(bad)), "{}", proxy.log());
+    assert!((1..=2).contains(&count(lonely)), "{}", proxy.log());
+    // A new version of the list is reported again.
+    let before = count(bad);
+    redis.cmd::<i64>(&["rpush", "frontend:bad.test", &b.url()]);
+    assert!(wait_until(Duration::from_secs(5), || {
+        let _ = get(proxy.port, "bad.test", "/");
+        count(bad) > before
+    }));
 }

@@ -1,4 +1,4 @@
-//! The built-in active health checker (spec §10, hipache-hchecker compatible), with real backends in
+//! The built-in active health checker (docs/compatibility.md §10, hipache-hchecker compatible), with real backends in
 //! their own processes (python3, so they can be frozen with SIGSTOP), a real redis-server and the real
 //! binary: dead on 500 and when frozen, alive again after recovery, discovery through the proxy's own
 //! passive failures, one checker per URL across instances (and takeover when the owner dies), the
@@ -322,7 +322,7 @@ fn wildcard_hosts_are_covered_and_list_changes_stop_the_marks() {
     let checks = sick.checks().len();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sick.checks().len(), checks, "the check ended");
-    // Groups of one backend are ignored (spec §10).
+    // Groups of one backend are ignored (docs/compatibility.md §10).
     redis.set_frontend("one.test", "o", &[single.url()]);
     publish(&redis, &format!("one.test;{};0;1", single.url()), 1);
     std::thread::sleep(Duration::from_secs(2));

@@ -1,4 +1,4 @@
-//! HTTP/2 for clients (issue 9, spec §11): h2c with prior knowledge and h2 over TLS, many concurrent
+//! HTTP/2 for clients (issue 9, docs/compatibility.md §11): h2c with prior knowledge and h2 over TLS, many concurrent
 //! streams to several frontends, 10 MB bodies both ways, a slow stream beside fast ones, flow control,
 //! error statuses, header conversion, malformed frames, oversized headers, graceful shutdown.
 

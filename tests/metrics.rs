@@ -221,3 +221,52 @@ fn timeouts_and_redis_outages_show_in_metrics_and_status() {
         == 200));
     assert_eq!(scrape(&admin)["hipache_redis_up"], 2.0);
 }
+
+/// The README's metrics table lists exactly what `/metrics` exposes: every `# TYPE` line of a scrape
+/// (with the health checker on, so that its metrics are there too) is a row of the table, with the same
+/// type, and every row is exposed.
+#[test]
+fn the_readme_metrics_table_matches_metrics_exactly() {
+    let redis = RedisServer::start();
+    let (_proxy, admin) = start_with_admin(
+        &redis,
+        json!({}),
+        json!({ "healthcheck": { "enabled": true } }),
+    );
+    let scraped: std::collections::BTreeSet<(String, String)> = admin
+        .get("/metrics")
+        .response
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("\n## Metrics and status\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a \"Metrics and status\" section");
+    let documented: std::collections::BTreeSet<(String, String)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `hipache_"))
+        .map(|l| {
+            // An escaped `\|` inside a cell is not a cell border.
+            let l = l.replace("\\|", "/");
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            // | `name{labels}` | type | meaning |
+            let name = cells[1].trim_matches('`');
+            let name = name.split('{').next().unwrap_or(name);
+            (name.to_string(), cells[2].to_string())
+        })
+        .collect();
+    assert!(!scraped.is_empty());
+    let missing: Vec<_> = scraped.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&scraped).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "exposed but not in the README: {missing:?}\nin the README but not exposed: {extra:?}"
+    );
+}

@@ -287,29 +287,179 @@ fn unknown_user_or_group_refuses_to_start_with_a_clear_message() {
     }
 }
 
+/// Hipache's own example configuration (README, master): no `user` key, the log in a root-owned folder,
+/// `server.port`, legacy Redis keys, an `https` section. Ports, paths and certificates substituted.
+fn hipache_master_config(
+    dir: &std::path::Path,
+    redis: &RedisServer,
+    port: u16,
+    tls_port: u16,
+) -> serde_json::Value {
+    let ca = common::tls::TestCa::new();
+    let issued = ca.issue_files(dir, "ssl", &["hip.test"]);
+    json!({
+        "server": {
+            "accessLog": dir.join("log/hipache_access.log").to_string_lossy(),
+            "port": port, "workers": 2, "maxSockets": 100, "deadBackendTTL": 30, "tcpTimeout": 30,
+            "retryOnError": 3, "deadBackendOn500": true, "httpKeepAlive": false
+        },
+        "https": { "port": tls_port, "bind": ["127.0.0.1"], "key": issued.key, "cert": issued.cert },
+        "redisHost": "127.0.0.1", "redisPort": redis.port, "redisDatabase": 0
+    })
+}
+
+/// The folder www-data cannot write: root-owned 0755, as /var/log.
+fn root_folder(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
 #[test]
-fn a_log_folder_the_user_cannot_write_refuses_the_start() {
+fn hipache_master_example_config_starts_as_root_and_serves() {
     if !is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    // The temporary folder belongs to root (0755): nobody could not reopen the log after rotation,
-    // and a reload (run as nobody) would refuse the configuration. Refused at once instead.
-    let dir = TempDir::new("ops-logdir");
-    let port = free_port();
-    let config = config_for(
-        "redis://127.0.0.1:1",
-        port,
-        dir.path(),
-        json!({ "user": "nobody" }),
-    );
+    use std::os::unix::fs::MetadataExt;
+    let redis = RedisServer::start();
+    let backend = Backend::start("b");
+    redis.set_frontend("hip.test", "hip", &[backend.url()]);
+    let dir = TempDir::new("ops-hipache");
+    let logdir = root_folder(dir.path(), "log");
+    // A log left by Hipache, which ran as root.
+    let log = logdir.join("hipache_access.log");
+    std::fs::write(&log, "old line from hipache\n").unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    let config = hipache_master_config(dir.path(), &redis, port, tls_port);
     let path = dir.path().join("config.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    let (code, _, err) = run_cli(&["-c", path.to_str().unwrap()], None, &[]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("is not writable"), "{err}");
-    assert!(err.contains("as user nobody"), "{err}");
-    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    let folder_warning = format!(
+        "the access-log folder {} is not writable by user www-data: the log is written, but rotation must use logrotate's `create` (or `copytruncate`); a reopen (SIGUSR1) after the file was moved away fails, logs an error and keeps writing to the open file",
+        logdir.display()
+    );
+    let (code, _, err) = run_cli(&["-c", path.to_str().unwrap(), "--dry"], None, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&folder_warning), "{err}");
+    let proxy = Proxy::start_config(dir, port, &config).unwrap_or_else(|log| panic!("{log}"));
+    assert!(proxy.log().contains(&folder_warning), "{}", proxy.log());
+    assert_eq!(ids(proxy.pid(), "Uid"), vec![33; 4], "{}", proxy.log());
+    assert_eq!(common::get(port, "hip.test", "/").status, 200);
+    let mut tls =
+        common::tls::connect(tls_port, common::tls::ClientOptions::sni("hip.test")).unwrap();
+    assert_eq!(tls.get("hip.test", "/").status, 200);
+    // The old file was taken over (owned by www-data now) and appended to.
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.lines().count() >= 3)
+            .unwrap_or(false)
+    }));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("old line from hipache\n"), "{text}");
+    assert_eq!(std::fs::metadata(&log).unwrap().uid(), 33);
+}
+
+#[test]
+fn hipache_0_3_config_starts_and_serves() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let redis = RedisServer::start();
+    let backend = Backend::start("b");
+    redis.cmd_db::<i64>(1, &["rpush", "frontend:old.test", "old", &backend.url()]);
+    let dir = TempDir::new("ops-hipache03");
+    let logdir = root_folder(dir.path(), "log");
+    let port = free_port();
+    let config = json!({
+        "server": {
+            "accessLog": logdir.join("access.log").to_string_lossy(),
+            "port": port, "address": ["127.0.0.1"], "workers": 2, "deadBackendTTL": 30
+        },
+        "redis": { "host": "127.0.0.1", "port": redis.port, "database": 1 }
+    });
+    let proxy = Proxy::start_config(dir, port, &config).unwrap_or_else(|log| panic!("{log}"));
+    assert_eq!(ids(proxy.pid(), "Uid"), vec![33; 4], "{}", proxy.log());
+    assert_eq!(common::get(port, "old.test", "/").status, 200);
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(logdir.join("access.log"))
+            .map(|t| t.contains("\"old\""))
+            .unwrap_or(false)
+    }));
+}
+
+/// `--dry` and a real start stop on the same problem with the same words.
+#[test]
+fn dry_run_agrees_with_the_real_start_on_each_bad_case() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("ops-dry");
+    let logdir = root_folder(dir.path(), "log");
+    // A log file of a third account, not writable by www-data.
+    let foreign = logdir.join("foreign.log");
+    std::fs::write(&foreign, "").unwrap();
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    let port = free_port();
+    let cases = [
+        (
+            json!({ "server": { "accessLog": foreign.to_string_lossy() } }),
+            format!(
+                "the access log {} (owner uid 65534, mode 600) cannot be appended to as user www-data: give it to that account (chown), or remove it so that it is created for it",
+                foreign.display()
+            ),
+        ),
+        (
+            json!({ "server": { "accessLog": false }, "user": "no-such-user-hipache" }),
+            "started as root, but the user \"no-such-user-hipache\" (configuration key \"user\") does not exist".to_string(),
+        ),
+        (
+            json!({ "server": { "accessLog": false }, "http": { "port": held_port } }),
+            format!("127.0.0.1:{held_port} is already in use by another process; stop it first"),
+        ),
+        (
+            json!({ "server": { "accessLog": false }, "https": { "port": free_port(), "bind": ["127.0.0.1"], "key": "missing.key", "cert": "missing.crt" } }),
+            "missing.crt".to_string(),
+        ),
+        (
+            json!({ "server": { "accessLog": false, "pidFile": "/nonexistent-hipache/x.pid" } }),
+            "the pid file /nonexistent-hipache/x.pid: its folder /nonexistent-hipache does not exist".to_string(),
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut config = json!({ "http": { "port": port, "bind": ["127.0.0.1"] }, "driver": "redis://127.0.0.1:1" });
+        common::proxy::merge(&mut config, extra);
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let (code, _, dry) = run_cli(&["-c", path.to_str().unwrap(), "--dry"], None, &[]);
+        let (real_code, _, real) = run_cli(&["-c", path.to_str().unwrap()], None, &[]);
+        assert_eq!(
+            (code, real_code),
+            (1, 1),
+            "{config}\n--dry: {dry}\nstart: {real}"
+        );
+        assert!(dry.contains(&expected), "--dry: {dry}\nwanted: {expected}");
+        assert!(
+            real.contains(&expected),
+            "start: {real}\nwanted: {expected}"
+        );
+        let last = |t: &str| {
+            t.lines()
+                .rfind(|l| l.starts_with("hipache-tpc: "))
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(last(&dry), last(&real), "the same words");
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+    drop(held);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -613,6 +763,61 @@ fn the_admin_listener_is_handed_over_on_reload() {
         admin.get("/frontends/adm.test").json,
         json!([backend.url()])
     );
+}
+
+#[test]
+fn the_pid_file_names_the_serving_process_across_a_reload() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("ops-pidfile");
+    let pid_path = dir.path().join("run/hipache.pid");
+    std::fs::create_dir_all(pid_path.parent().unwrap()).unwrap();
+    let port = free_port();
+    let config = config_for(
+        &redis.url(0),
+        port,
+        dir.path(),
+        json!({ "server": { "accessLog": false, "pidFile": "run/hipache.pid" } }),
+    );
+    let mut proxy = Proxy::start_config(dir, port, &config).unwrap_or_else(|log| panic!("{log}"));
+    let read = || {
+        std::fs::read_to_string(&pid_path)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let pid = proxy.pid();
+    assert!(
+        wait_until(Duration::from_secs(5), || read() == pid.to_string()),
+        "{:?}",
+        read()
+    );
+    proxy.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(20), || successor_pid(&proxy.log(), 0)
+            .is_some()
+            || proxy.log().contains("reload failed")),
+        "{}",
+        proxy.log()
+    );
+    let new_pid = successor_pid(&proxy.log(), 0)
+        .unwrap_or_else(|| panic!("the reload failed:\n{}", proxy.log()));
+    let _guard = Successor(new_pid);
+    assert_ne!(new_pid, pid);
+    assert!(
+        wait_until(Duration::from_secs(5), || read() == new_pid.to_string()),
+        "{:?}",
+        read()
+    );
+    assert!(proxy
+        .wait_exit(Duration::from_secs(15))
+        .is_some_and(|s| s.success()));
+    // The old process left the successor's pid in place; `kill -USR1 "$(cat pidfile)"` reaches it.
+    assert_eq!(read(), new_pid.to_string());
+    assert!(alive(new_pid));
+    // SAFETY: a plain signal to the successor the test saw.
+    unsafe { libc::kill(new_pid as i32, libc::SIGTERM) };
+    assert!(wait_until(Duration::from_secs(15), || !alive(new_pid)));
+    assert!(!pid_path.exists(), "removed by the last process at exit");
 }
 
 #[test]

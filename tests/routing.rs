@@ -1,4 +1,4 @@
-//! Routing against a real redis-server (spec §1-§2): host normalisation, the candidate table, dead
+//! Routing against a real redis-server (docs/compatibility.md §1-§2): host normalisation, the candidate table, dead
 //! sets, the 400/502 rules, driver URL forms, the route cache.
 
 mod common;

@@ -1,4 +1,4 @@
-//! HTTPS listeners (spec §7, issue 4): SNI (exact, wildcard, default), certificate sets per listener,
+//! HTTPS listeners (docs/compatibility.md §7, issue 4): SNI (exact, wildcard, default), certificate sets per listener,
 //! chains, encrypted keys, start-up errors, TLS versions, ALPN, hostile handshakes. Certificates are
 //! generated per test; a real rustls client reads the certificate served.
 

@@ -1,4 +1,4 @@
-//! WebSocket tunnels (spec §5, issue 4) over ws:// and wss://: routing and headers, echo of text and a
+//! WebSocket tunnels (docs/compatibility.md §5, issue 4) over ws:// and wss://: routing and headers, echo of text and a
 //! 10 MB binary message, 200 concurrent tunnels, half-close, early data in both directions, backend
 //! refusals, unknown hosts, h2c not tunnelled, non-101 answers, idle timeout, draining.
 

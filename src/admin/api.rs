@@ -1,4 +1,4 @@
-//! hipache-api's endpoints (spec §9) on the Redis driver: list, read, create, extend, delete
+//! hipache-api's endpoints (docs/compatibility.md §9) on the Redis driver: list, read, create, extend, delete
 //! frontends, remove a backend, flush.
 //!
 //! Reads go to the read Redis, changes to the write Redis, with the driver's prefix and database.

@@ -361,9 +361,15 @@ fn status(ctx: &AdminCtx) -> Response {
         DriverConfig::Redis { .. } => {
             let connected = m.gauge_total(Gauge::RedisUp).max(0) as usize;
             if connected < workers {
+                let why = crate::metrics::redis_problem();
                 problems.push(format!(
-                    "{} of {workers} workers have no Redis connection",
-                    workers - connected
+                    "{} of {workers} workers have no Redis connection{}",
+                    workers - connected,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
                 ));
             }
             let admin = ctx.store.as_ref().is_some_and(|s| s.read.is_up());

@@ -15,7 +15,7 @@ use super::{port_value, Builder, ConfigError};
 /// `admin`: the admin listener. Absent (or `"enabled": false`) means no listener.
 #[derive(Clone)]
 pub struct AdminConfig {
-    /// `admin.address` + `admin.port` (default 127.0.0.1:8081).
+    /// `admin.address` + `admin.port` (default 127.0.0.1:8091).
     pub addr: SocketAddr,
     /// `admin.key`: required on every call when set (`api_key` parameter or `Authorization: Bearer`).
     pub key: Option<String>,
@@ -34,7 +34,7 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-/// `healthcheck`: the built-in active health checker (hipache-hchecker's behaviour, spec §10).
+/// `healthcheck`: the built-in active health checker (hipache-hchecker's behaviour, docs/compatibility.md §10).
 #[derive(Debug, Clone)]
 pub struct HealthCheckConfig {
     /// `healthcheck.enabled` (default false).
@@ -72,8 +72,8 @@ impl Default for HealthCheckConfig {
     }
 }
 
-const ADMIN_KEYS: &[&str] = &["enabled", "address", "port", "key", "protectMetrics"];
-const HEALTHCHECK_KEYS: &[&str] = &[
+pub(super) const ADMIN_KEYS: &[&str] = &["enabled", "address", "port", "key", "protectMetrics"];
+pub(super) const HEALTHCHECK_KEYS: &[&str] = &[
     "enabled",
     "interval",
     "connectTimeout",
@@ -85,7 +85,8 @@ const HEALTHCHECK_KEYS: &[&str] = &[
 ];
 
 /// Default port of the admin listener.
-pub const ADMIN_DEFAULT_PORT: u16 = 8081;
+/// Not 8081: the quickstarts and many examples put a demo backend there.
+pub const ADMIN_DEFAULT_PORT: u16 = 8091;
 
 impl Builder {
     pub(super) fn admin(&mut self, top: &Section) -> Result<Option<AdminConfig>, ConfigError> {
@@ -111,6 +112,7 @@ impl Builder {
             file: file.clone(),
             key: Some(k),
             message: m,
+            warnings: Vec::new(),
         };
         if !s.opt_bool("enabled").map_err(e)?.unwrap_or(true) {
             return Ok(None);
@@ -155,7 +157,7 @@ impl Builder {
         }
         let protect_metrics = s.opt_bool("protectMetrics").map_err(e)?.unwrap_or(true);
         if key.is_none() && !addr.ip().is_loopback() {
-            self.warnings.push(format!(
+            self.warn(format!(
                 "the admin API listens on {addr} without `admin.key`: anyone who can reach it can change the routes"
             ));
         }
@@ -183,6 +185,7 @@ impl Builder {
             file: file.clone(),
             key: Some(k),
             message: m,
+            warnings: Vec::new(),
         };
         hc.enabled = s.opt_bool("enabled").map_err(e)?.unwrap_or(false);
         let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {

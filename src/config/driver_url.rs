@@ -1,4 +1,4 @@
-//! Parsing of driver URLs: Hipache's `redis://:password@host:port/db#prefix` (spec §1), and the routes
+//! Parsing of driver URLs: Hipache's `redis://:password@host:port/db#prefix` (docs/compatibility.md §1), and the routes
 //! file `file:///abs/routes.json` / `file:relative/routes.json`.
 //!
 //! Every part of a Redis URL is optional (`redis:` means 127.0.0.1:6379, database 0, no prefix). The

@@ -1,4 +1,4 @@
-//! The `https` section (spec §7): Hipache's keys (`port`, `bind` in all its forms with per-item `key`,
+//! The `https` section (docs/compatibility.md §7): Hipache's keys (`port`, `bind` in all its forms with per-item `key`,
 //! `cert`, `ca`, `passphrase`; global `key`, `cert`, `ca`, `passphrase`; OpenSSL-only keys accepted and
 //! reported as ignored) and hipache-tpc's SNI additions (`certificates`, `certificatesDir`,
 //! `handshakeTimeout`).
@@ -103,15 +103,13 @@ impl Builder {
         let (value, path) = match (top.get("https"), server.get("https")) {
             (Some(v), legacy) => {
                 if legacy.is_some() {
-                    self.warnings
-                        .push("legacy key `server.https` is ignored because an `https` section is present".into());
+                    self.warn("legacy key `server.https` is ignored because an `https` section is present");
                 }
                 (v, "https")
             }
             (None, Some(v)) => {
-                self.warnings.push(
-                    "legacy key `server.https` is read as the `https` section; please move it"
-                        .into(),
+                self.warn(
+                    "legacy key `server.https` is read as the `https` section; please move it",
                 );
                 (v, "server.https")
             }
@@ -123,7 +121,7 @@ impl Builder {
         let section = self.section(path, obj, HTTPS_KEYS);
         for key in OPENSSL_ONLY {
             if section.get(key).is_some() {
-                self.warnings.push(format!(
+                self.warn(format!(
                     "`{path}.{key}` is an OpenSSL setting and is ignored: rustls offers TLS 1.2 and 1.3 with its own safe cipher suites"
                 ));
             }
@@ -262,6 +260,7 @@ impl Builder {
             file: file.clone(),
             key: Some(k),
             message: m,
+            warnings: Vec::new(),
         };
         let ca = match s.get("ca") {
             None => Vec::new(),

@@ -15,6 +15,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::cell::RefCell;
+
 use serde_json::{Map, Value};
 
 pub use control::{AdminConfig, HealthCheckConfig, ADMIN_DEFAULT_PORT};
@@ -28,6 +30,9 @@ pub struct ConfigError {
     pub file: PathBuf,
     pub key: Option<String>,
     pub message: String,
+    /// Warnings found before the error (unknown keys, legacy keys): printed with it, so that a typo
+    /// that caused the error is named too.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -73,6 +78,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// `server.accessLog`; `None` when disabled (`false`, `null` or `""`).
     pub access_log: Option<PathBuf>,
+    /// `server.pidFile` (or `--pid-file`): written with the PID once ready, rewritten by a reload's
+    /// successor.
+    pub pid_file: Option<PathBuf>,
     /// `server.workers`: worker threads, one runtime each.
     pub workers: usize,
     /// `server.maxSockets`: connections per backend per worker.
@@ -124,6 +132,17 @@ pub struct ServerConfig {
     pub http2_max_streams: u32,
     /// `server.routeNotifications`: subscribe to route changes (Redis 6+ client tracking).
     pub route_notifications: bool,
+}
+
+impl ServerConfig {
+    /// How long a new connection may stay silent before its first byte: `headerTimeout`, or
+    /// `tcpTimeout` when shorter (Hipache closed a silent connection after `tcpTimeout`).
+    pub fn first_byte_timeout(&self) -> Duration {
+        match self.tcp_timeout {
+            Some(t) => t.min(self.header_timeout),
+            None => self.header_timeout,
+        }
+    }
 }
 
 /// `server.lruCache`.
@@ -198,12 +217,60 @@ const SERVER_KEYS: &[&str] = &[
     "http2",
     "http2MaxStreams",
     "routeNotifications",
+    "pidFile",
     // legacy 0.3
     "port",
     "address",
     "address6",
     "https",
 ];
+
+const LRU_KEYS: &[&str] = &["size", "ttl", "trackedTtl"];
+const HTTP_KEYS: &[&str] = &["port", "bind"];
+/// The legacy `redis` object; `db` is read as `database` (with a warning).
+const REDIS_KEYS: &[&str] = &["host", "port", "password", "database", "db"];
+
+/// The known key closest to an unknown one, when it is close enough to be a typo: a different case,
+/// or at most two edits (one for short keys), a swap of neighbours counting as one.
+fn suggestion(unknown: &str, known: &[&'static str]) -> Option<&'static str> {
+    let lower = unknown.to_ascii_lowercase();
+    let mut best: Option<(usize, &'static str)> = None;
+    for k in known {
+        let d = edit_distance(&lower, &k.to_ascii_lowercase());
+        if best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, k));
+        }
+    }
+    let (d, k) = best?;
+    let limit = if unknown.chars().count() <= 4 { 1 } else { 2 };
+    (d <= limit).then_some(k)
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions), on short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().take(64).collect();
+    let b: Vec<char> = b.chars().take(64).collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
 
 /// Default path when `-c` is not given: `config/config.json`, or `config/config_<flavor>.json` when
 /// `SETTINGS_FLAVOR` is set.
@@ -230,6 +297,7 @@ impl Config {
             file: path.to_path_buf(),
             key: None,
             message: format!("cannot read the configuration file: {e}"),
+            warnings: Vec::new(),
         })?;
         Self::from_json_text(path, &text)
     }
@@ -246,17 +314,24 @@ impl Config {
                 e.column(),
                 e
             ),
+            warnings: Vec::new(),
         })?;
         let root = root.as_object().ok_or_else(|| ConfigError {
             file: file.clone(),
             key: None,
             message: "the top level must be a JSON object".into(),
-        })?;
-        Builder {
-            file,
             warnings: Vec::new(),
-        }
-        .build(root)
+        })?;
+        let mut builder = Builder {
+            file,
+            warnings: RefCell::new(Vec::new()),
+        };
+        // Unknown keys are named first, so that they are reported even when an error stops the build.
+        builder.scan_unknown_keys(root);
+        builder.build(root).map_err(|mut e| {
+            e.warnings = builder.warnings.take();
+            e
+        })
     }
 
     /// The effective configuration as JSON, with secrets censored (for `--dry`).
@@ -283,6 +358,7 @@ impl Config {
         serde_json::json!({
             "server": {
                 "accessLog": s.access_log.as_ref().map(|p| p.display().to_string()),
+                "pidFile": s.pid_file.as_ref().map(|p| p.display().to_string()),
                 "workers": s.workers,
                 "maxSockets": s.max_sockets,
                 "deadBackendTTL": s.dead_backend_ttl,
@@ -333,7 +409,8 @@ impl Config {
 
 struct Builder {
     file: PathBuf,
-    warnings: Vec<String>,
+    /// In a cell so that path resolution (`&self`) can warn too.
+    warnings: RefCell<Vec<String>>,
 }
 
 impl Builder {
@@ -342,6 +419,39 @@ impl Builder {
             file: self.file.clone(),
             key: Some(key.to_string()),
             message: message.into(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Records a warning once (a section may be looked at twice: by the first scan and by the build).
+    fn warn(&self, warning: impl Into<String>) {
+        let warning = warning.into();
+        let mut warnings = self.warnings.borrow_mut();
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    }
+
+    /// Names the unknown keys of every section that has a fixed key list, before anything is validated.
+    fn scan_unknown_keys(&mut self, root: &Map<String, Value>) {
+        self.section("", root, TOP_KEYS);
+        let object = |v: Option<&Value>| v.and_then(Value::as_object).cloned();
+        if let Some(server) = object(root.get("server")) {
+            self.section("server", &server, SERVER_KEYS);
+            if let Some(cache) = object(server.get("lruCache")) {
+                self.section("server.lruCache", &cache, LRU_KEYS);
+            }
+        }
+        for (name, keys) in [
+            ("http", HTTP_KEYS),
+            ("redis", REDIS_KEYS),
+            ("admin", control::ADMIN_KEYS),
+            ("healthcheck", control::HEALTHCHECK_KEYS),
+            ("https", https::HTTPS_KEYS),
+        ] {
+            if let Some(obj) = object(root.get(name)) {
+                self.section(name, &obj, keys);
+            }
         }
     }
 
@@ -349,7 +459,7 @@ impl Builder {
         &mut self,
         path: &str,
         obj: &'a Map<String, Value>,
-        known: &[&str],
+        known: &[&'static str],
     ) -> Section<'a> {
         for key in obj.keys() {
             // Keys starting with "//" are comments (see config/config.example.json).
@@ -359,14 +469,23 @@ impl Builder {
                 } else {
                     format!("{path}.{key}")
                 };
-                self.warnings
-                    .push(format!("unknown configuration key `{full}` is ignored"));
+                let hint = match suggestion(key, known) {
+                    Some(close) if path.is_empty() => format!("; did you mean `{close}`?"),
+                    Some(close) => format!("; did you mean `{path}.{close}`?"),
+                    None if path.is_empty() && SERVER_KEYS.contains(&key.as_str()) => {
+                        format!("; did you mean `server.{key}`?")
+                    }
+                    None => String::new(),
+                };
+                self.warn(format!(
+                    "unknown configuration key `{full}` is ignored{hint}"
+                ));
             }
         }
         Section::new(path, obj)
     }
 
-    fn build(mut self, root: &Map<String, Value>) -> Result<Config, ConfigError> {
+    fn build(&mut self, root: &Map<String, Value>) -> Result<Config, ConfigError> {
         let top = self.section("", root, TOP_KEYS);
         let empty = Map::new();
         let server_obj = match top.get("server") {
@@ -428,19 +547,44 @@ impl Builder {
             group,
             admin,
             healthcheck,
-            warnings: self.warnings,
+            warnings: self.warnings.take(),
         })
     }
 
+    /// A path of an existing file or folder (certificate, `staticDir`, routes file): see
+    /// [`Builder::resolve`].
     fn resolve_path(&self, p: &str) -> PathBuf {
+        self.resolve(p, Path::exists)
+    }
+
+    /// A relative path is looked for in the configuration file's folder; when nothing usable is there
+    /// but the working directory has it, the working directory is used as Hipache did, with a warning
+    /// naming both. With neither, the configuration file's folder (so errors name that path).
+    fn resolve(&self, p: &str, usable: impl Fn(&Path) -> bool) -> PathBuf {
         let path = PathBuf::from(p);
         if path.is_absolute() {
             return path;
         }
-        match self.file.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
-            _ => path,
+        let beside_config = match self.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(&path),
+            _ => return path,
+        };
+        if usable(&beside_config) {
+            return beside_config;
         }
+        let Ok(cwd) = std::env::current_dir() else {
+            return beside_config;
+        };
+        let in_cwd = cwd.join(&path);
+        if in_cwd != beside_config && usable(&in_cwd) {
+            self.warn(format!(
+                "relative path {p:?}: nothing at {} (beside the configuration file), so {} (in the working directory, as Hipache resolved it) is used",
+                beside_config.display(),
+                in_cwd.display()
+            ));
+            return in_cwd;
+        }
+        beside_config
     }
 
     fn server(&mut self, s: &Section) -> Result<ServerConfig, ConfigError> {
@@ -449,12 +593,15 @@ impl Builder {
             file: file.clone(),
             key: Some(k),
             message: m,
+            warnings: Vec::new(),
         };
         let access_log = match s.get("accessLog") {
             None => Some(PathBuf::from("/var/log/hipache/access.log")),
             Some(Value::Bool(false)) => None,
             Some(Value::String(p)) if p.is_empty() => None,
-            Some(Value::String(p)) => Some(self.resolve_path(p)),
+            Some(Value::String(p)) => {
+                Some(self.resolve(p, |c| c.exists() || c.parent().is_some_and(Path::is_dir)))
+            }
             Some(other) => {
                 return Err(self.err(
                     "server.accessLog",
@@ -463,8 +610,13 @@ impl Builder {
             }
         };
         if let Some(path) = &access_log {
-            check_log_dir(path).map_err(|m| self.err("server.accessLog", m))?;
+            check_log_path(path).map_err(|m| self.err("server.accessLog", m))?;
         }
+        let pid_file = s
+            .opt_string("pidFile")
+            .map_err(e)?
+            .filter(|p| !p.is_empty())
+            .map(|p| self.resolve(&p, |c| c.parent().is_some_and(Path::is_dir)));
         let workers = s
             .opt_count("workers")
             .map_err(e)?
@@ -503,7 +655,7 @@ impl Builder {
                 tracked_ttl: Duration::from_secs(60),
             },
             Some(Value::Object(obj)) => {
-                let c = self.section("server.lruCache", obj, &["size", "ttl", "trackedTtl"]);
+                let c = self.section("server.lruCache", obj, LRU_KEYS);
                 let size = c.opt_count("size").map_err(e)?.unwrap_or(10_000);
                 if size == 0 {
                     return Err(self.err("server.lruCache.size", "must be at least 1"));
@@ -564,6 +716,7 @@ impl Builder {
         }
         Ok(ServerConfig {
             access_log,
+            pid_file,
             workers,
             max_sockets,
             dead_backend_ttl,
@@ -612,12 +765,12 @@ impl Builder {
             })?;
             for legacy in ["port", "address", "address6"] {
                 if server.get(legacy).is_some() {
-                    self.warnings.push(format!(
+                    self.warn(format!(
                         "legacy key `server.{legacy}` is ignored because an `http` section is present"
                     ));
                 }
             }
-            let section = self.section("http", obj, &["port", "bind"]);
+            let section = self.section("http", obj, HTTP_KEYS);
             let port = self.port(&section, "http.port", 80)?;
             let binds = match section.get("bind") {
                 None => vec![BindItem::address("0.0.0.0")],
@@ -630,20 +783,25 @@ impl Builder {
         let mut binds = Vec::new();
         for key in ["address", "address6"] {
             if let Some(v) = server.get(key) {
-                self.warnings.push(format!(
+                self.warn(format!(
                     "legacy key `server.{key}` is read as `http.bind`; please move it to the `http` section"
                 ));
                 binds.extend(self.bind_items(&format!("server.{key}"), v)?);
             }
         }
         if server.get("port").is_some() {
-            self.warnings
-                .push("legacy key `server.port` is read as `http.port`; please move it to the `http` section".into());
+            self.warn("legacy key `server.port` is read as `http.port`; please move it to the `http` section");
         }
+        let key = match (server.get("address"), server.get("address6")) {
+            (Some(_), None) => "server.address",
+            (None, Some(_)) => "server.address6",
+            (Some(_), Some(_)) => "server.address / server.address6",
+            (None, None) => "server.port",
+        };
         if binds.is_empty() {
             binds.push(BindItem::address("0.0.0.0"));
         }
-        self.resolve_binds("http.bind", &binds, port)
+        self.resolve_binds(key, &binds, port)
     }
 
     fn port(&self, section: &Section, key: &str, default: u16) -> Result<u16, ConfigError> {
@@ -777,7 +935,7 @@ impl Builder {
             "redis",
         ] {
             if top.get(legacy).is_some() {
-                self.warnings.push(format!(
+                self.warn(format!(
                     "legacy key `{legacy}` is ignored because `driver` is set"
                 ));
             }
@@ -803,7 +961,7 @@ impl Builder {
             _ => return Err(self.err("driver", "no driver URL")),
         };
         if parsed.len() > 2 {
-            self.warnings.push(format!(
+            self.warn(format!(
                 "`driver` lists {} URLs: reads use the first, writes the last, the others are ignored",
                 parsed.len()
             ));
@@ -821,6 +979,7 @@ impl Builder {
             file: file.clone(),
             key: Some(k),
             message: m,
+            warnings: Vec::new(),
         };
         let mut endpoint = RedisEndpoint {
             host: "127.0.0.1".into(),
@@ -854,7 +1013,7 @@ impl Builder {
             let obj = v.as_object().ok_or_else(|| {
                 self.err("redis", format!("expected an object, found {}", v.kind()))
             })?;
-            let r = self.section("redis", obj, &["host", "port", "password", "database"]);
+            let r = self.section("redis", obj, REDIS_KEYS);
             if let Some(host) = r.opt_string("host").map_err(e)? {
                 endpoint.host = host;
             }
@@ -871,12 +1030,17 @@ impl Builder {
             }
             if let Some(db) = r.opt_count("database").map_err(e)? {
                 endpoint.database = db as i64;
+            } else if let Some(db) = r.opt_count("db").map_err(e)? {
+                self.warn("`redis.db` is read as `redis.database`; please rename it");
+                endpoint.database = db as i64;
+            }
+            if r.get("database").is_some() && r.get("db").is_some() {
+                self.warn("`redis.db` is ignored because `redis.database` is set");
             }
             used_legacy = true;
         }
         if used_legacy {
-            self.warnings
-                .push("legacy Redis keys (redisHost, redisPort, ...) are used; prefer `driver: \"redis://host:port/db\"`".into());
+            self.warn("legacy Redis keys (redisHost, redisPort, ...) are used; prefer `driver: \"redis://host:port/db\"`");
         }
         Ok(DriverConfig::Redis {
             read: endpoint.clone(),
@@ -909,14 +1073,11 @@ fn port_value(v: &Value) -> Option<u16> {
     u16::try_from(n).ok().filter(|p| *p != 0)
 }
 
-/// The access log's folder must exist and be writable (the file itself is created when missing).
-/// Checks that the access log's folder exists and is writable by the current user (also used after the
-/// switch from root, since a reload and a log reopen run as the user).
-pub fn check_log_dir(path: &Path) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+/// The access log's folder must exist and the path must not be a folder (the file itself is created
+/// when missing). Whether the folder is writable by the account that serves is a start-up check (see
+/// `preflight`): it depends on who runs, and a folder the user cannot write is a warning there.
+pub fn check_log_path(path: &Path) -> Result<(), String> {
+    let dir = log_dir(path);
     let meta = std::fs::metadata(&dir).map_err(|e| {
         format!(
             "the access-log folder {} is not usable: {e} (create it, or set \"accessLog\": false to disable the log)",
@@ -929,17 +1090,15 @@ pub fn check_log_dir(path: &Path) -> Result<(), String> {
     if path.is_dir() {
         return Err(format!("{} is a folder, not a file", path.display()));
     }
-    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("{} contains a NUL byte", dir.display()))?;
-    // SAFETY: access(2) only reads the NUL-terminated path.
-    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } != 0 {
-        return Err(format!(
-            "the access-log folder {} is not writable: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
     Ok(())
+}
+
+/// The folder of the access log (`.` for a bare file name).
+pub fn log_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 #[cfg(test)]
@@ -1058,7 +1217,7 @@ mod tests {
         assert!(!c.healthcheck.enabled);
         let c = load(r#"{"server":{"accessLog":false},"admin":{"key":"k3y"}}"#).unwrap();
         let a = c.admin.expect("admin section");
-        assert_eq!(a.addr, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(a.addr, "127.0.0.1:8091".parse().unwrap());
         assert_eq!(a.key.as_deref(), Some("k3y"));
         assert!(a.protect_metrics);
         assert!(

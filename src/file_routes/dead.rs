@@ -1,6 +1,6 @@
 //! Dead marks of the file driver: the `dead:<host>` sets of Redis, kept in one worker's memory.
 //!
-//! Same rules as Redis (spec §3): a mark is made for the *requested* host (not the wildcard key that
+//! Same rules as Redis (docs/compatibility.md §3): a mark is made for the *requested* host (not the wildcard key that
 //! matched), by index into the backend part of the list; every mark pushes the expiry of the whole set
 //! to `deadBackendTTL` from now (`SADD` + `EXPIRE`), so all marks of a host expire together. Marks only
 //! apply to the list they were made against: when an edit of the routes file changes that list, its

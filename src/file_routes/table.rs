@@ -102,7 +102,7 @@ impl RouteTable {
         self.frontends.get(name)
     }
 
-    /// The first candidate of a normalised host that has a list (spec §2: exact, `*.suffix` longest
+    /// The first candidate of a normalised host that has a list (docs/compatibility.md §2: exact, `*.suffix` longest
     /// first, `*`), with the key that matched. The same candidate order as the Redis driver, from
     /// [`for_each_candidate`].
     pub fn find(&self, host: &str) -> Option<(&str, &FrontendList)> {

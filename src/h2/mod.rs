@@ -1,4 +1,4 @@
-//! HTTP/2 for clients (spec §11): h2 over TLS (ALPN `h2`) and h2c with prior knowledge on plain
+//! HTTP/2 for clients (docs/compatibility.md §11): h2 over TLS (ALPN `h2`) and h2c with prior knowledge on plain
 //! listeners, served with monoio-http's HTTP/2 server. Backends stay on HTTP/1.1 pools.
 //!
 //! The connection task drives the frames (HEADERS, DATA, SETTINGS, WINDOW_UPDATE, PING, GOAWAY) and

@@ -1,4 +1,4 @@
-//! The built-in active health checker, compatible with hipache-hchecker (spec §10).
+//! The built-in active health checker, compatible with hipache-hchecker (docs/compatibility.md §10).
 //!
 //! Discovery: proxies publish `<host>;<url>;<index>;<count>` on the `dead` channel at every passive
 //! failure. For each backend URL heard of (in a group of more than one backend, and still at that
@@ -576,7 +576,7 @@ impl Checker {
         }
     }
 
-    /// `SET hchecker_ping <now>` every 10 s (not prefixed: spec §1).
+    /// `SET hchecker_ping <now>` every 10 s (not prefixed: docs/compatibility.md §1).
     async fn ping_loop(self: Rc<Self>) {
         loop {
             if self.stopping.get() {

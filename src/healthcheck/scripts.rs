@@ -74,7 +74,7 @@ return 0
 /// KEYS: the candidate frontend keys in lookup order, then the host's dead set. ARGV: index, url,
 /// action (`check`, `dead` or `alive`), TTL of the dead set. Returns 1 (mapping valid, mark written),
 /// 0 (the list no longer holds that URL at that index). A dead mark is written only when the list has
-/// more than one backend (spec §3).
+/// more than one backend (docs/compatibility.md §3).
 const MARK: &str = r#"
 local n = #KEYS - 1
 for i = 1, n do

@@ -275,7 +275,7 @@ async fn read_request<S: ClientStream>(
     if c.buf.is_empty() {
         // While draining, an idle connection waits at most DRAIN_IDLE_GRACE (see wait_idle).
         let limit = if first {
-            Some(s.header_timeout)
+            Some(s.first_byte_timeout())
         } else {
             s.tcp_timeout
         };
@@ -477,7 +477,8 @@ async fn respond_error_skipping_body<S: ClientStream>(
 /// Configured" page).
 const NO_FRONTEND: &str = "no frontend for this host";
 
-/// Sends one of the proxy's own answers (spec §6). Returns whether the connection may continue.
+/// Sends one of the proxy's own answers (docs/compatibility.md §6). Returns whether the connection may
+/// continue.
 pub async fn respond_error<S: ClientStream>(
     c: &mut ClientConn<S>,
     w: &Worker,

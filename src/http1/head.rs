@@ -84,7 +84,7 @@ impl HeaderKind {
         }
     }
 
-    /// Hop-by-hop headers never forwarded as such (spec §4); framing and upgrades are re-added by the
+    /// Hop-by-hop headers never forwarded as such (docs/compatibility.md §4); framing and upgrades are re-added by the
     /// proxy when needed.
     pub fn is_hop_by_hop(self) -> bool {
         matches!(

@@ -1,4 +1,4 @@
-//! Phase 2, choose a backend: uniformly at random among the backends not marked dead (spec §2.5).
+//! Phase 2, choose a backend: uniformly at random among the backends not marked dead (docs/compatibility.md §2.5).
 //!
 //! Pure function of the route and the worker's generator; no I/O.
 

@@ -1,4 +1,4 @@
-//! The proxy's own answers (spec §6): status lines, bodies from `server.staticDir` (re-read at most once
+//! The proxy's own answers (docs/compatibility.md §6): status lines, bodies from `server.staticDir` (re-read at most once
 //! a second per worker, so pages can be edited live) or built-in pages.
 //!
 //! Only builds bytes; sending them is the connection's job. File reads here are small and rare (once a

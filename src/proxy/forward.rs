@@ -1,4 +1,4 @@
-//! Phase 3, forward: send the request to a backend and relay the answer, with retries (spec §3).
+//! Phase 3, forward: send the request to a backend and relay the answer, with retries (docs/compatibility.md §3).
 //!
 //! 1. *Body in hand.* A body that fits `server.retryBodyBuffer` is read completely before anything is
 //!    sent, so the request can be retried; a larger one is streamed and can only be retried while no
@@ -175,7 +175,8 @@ async fn attempts<S: ClientStream>(
         let target = match &backend.target {
             Ok(t) => t,
             Err(why) => {
-                warn!(
+                // Logged once per version of the list when the route was built (routing::route).
+                debug!(
                     "frontend {}: unusable backend entry: {why}",
                     route.frontend_key
                 );
@@ -329,7 +330,7 @@ async fn attempts<S: ClientStream>(
             }
             return answer_upgrade(w, c, route, conn, relay, resp, index, ex, backend_start).await;
         }
-        // Status-based marks (spec §3): 501, 502, 504-599; the answer itself is relayed unchanged.
+        // Status-based marks (docs/compatibility.md §3): 501, 502, 504-599; the answer itself is relayed unchanged.
         if s.dead_backend_on_500 && matches!(resp.status, 501 | 502 | 504..=599) {
             w.m().inc(Counter::BackendBadStatus);
             w.mark_dead(route, &c.host, index);
@@ -350,7 +351,7 @@ async fn attempts<S: ClientStream>(
     }
 }
 
-/// A connection-level failure: counted, and the backend marked dead (spec §3).
+/// A connection-level failure: counted, and the backend marked dead (docs/compatibility.md §3).
 fn backend_failed(w: &Worker, route: &Route, host: &str, index: usize) {
     w.m().inc(Counter::BackendErrors);
     w.mark_dead(route, host, index);

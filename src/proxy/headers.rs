@@ -1,4 +1,4 @@
-//! Writing heads for the next hop (spec §4): the request toward the backend (hop-by-hop headers
+//! Writing heads for the next hop (docs/compatibility.md §4): the request toward the backend (hop-by-hop headers
 //! dropped, X-Forwarded-* set to the true values, framing re-stated) and the response toward the client
 //! (hop-by-hop headers dropped, the client connection's own `Connection` header, debug headers).
 //!

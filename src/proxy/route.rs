@@ -2,7 +2,7 @@
 //!
 //! A fresh cache entry answers without I/O. On a miss, one lookup per host is in flight at a time
 //! (single flight): concurrent requests for the same host wait for it. When the driver fails, a stale
-//! entry is served (spec §3 FIX) and otherwise the request gets 503 quickly.
+//! entry is served (docs/compatibility.md §3 FIX) and otherwise the request gets 503 quickly.
 
 use std::cell::RefCell;
 use std::rc::Rc;

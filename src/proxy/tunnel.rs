@@ -1,5 +1,5 @@
 //! Phase 3 for upgraded connections: after a `101 Switching Protocols`, bytes are copied both ways
-//! between client and backend until each side closes (spec §5).
+//! between client and backend until each side closes (docs/compatibility.md §5).
 //!
 //! Each direction has its own task and buffer; end of stream on one side is passed on as a write
 //! shutdown to the other (half-close), so either peer can finish sending first. Tunnels have no idle

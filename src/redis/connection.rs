@@ -196,6 +196,10 @@ async fn manage(shared: Rc<Shared>) {
                 failures += 1;
                 // First failure, then once in a while: enough to diagnose, not a flood.
                 if failures == 1 || failures.is_multiple_of(30) {
+                    crate::metrics::note_redis_problem(&format!(
+                        "cannot connect to {}: {e}",
+                        shared.endpoint.display()
+                    ));
                     warn!(
                         "{}: cannot connect to {}: {} (attempt {}; retrying every {:?} at most)",
                         shared.label,

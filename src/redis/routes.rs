@@ -1,4 +1,4 @@
-//! Route lookups in Redis (spec §1-§2): every candidate list and the requested host's dead set in one
+//! Route lookups in Redis (docs/compatibility.md §1-§2): every candidate list and the requested host's dead set in one
 //! pipelined round trip, turned into a [`Lookup`].
 //!
 //! Only packing and interpreting; sending is `RedisClient::query`.

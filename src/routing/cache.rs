@@ -2,10 +2,10 @@
 //! exact eviction when Redis says a key changed.
 //!
 //! *Freshness.* An entry is fresh while younger than the TTL in force: `trackedTtl` while route-change
-//! notifications flow, `ttl` when they do not (spec §7 FIX: hits do not refresh the age, so a busy host
+//! notifications flow, `ttl` when they do not (docs/compatibility.md §7 FIX: hits do not refresh the age, so a busy host
 //! still sees changes). Entries whose lookup started before notifications were (re)established are stale:
 //! a change may have been missed. Stale entries are never used while the driver answers, but are served
-//! while it is unreachable (spec §3 FIX). Unknown hosts are cached too, for at most a second when
+//! while it is unreachable (docs/compatibility.md §3 FIX). Unknown hosts are cached too, for at most a second when
 //! notifications are down.
 //!
 //! *Eviction by key.* A cached host depends on the candidate keys its lookup consulted: every key up to

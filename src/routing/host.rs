@@ -1,4 +1,4 @@
-//! Host normalisation and the ordered list of frontend keys to look up (spec §2).
+//! Host normalisation and the ordered list of frontend keys to look up (docs/compatibility.md §2).
 //!
 //! `Host: A.Example.COM:8080.` becomes `a.example.com`; its candidates are the exact name, then
 //! `*.<suffix>` for every proper suffix of at most 5 labels (longest first), then `*`.

@@ -2,12 +2,61 @@
 //! set, plus parsing of backend URLs.
 //!
 //! Routes are immutable once built, except for local dead marks: the worker that sees a backend fail
-//! stops choosing it at once (spec §3), without waiting for the next lookup. A local mark expires after
+//! stops choosing it at once (docs/compatibility.md §3), without waiting for the next lookup. A local mark expires after
 //! `deadBackendTTL`, like a mark in Redis, even if the route stays cached longer.
 
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+thread_local! {
+    /// Hashes of (frontend, list, entry) this worker has already warned about: a bad entry is reported
+    /// once per version of its list, not on every lookup or attempt. Bounded: cleared past 4096.
+    static WARNED: std::cell::RefCell<std::collections::HashSet<u64, crate::fast_hash::FxBuild>> =
+        Default::default();
+}
+
+/// Logs, once per worker and per version of the list, the unusable entries of a frontend list and a
+/// list that holds only its identifier (requests for it get 502). Only on lookups that found such a
+/// list: the common path does not come here.
+fn warn_once_per_change(frontend_key: &str, list: &[String], backends: &[Backend]) {
+    use std::hash::{Hash, Hasher};
+    let mut base = crate::fast_hash::FxHasher::default();
+    frontend_key.hash(&mut base);
+    list.hash(&mut base);
+    let first_time = |extra: usize| {
+        let mut h = base;
+        extra.hash(&mut h);
+        let key = h.finish();
+        WARNED.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.len() >= 4096 {
+                w.clear();
+            }
+            w.insert(key)
+        })
+    };
+    if backends.is_empty() {
+        if first_time(usize::MAX) {
+            log::warn!(
+                "frontend {frontend_key} has only its identifier {:?} and no backend: its requests get 502",
+                list.first().map_or("", String::as_str)
+            );
+        }
+        return;
+    }
+    for (i, b) in backends.iter().enumerate() {
+        if let Err(why) = &b.target {
+            if first_time(i) {
+                log::warn!(
+                    "frontend {frontend_key}: backend entry {} {:?} is not usable and is skipped: {why}",
+                    i + 1,
+                    b.url
+                );
+            }
+        }
+    }
+}
 
 /// The outcome of looking a host up.
 #[derive(Clone)]
@@ -54,6 +103,9 @@ impl Route {
             }
         }
         let marked_until = (0..backends.len()).map(|_| Cell::new(None)).collect();
+        if backends.is_empty() || backends.iter().any(|b| b.target.is_err()) {
+            warn_once_per_change(frontend_key, list, &backends);
+        }
         Route {
             identifier: identifier.into(),
             frontend_key: frontend_key.into(),
@@ -108,7 +160,7 @@ pub struct BackendTarget {
     pub port: u16,
     /// Set when the host is an IP literal (no DNS needed).
     pub addr: Option<SocketAddr>,
-    /// The entry said `https://`; we still speak plain HTTP to it (spec §1).
+    /// The entry said `https://`; we still speak plain HTTP to it (docs/compatibility.md §1).
     pub https_scheme: bool,
 }
 
@@ -121,7 +173,7 @@ impl Backend {
     }
 }
 
-/// Parses `http://host:port[/path]`, `https://...`, or a scheme-less `host:port` (spec §1 FIX).
+/// Parses `http://host:port[/path]`, `https://...`, or a scheme-less `host:port` (docs/compatibility.md §1 FIX).
 pub fn parse_backend_url(url: &str) -> Result<BackendTarget, String> {
     let trimmed = url.trim();
     let (rest, https_scheme, default_port) = if let Some(r) = strip_prefix_ci(trimmed, "http://") {
