@@ -12,9 +12,14 @@
 //! It is a measuring instrument, not a proxy: it trusts both peers, never times anything out, and
 //! must not be used outside the bench.
 //!
+//! It spawns with a bare `monoio::spawn` (which `clippy.toml` forbids in the proxy, whose tasks go
+//! through `task::spawn` to contain panics): the floor must carry no cost the relay itself does not need.
+//!
 //! Usage: `floor_relay LISTEN_ADDR BACKEND_ADDR [THREADS]` (e.g. `127.0.0.1:9000 127.0.0.1:8080 2`).
 //! With THREADS > 1 each thread runs its own runtime and its own SO_REUSEPORT listener, as
 //! hipache-tpc's workers do; the threads stay within the CPU set the process was started with.
+
+#![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
 
