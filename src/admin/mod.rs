@@ -367,6 +367,25 @@ fn status(ctx: &AdminCtx) -> Response {
                 ));
             }
             let admin = ctx.store.as_ref().is_some_and(|s| s.read.is_up());
+            // The control thread's own connections hit what the workers hit (a wrong password, an
+            // ACL user without a command, a TLS problem): name it.
+            if let Some(store) = &ctx.store {
+                for (role, client) in [("read", &store.read), ("write", &store.write)] {
+                    if let Some(e) = client.last_error() {
+                        problems.push(format!(
+                            "Redis ({role}, {}): {e}",
+                            client.endpoint_display()
+                        ));
+                    }
+                }
+            }
+            let notified = m.gauge_total(Gauge::NotificationsUp).max(0) as usize;
+            if ctx.config.server.route_notifications && connected > 0 && notified < workers {
+                problems.push(format!(
+                    "route-change notifications are off on {} of {workers} workers (CLIENT TRACKING refused, or its connection down: the log says why); routes expire after lruCache.ttl",
+                    workers - notified
+                ));
+            }
             serde_json::json!({
                 "reachable": connected > 0 || admin,
                 "workersConnected": connected,

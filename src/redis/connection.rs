@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use monoio::io::{AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
 use redis::Value;
 
 use super::resp::RespReader;
+pub(crate) use super::stream::dial;
+use super::stream::RedisStream;
 use crate::config::RedisEndpoint;
 use crate::local_sync::{oneshot, Notify, Sender};
 
@@ -65,6 +66,8 @@ struct State {
     generation: u64,
     /// Raw fd of the live connection, to shut it down from a watchdog.
     fd: Option<i32>,
+    /// Why the last connection attempt failed (cleared once connected): for `/status`.
+    last_error: Option<String>,
 }
 
 struct Shared {
@@ -106,6 +109,7 @@ impl RedisClient {
                 queue: VecDeque::new(),
                 generation: 0,
                 fd: None,
+                last_error: None,
             }),
             writer_wake: Notify::new(),
         });
@@ -116,6 +120,21 @@ impl RedisClient {
     /// True while a connection is established.
     pub fn is_up(&self) -> bool {
         self.shared.state.borrow().up
+    }
+
+    /// While down: why the last connection attempt failed (`authentication failed: WRONGPASS …`).
+    pub fn last_error(&self) -> Option<String> {
+        let st = self.shared.state.borrow();
+        if st.up {
+            None
+        } else {
+            st.last_error.clone()
+        }
+    }
+
+    /// The server this client connects to, password censored.
+    pub fn endpoint_display(&self) -> String {
+        self.shared.endpoint.display()
     }
 
     /// Sends already-packed commands and waits for `expect` replies (each may be a `ServerError`).
@@ -184,6 +203,7 @@ async fn manage(shared: Rc<Shared>) {
                 }
                 failures = 0;
                 backoff = BACKOFF_MIN;
+                shared.state.borrow_mut().last_error = None;
                 let reason = serve(&shared, stream).await;
                 warn!(
                     "{}: connection to {} lost: {}; reconnecting",
@@ -194,6 +214,7 @@ async fn manage(shared: Rc<Shared>) {
             }
             Err(e) => {
                 failures += 1;
+                shared.state.borrow_mut().last_error = Some(e.clone());
                 // First failure, then once in a while: enough to diagnose, not a flood.
                 if failures == 1 || failures.is_multiple_of(30) {
                     warn!(
@@ -212,7 +233,7 @@ async fn manage(shared: Rc<Shared>) {
     }
 }
 
-async fn connect(shared: &Shared) -> Result<TcpStream, String> {
+async fn connect(shared: &Shared) -> Result<RedisStream, String> {
     open(&shared.endpoint, &shared.client_name, shared.timeout).await
 }
 
@@ -222,11 +243,11 @@ pub(crate) async fn open(
     ep: &RedisEndpoint,
     client_name: &str,
     timeout: Duration,
-) -> Result<TcpStream, String> {
+) -> Result<RedisStream, String> {
     let mut stream = dial(ep, timeout).await?;
     let mut commands = Vec::new();
-    if let Some(pw) = &ep.password {
-        commands.push(Step::required("AUTH", redis::cmd("AUTH").arg(pw).clone()));
+    if let Some(auth) = auth_step(ep) {
+        commands.push(auth);
     }
     if ep.database != 0 {
         commands.push(Step::required(
@@ -241,6 +262,17 @@ pub(crate) async fn open(
     ));
     exchange(&mut stream, &commands, timeout).await?;
     Ok(stream)
+}
+
+/// `AUTH password`, or `AUTH user password` for a Redis 6 ACL user; none without a password.
+pub(crate) fn auth_step(ep: &RedisEndpoint) -> Option<Step> {
+    let pw = ep.password.as_ref()?;
+    let mut cmd = redis::cmd("AUTH");
+    if let Some(user) = &ep.username {
+        cmd.arg(user);
+    }
+    cmd.arg(pw);
+    Some(Step::required("AUTH", cmd))
 }
 
 /// One command of a connection handshake.
@@ -269,34 +301,10 @@ impl Step {
     }
 }
 
-/// Opens a TCP connection to a Redis endpoint (any of its addresses) within the timeout.
-pub(crate) async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<TcpStream, String> {
-    let addrs = crate::resolver::resolve(&ep.host, ep.port)
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?;
-    let mut last_err = String::from("no address");
-    for addr in addrs {
-        match monoio::time::timeout(
-            timeout.max(Duration::from_secs(1)),
-            TcpStream::connect_addr(addr),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => last_err = e.to_string(),
-            Err(_) => last_err = "connect timed out".into(),
-        }
-    }
-    Err(last_err)
-}
-
 /// Sends the handshake commands in one write and reads their replies in order. Returns the replies and
 /// any bytes that arrived after them (push messages may follow at once).
 pub(crate) async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut RedisStream,
     steps: &[Step],
     timeout: Duration,
 ) -> Result<(Vec<Value>, Vec<u8>), String> {
@@ -336,18 +344,23 @@ pub(crate) async fn exchange(
             } else {
                 format!("{} refused", step.name)
             };
-            return Err(
-                format!("{what}: {} {}", err.code(), err.details().unwrap_or(""))
-                    .trim()
-                    .to_string(),
-            );
+            let hint = match err.code() {
+                "WRONGPASS" => "; check the user name and password in the driver URL",
+                "NOPERM" => "; the Redis ACL user lacks this command (README: \"Running Redis for a fleet\" gives the rule a proxy needs)",
+                "NOAUTH" => "; Redis wants a password: add it to the driver URL (redis://[user]:password@host)",
+                _ => "",
+            };
+            return Err(format!(
+                "{what}: {}{hint}",
+                format!("{} {}", err.code(), err.details().unwrap_or("")).trim()
+            ));
         }
     }
     Ok((replies, reader.into_rest()))
 }
 
 /// Runs one established connection until it fails; returns why.
-async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
+async fn serve(shared: &Rc<Shared>, stream: RedisStream) -> String {
     let fd = stream.as_raw_fd();
     let generation = {
         let mut st = shared.state.borrow_mut();
@@ -377,7 +390,7 @@ async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
 
 async fn write_loop(
     shared: Rc<Shared>,
-    mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
+    mut writer: monoio::io::OwnedWriteHalf<RedisStream>,
     generation: u64,
     fd: i32,
 ) {
@@ -411,7 +424,7 @@ async fn write_loop(
 
 async fn read_loop(
     shared: &Rc<Shared>,
-    reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
+    reader: &mut monoio::io::OwnedReadHalf<RedisStream>,
 ) -> String {
     let mut replies = RespReader::new(Vec::new());
     loop {

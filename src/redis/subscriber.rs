@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 use monoio::io::{AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
 use redis::Value;
 
 use super::connection::open;
@@ -172,7 +171,7 @@ async fn manage(shared: Rc<Shared>) {
 }
 
 /// Subscribes on an established connection and reads until it fails; returns why.
-async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
+async fn serve(shared: &Rc<Shared>, stream: super::stream::RedisStream) -> String {
     let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = stream.into_split();
     let mut subscribe = redis::cmd("SUBSCRIBE");
@@ -198,7 +197,7 @@ async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
 
 async fn read_frames(
     shared: &Rc<Shared>,
-    reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
+    reader: &mut monoio::io::OwnedReadHalf<super::stream::RedisStream>,
     traffic: &std::cell::Cell<std::time::Instant>,
 ) -> String {
     let mut frames = RespReader::new(Vec::new());
@@ -243,7 +242,7 @@ async fn read_frames(
 async fn ping_loop(
     alive: std::rc::Weak<()>,
     traffic: Rc<std::cell::Cell<std::time::Instant>>,
-    mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
+    mut writer: monoio::io::OwnedWriteHalf<super::stream::RedisStream>,
 ) {
     let ping = redis::cmd("PING").get_packed_command();
     loop {

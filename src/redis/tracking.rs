@@ -17,7 +17,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use monoio::net::TcpStream;
 use redis::{PushKind, Value};
 
 use super::connection::{dial, exchange, RedisClient, Step};
@@ -171,11 +170,11 @@ async fn subscribe(
     prefix: &str,
     client_name: &str,
     timeout: Duration,
-) -> Result<(TcpStream, Vec<u8>), String> {
+) -> Result<(super::stream::RedisStream, Vec<u8>), String> {
     let mut stream = dial(ep, timeout).await?;
     let mut steps = Vec::new();
-    if let Some(pw) = &ep.password {
-        steps.push(Step::required("AUTH", redis::cmd("AUTH").arg(pw).clone()));
+    if let Some(auth) = super::connection::auth_step(ep) {
+        steps.push(auth);
     }
     steps.push(Step::required(
         "HELLO 3 (Redis 6 or later is needed for notifications)",
@@ -207,7 +206,11 @@ async fn subscribe(
 }
 
 /// Reads push messages until the connection fails; returns why.
-async fn read_pushes(t: &Tracking, mut stream: TcpStream, received: Vec<u8>) -> String {
+async fn read_pushes(
+    t: &Tracking,
+    mut stream: super::stream::RedisStream,
+    received: Vec<u8>,
+) -> String {
     let mut pushes = RespReader::new(received);
     loop {
         loop {
