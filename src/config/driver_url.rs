@@ -49,6 +49,22 @@ pub enum Transport {
     Tls(Box<RedisTls>),
     /// A unix socket (`redis+unix://`); the path is in `host`.
     Unix,
+    /// The master (or a replica) of a Sentinel group (`redis+sentinel://`), found anew at every
+    /// connection; `host` and `port` hold the first sentinel, for display.
+    Sentinel(Box<SentinelSpec>),
+}
+
+/// The sentinels of a `redis+sentinel://` URL and what to ask them for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelSpec {
+    /// `host:port` of each sentinel, in the URL's order.
+    pub sentinels: Vec<(String, u16)>,
+    /// The master's name in the sentinels' configuration.
+    pub master: String,
+    /// `?role=replica`: connect to a replica of that master (reads only; writes still go to the master).
+    pub replica: bool,
+    /// `?sentinelPassword=…`: `AUTH` for the sentinels themselves.
+    pub sentinel_password: Option<String>,
 }
 
 /// The TLS settings of a `rediss://` URL.
@@ -98,6 +114,26 @@ impl RedisEndpoint {
         if self.transport == Transport::Unix {
             return format!("redis+unix://{auth}{}?db={}", self.host, self.database);
         }
+        if let Transport::Sentinel(spec) = &self.transport {
+            let hosts: Vec<String> = spec
+                .sentinels
+                .iter()
+                .map(|(h, p)| {
+                    if h.contains(':') {
+                        format!("[{h}]:{p}")
+                    } else {
+                        format!("{h}:{p}")
+                    }
+                })
+                .collect();
+            let role = if spec.replica { "?role=replica" } else { "" };
+            return format!(
+                "redis+sentinel://{auth}{}/{}/{}{role}",
+                hosts.join(","),
+                spec.master,
+                self.database
+            );
+        }
         let scheme = match self.transport {
             Transport::Tls(_) => "rediss",
             _ => "redis",
@@ -139,6 +175,8 @@ pub fn parse_redis_url(url: &str) -> Result<RedisUrl, String> {
     const FORMS: &str = "expected redis://[[user]:password@]host[:port][/db][#prefix], rediss://… (TLS), redis+unix:///path/to/redis.sock[?db=N][#prefix] or file:path/to/routes.json";
     let (scheme, rest) = if let Some(r) = url.strip_prefix("redis+unix:") {
         ("redis+unix", r)
+    } else if let Some(r) = url.strip_prefix("redis+sentinel:") {
+        ("redis+sentinel", r)
     } else if let Some(r) = url.strip_prefix("rediss:") {
         ("rediss", r)
     } else if let Some(r) = url.strip_prefix("redis:") {
@@ -174,6 +212,46 @@ pub fn parse_redis_url(url: &str) -> Result<RedisUrl, String> {
         endpoint.host = percent_decode(path)?;
         endpoint.transport = Transport::Unix;
         ""
+    } else if scheme == "redis+sentinel" {
+        // redis+sentinel://[user:password@]h1:26379,h2:26379/<master>[/<db>]
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let (userinfo, hosts) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        if let Some(info) = userinfo {
+            (endpoint.username, endpoint.password) = split_userinfo(info)?;
+        }
+        let mut sentinels = Vec::new();
+        for h in hosts.split(',').filter(|h| !h.is_empty()) {
+            let (host, port) =
+                split_host_port(h).map_err(|e| format!("driver URL {url:?}: {e}"))?;
+            if host.is_empty() {
+                return Err(format!("driver URL {url:?}: a sentinel without a host"));
+            }
+            sentinels.push((host, port.unwrap_or(26379)));
+        }
+        let (master, db) = match path.split_once('/') {
+            Some((m, db)) => (m, db),
+            None => (path, ""),
+        };
+        if sentinels.is_empty() || master.is_empty() {
+            return Err(format!(
+                "driver URL {url:?}: write redis+sentinel://host1:26379,host2:26379/<master-name>[/<db>]"
+            ));
+        }
+        endpoint.host = sentinels[0].0.clone();
+        endpoint.port = sentinels[0].1;
+        endpoint.transport = Transport::Sentinel(Box::new(SentinelSpec {
+            sentinels,
+            master: percent_decode(master)?,
+            replica: false,
+            sentinel_password: None,
+        }));
+        db
     } else {
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -229,6 +307,25 @@ pub fn parse_redis_url(url: &str) -> Result<RedisUrl, String> {
                     }
                 }
             }
+            ("role", Transport::Sentinel(spec)) => {
+                spec.replica = match v.as_str() {
+                    "replica" | "slave" => true,
+                    "master" => false,
+                    _ => {
+                        return Err(format!(
+                            "driver URL {url:?}: role={v:?}: expected master or replica"
+                        ))
+                    }
+                }
+            }
+            ("sentinelPassword", Transport::Sentinel(spec)) if !v.is_empty() => {
+                spec.sentinel_password = Some(v)
+            }
+            ("role" | "sentinelPassword", _) => {
+                return Err(format!(
+                    "driver URL {url:?}: `{k}` applies to Sentinel only: write redis+sentinel://"
+                ))
+            }
             ("ca" | "insecure", _) => {
                 return Err(format!(
                     "driver URL {url:?}: `{k}` applies to TLS only: write rediss://"
@@ -238,7 +335,7 @@ pub fn parse_redis_url(url: &str) -> Result<RedisUrl, String> {
             _ if scheme == "redis" => {}
             _ => {
                 return Err(format!(
-                    "driver URL {url:?}: unknown parameter `{k}` (known: db, ca, insecure)"
+                    "driver URL {url:?}: unknown parameter `{k}` (known: db, ca, insecure, role, sentinelPassword)"
                 ))
             }
         }
@@ -433,6 +530,35 @@ mod tests {
         assert_eq!(y.endpoint.password.as_deref(), Some("pw"));
         assert!(parse_redis_url("redis+unix://").is_err());
         assert!(parse_redis_url("redis+unix:///x.sock?bogus=1").is_err());
+    }
+
+    #[test]
+    fn sentinel_forms() {
+        let u = ep("redis+sentinel://u:pw@s1:26379,s2,[::1]:26380/mymaster/3?role=replica&sentinelPassword=sp#px");
+        let Transport::Sentinel(spec) = &u.endpoint.transport else {
+            panic!("not a sentinel URL");
+        };
+        assert_eq!(
+            spec.sentinels,
+            [
+                ("s1".to_string(), 26379),
+                ("s2".to_string(), 26379),
+                ("::1".to_string(), 26380)
+            ]
+        );
+        assert_eq!(spec.master, "mymaster");
+        assert!(spec.replica);
+        assert_eq!(spec.sentinel_password.as_deref(), Some("sp"));
+        assert_eq!(u.endpoint.database, 3);
+        assert_eq!(u.endpoint.username.as_deref(), Some("u"));
+        assert_eq!(u.prefix, "px");
+        assert!(!u.endpoint.display().contains("pw"));
+        assert!(!u.endpoint.display().contains("sp"));
+        assert_eq!(ep("redis+sentinel://s1/m").endpoint.database, 0);
+        assert!(parse_redis_url("redis+sentinel://s1").is_err());
+        assert!(parse_redis_url("redis+sentinel:///m").is_err());
+        assert!(parse_redis_url("redis+sentinel://s1/m?role=boss").is_err());
+        assert!(parse_redis_url("redis://h?role=replica").is_err());
     }
 
     #[test]

@@ -815,9 +815,14 @@ impl Builder {
                 parsed.len()
             ));
         }
+        // Writes always go to the master, even when the write URL asks the sentinels for a replica.
+        let mut write = last.endpoint;
+        if let driver_url::Transport::Sentinel(spec) = &mut write.transport {
+            spec.replica = false;
+        }
         Ok(DriverConfig::Redis {
             read: first.endpoint,
-            write: last.endpoint,
+            write,
             prefix: first.prefix,
         })
     }

@@ -88,6 +88,16 @@ pub struct RedisClient {
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// The longest pause between two connection attempts. Through the sentinels it is short: an attempt
+/// asks them first (they answer while the old master is gone), and a route written to the new master
+/// must be served within about 2 s of its promotion.
+pub(crate) fn backoff_max(ep: &RedisEndpoint) -> Duration {
+    match ep.transport {
+        crate::config::driver_url::Transport::Sentinel(_) => Duration::from_millis(250),
+        _ => BACKOFF_MAX,
+    }
+}
+
 impl RedisClient {
     /// Creates the client and spawns its connection manager on the current runtime.
     ///
@@ -229,7 +239,7 @@ async fn manage(shared: Rc<Shared>) {
             }
         }
         monoio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(backoff_max(&shared.endpoint));
     }
 }
 
@@ -303,8 +313,8 @@ impl Step {
 
 /// Sends the handshake commands in one write and reads their replies in order. Returns the replies and
 /// any bytes that arrived after them (push messages may follow at once).
-pub(crate) async fn exchange(
-    stream: &mut RedisStream,
+pub(crate) async fn exchange<S: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent>(
+    stream: &mut S,
     steps: &[Step],
     timeout: Duration,
 ) -> Result<(Vec<Value>, Vec<u8>), String> {

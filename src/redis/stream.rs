@@ -14,79 +14,97 @@ use monoio::net::{TcpStream, UnixStream};
 use monoio::BufResult;
 use rustls::pki_types::ServerName;
 
-use crate::config::driver_url::Transport;
+use super::connection::{auth_step, exchange, Step};
+use super::sentinel;
+use crate::config::driver_url::{SentinelSpec, Transport};
 use crate::config::RedisEndpoint;
 
 /// A connected socket to a Redis server.
-pub enum RedisStream {
+pub struct RedisStream {
+    inner: Inner,
+    /// For a server found through the sentinels: its place in this thread's registry, so that a
+    /// failover can move it (dropped with the stream).
+    _sentinel: Option<sentinel::Registration>,
+}
+
+impl From<Inner> for RedisStream {
+    fn from(inner: Inner) -> Self {
+        RedisStream {
+            inner,
+            _sentinel: None,
+        }
+    }
+}
+
+enum Inner {
     Tcp(TcpStream),
     /// The TLS stream, and its socket's descriptor (for the watchdogs' `shutdown`).
     Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>, RawFd),
     Unix(UnixStream),
 }
 
-// SAFETY: each variant is itself `Split` (monoio's TCP and unix streams; monoio-rustls's stream over a
+// SAFETY: each variant of `Inner` is itself `Split` (monoio's TCP and unix streams; monoio-rustls's stream over a
 // `Split` socket), and the enum only forwards to the variant it holds.
 unsafe impl Split for RedisStream {}
 
 impl AsRawFd for RedisStream {
     fn as_raw_fd(&self) -> RawFd {
-        match self {
-            RedisStream::Tcp(s) => s.as_raw_fd(),
-            RedisStream::Tls(_, fd) => *fd,
-            RedisStream::Unix(s) => s.as_raw_fd(),
+        match &self.inner {
+            Inner::Tcp(s) => s.as_raw_fd(),
+            Inner::Tls(_, fd) => *fd,
+            Inner::Unix(s) => s.as_raw_fd(),
         }
     }
 }
 
 impl AsyncReadRent for RedisStream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            RedisStream::Tcp(s) => s.read(buf).await,
-            RedisStream::Tls(s, _) => s.read(buf).await,
-            RedisStream::Unix(s) => s.read(buf).await,
+        match &mut self.inner {
+            Inner::Tcp(s) => s.read(buf).await,
+            Inner::Tls(s, _) => s.read(buf).await,
+            Inner::Unix(s) => s.read(buf).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            RedisStream::Tcp(s) => s.readv(buf).await,
-            RedisStream::Tls(s, _) => s.readv(buf).await,
-            RedisStream::Unix(s) => s.readv(buf).await,
+        match &mut self.inner {
+            Inner::Tcp(s) => s.readv(buf).await,
+            Inner::Tls(s, _) => s.readv(buf).await,
+            Inner::Unix(s) => s.readv(buf).await,
         }
     }
 }
 
 impl AsyncWriteRent for RedisStream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            RedisStream::Tcp(s) => s.write(buf).await,
-            RedisStream::Tls(s, _) => s.write(buf).await,
-            RedisStream::Unix(s) => s.write(buf).await,
+        match &mut self.inner {
+            Inner::Tcp(s) => s.write(buf).await,
+            Inner::Tls(s, _) => s.write(buf).await,
+            Inner::Unix(s) => s.write(buf).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            RedisStream::Tcp(s) => s.writev(buf).await,
-            RedisStream::Tls(s, _) => s.writev(buf).await,
-            RedisStream::Unix(s) => s.writev(buf).await,
+        match &mut self.inner {
+            Inner::Tcp(s) => s.writev(buf).await,
+            Inner::Tls(s, _) => s.writev(buf).await,
+            Inner::Unix(s) => s.writev(buf).await,
         }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            RedisStream::Tcp(s) => s.flush().await,
-            RedisStream::Tls(s, _) => s.flush().await,
-            RedisStream::Unix(s) => s.flush().await,
+        match &mut self.inner {
+            Inner::Tcp(s) => s.flush().await,
+            Inner::Tls(s, _) => s.flush().await,
+            Inner::Unix(s) => s.flush().await,
         }
     }
 
     async fn shutdown(&mut self) -> std::io::Result<()> {
-        match self {
-            RedisStream::Tcp(s) => s.shutdown().await,
-            RedisStream::Tls(s, _) => s.shutdown().await,
-            RedisStream::Unix(s) => s.shutdown().await,
+        match &mut self.inner {
+            Inner::Tcp(s) => s.shutdown().await,
+            Inner::Tls(s, _) => s.shutdown().await,
+            Inner::Unix(s) => s.shutdown().await,
         }
     }
 }
@@ -97,7 +115,7 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
     let timeout = timeout.max(Duration::from_secs(1));
     if ep.transport == Transport::Unix {
         return match monoio::time::timeout(timeout, UnixStream::connect(&ep.host)).await {
-            Ok(Ok(s)) => Ok(RedisStream::Unix(s)),
+            Ok(Ok(s)) => Ok(Inner::Unix(s).into()),
             Ok(Err(e)) => Err(format!(
                 "cannot connect to the unix socket {}: {e}",
                 ep.host
@@ -108,6 +126,9 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
             )),
         };
     }
+    if let Transport::Sentinel(spec) = &ep.transport {
+        return dial_through_sentinels(ep, spec, timeout).await;
+    }
     let addrs = crate::resolver::resolve(&ep.host, ep.port)
         .await
         .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?;
@@ -117,7 +138,7 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 let Some(tls) = ep.tls() else {
-                    return Ok(RedisStream::Tcp(stream));
+                    return Ok(Inner::Tcp(stream).into());
                 };
                 let Some(client) = tls.client.clone() else {
                     return Err("rediss://: no TLS client configuration (a bug)".into());
@@ -127,7 +148,7 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
                 let fd = stream.as_raw_fd();
                 let connector = monoio_rustls::TlsConnector::from(client);
                 return match monoio::time::timeout(timeout, connector.connect(name, stream)).await {
-                    Ok(Ok(s)) => Ok(RedisStream::Tls(Box::new(s), fd)),
+                    Ok(Ok(s)) => Ok(Inner::Tls(Box::new(s), fd).into()),
                     Ok(Err(e)) => Err(format!("TLS handshake with {addr} failed: {e}")),
                     Err(_) => Err(format!("TLS handshake with {addr} timed out")),
                 };
@@ -135,6 +156,44 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
             Ok(Err(e)) => last_err = e.to_string(),
             Err(_) => last_err = "connect timed out".into(),
         }
+    }
+    Err(last_err)
+}
+
+/// Asks the sentinels where the master (or a replica) is, connects, checks its `ROLE` (after `AUTH`),
+/// and registers the socket so that a failover moves it.
+async fn dial_through_sentinels(
+    ep: &RedisEndpoint,
+    spec: &SentinelSpec,
+    timeout: Duration,
+) -> Result<RedisStream, String> {
+    let found = sentinel::resolve(spec, timeout).await?;
+    let addrs = sentinel::addresses(&found).await?;
+    let mut last_err = String::from("no address");
+    for addr in addrs {
+        let mut stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                last_err = format!("{addr} (from the sentinels): {e}");
+                continue;
+            }
+            Err(_) => {
+                last_err = format!("{addr} (from the sentinels): connect timed out");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut steps: Vec<Step> = auth_step(ep).into_iter().collect();
+        steps.push(Step::required("ROLE", redis::cmd("ROLE")));
+        let (replies, _) = exchange(&mut stream, &steps, timeout)
+            .await
+            .map_err(|e| format!("{addr} (from the sentinels): {e}"))?;
+        sentinel::check_role(spec, replies.last().unwrap_or(&redis::Value::Nil))?;
+        let fd = stream.as_raw_fd();
+        return Ok(RedisStream {
+            inner: Inner::Tcp(stream),
+            _sentinel: Some(sentinel::register(spec, found, fd, timeout)),
+        });
     }
     Err(last_err)
 }

@@ -40,7 +40,6 @@ const MAX_QUEUED: usize = 10_000;
 /// is dead (a Redis that hangs, or a network black hole).
 const PING_EVERY: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 struct State {
     queue: VecDeque<SubEvent>,
@@ -166,7 +165,7 @@ async fn manage(shared: Rc<Shared>) {
             }
         }
         monoio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(super::connection::backoff_max(&shared.endpoint));
     }
 }
 

@@ -44,7 +44,6 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Shared between the connection task, the probe task and the worker.
 pub struct Tracking {
@@ -160,7 +159,7 @@ async fn manage(
             }
         }
         monoio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(super::connection::backoff_max(&ep));
     }
 }
 
