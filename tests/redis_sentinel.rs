@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::admin::start_url_with_admin;
 use common::client::Conn;
 use common::sentinel::{sentinel_cmd, SentinelGroup, MASTER};
 use common::{free_port, get, wait_until, Backend, Proxy};
@@ -162,7 +163,7 @@ fn a_graceful_failover_moves_every_connection() {
     std::thread::sleep(Duration::from_millis(300));
     // A long TTL: only the notifications of the new master can make the change visible.
     let extra = json!({ "server": { "workers": 2, "lruCache": { "ttl": 60, "trackedTtl": 600 } } });
-    let p1 = Proxy::start_url(&group.url(), extra.clone());
+    let (p1, p1_admin) = start_url_with_admin(&group.url(), json!({}), extra.clone());
     let p2 = Proxy::start_url(&group.url(), extra);
     let ports = [p1.port, p2.port];
     assert!(served_by_all(&ports, "g.test", "a"));
@@ -207,6 +208,19 @@ fn a_graceful_failover_moves_every_connection() {
         )),
         "a change on the new master was not seen:\n{}",
         p1.log()
+    );
+    // /metrics and /status say it.
+    let m = p1_admin.get("/metrics").response.text();
+    assert!(
+        m.lines().any(|l| l.starts_with("hipache_redis_failovers_seen") && !l.ends_with(" 0")),
+        "{m}"
+    );
+    let st = p1_admin.get("/status").json;
+    assert_eq!(st["redis"]["failoversSeen"], 1, "{st}");
+    assert_eq!(
+        st["redis"]["read"]["connectedTo"],
+        format!("127.0.0.1:{new}"),
+        "{st}"
     );
     let (ok, failed) = load.finish();
     // Requests racing the switch of the backend list are answered by a or b: all 200.

@@ -386,10 +386,22 @@ fn status(ctx: &AdminCtx) -> Response {
                     workers - notified
                 ));
             }
+            let node = |c: Option<&crate::redis::RedisClient>| {
+                c.map(|c| {
+                    serde_json::json!({
+                        "endpoint": c.endpoint_display(),
+                        "connectedTo": c.connected_to(),
+                    })
+                })
+            };
             serde_json::json!({
                 "reachable": connected > 0 || admin,
                 "workersConnected": connected,
                 "adminConnected": admin,
+                "read": node(ctx.store.as_ref().map(|s| &s.read)),
+                "write": node(ctx.store.as_ref().map(|s| &s.write)),
+                // Followed by this (control) thread; each worker counts its own in /metrics.
+                "failoversSeen": crate::redis::sentinel::failovers_seen(),
             })
         }
         DriverConfig::File { .. } => serde_json::Value::Null,

@@ -68,6 +68,8 @@ struct State {
     fd: Option<i32>,
     /// Why the last connection attempt failed (cleared once connected): for `/status`.
     last_error: Option<String>,
+    /// The server of the live connection (or of the last one), for `/status`.
+    peer: Option<String>,
 }
 
 struct Shared {
@@ -120,6 +122,7 @@ impl RedisClient {
                 generation: 0,
                 fd: None,
                 last_error: None,
+                peer: None,
             }),
             writer_wake: Notify::new(),
         });
@@ -139,6 +142,16 @@ impl RedisClient {
             None
         } else {
             st.last_error.clone()
+        }
+    }
+
+    /// The server of the live connection (`ip:port` or a socket path), if any.
+    pub fn connected_to(&self) -> Option<String> {
+        let st = self.shared.state.borrow();
+        if st.up {
+            st.peer.clone()
+        } else {
+            None
         }
     }
 
@@ -213,7 +226,11 @@ async fn manage(shared: Rc<Shared>) {
                 }
                 failures = 0;
                 backoff = BACKOFF_MIN;
-                shared.state.borrow_mut().last_error = None;
+                {
+                    let mut st = shared.state.borrow_mut();
+                    st.last_error = None;
+                    st.peer = Some(stream.peer().to_string());
+                }
                 let reason = serve(&shared, stream).await;
                 warn!(
                     "{}: connection to {} lost: {}; reconnecting",

@@ -22,17 +22,25 @@ use crate::config::RedisEndpoint;
 /// A connected socket to a Redis server.
 pub struct RedisStream {
     inner: Inner,
+    /// The server's address (`ip:port` or the socket path), for `/status`.
+    peer: String,
     /// For a server found through the sentinels: its place in this thread's registry, so that a
     /// failover can move it (dropped with the stream).
     _sentinel: Option<sentinel::Registration>,
 }
 
-impl From<Inner> for RedisStream {
-    fn from(inner: Inner) -> Self {
+impl RedisStream {
+    fn new(inner: Inner, peer: String) -> Self {
         RedisStream {
             inner,
+            peer,
             _sentinel: None,
         }
+    }
+
+    /// The server's address (`ip:port`, or the unix socket's path).
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 }
 
@@ -115,7 +123,7 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
     let timeout = timeout.max(Duration::from_secs(1));
     if ep.transport == Transport::Unix {
         return match monoio::time::timeout(timeout, UnixStream::connect(&ep.host)).await {
-            Ok(Ok(s)) => Ok(Inner::Unix(s).into()),
+            Ok(Ok(s)) => Ok(RedisStream::new(Inner::Unix(s), ep.host.clone())),
             Ok(Err(e)) => Err(format!(
                 "cannot connect to the unix socket {}: {e}",
                 ep.host
@@ -138,7 +146,7 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 let Some(tls) = ep.tls() else {
-                    return Ok(Inner::Tcp(stream).into());
+                    return Ok(RedisStream::new(Inner::Tcp(stream), addr.to_string()));
                 };
                 let Some(client) = tls.client.clone() else {
                     return Err("rediss://: no TLS client configuration (a bug)".into());
@@ -148,7 +156,7 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
                 let fd = stream.as_raw_fd();
                 let connector = monoio_rustls::TlsConnector::from(client);
                 return match monoio::time::timeout(timeout, connector.connect(name, stream)).await {
-                    Ok(Ok(s)) => Ok(Inner::Tls(Box::new(s), fd).into()),
+                    Ok(Ok(s)) => Ok(RedisStream::new(Inner::Tls(Box::new(s), fd), addr.to_string())),
                     Ok(Err(e)) => Err(format!("TLS handshake with {addr} failed: {e}")),
                     Err(_) => Err(format!("TLS handshake with {addr} timed out")),
                 };
@@ -192,6 +200,7 @@ async fn dial_through_sentinels(
         let fd = stream.as_raw_fd();
         return Ok(RedisStream {
             inner: Inner::Tcp(stream),
+            peer: addr.to_string(),
             _sentinel: Some(sentinel::register(spec, found, fd, timeout)),
         });
     }
