@@ -202,6 +202,8 @@ pub enum Gauge {
     RedisUp,
     /// 1 when the worker receives route-change notifications.
     NotificationsUp,
+    /// Sentinel failovers (`+switch-master`) this worker has followed.
+    RedisFailovers,
 }
 
 const GAUGES: &[(Gauge, &str, &str)] = &[
@@ -235,9 +237,14 @@ const GAUGES: &[(Gauge, &str, &str)] = &[
         "hipache_route_notifications_up",
         "Workers receiving route-change notifications.",
     ),
+    (
+        Gauge::RedisFailovers,
+        "hipache_redis_failovers_seen",
+        "Sentinel failovers (+switch-master) followed, summed over workers (each follows the sentinels itself).",
+    ),
 ];
 
-const N_GAUGES: usize = 6;
+const N_GAUGES: usize = 7;
 
 /// Latency histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -75,11 +75,13 @@ impl RouteStore {
             RouteStore::Redis(r) => {
                 let mut pipe = redis::pipe();
                 let mut expect = 1;
+                let mut commands: &[&str] = &["PUBLISH"];
                 if !r.checker_alive.get() {
                     let key = format!("{}dead:{host}", r.prefix);
                     pipe.cmd("SADD").arg(&key).arg(index);
                     pipe.cmd("EXPIRE").arg(&key).arg(r.dead_ttl);
                     expect += 2;
+                    commands = &["SADD", "EXPIRE", "PUBLISH"];
                 }
                 pipe.cmd("PUBLISH")
                     .arg("dead")
@@ -90,10 +92,12 @@ impl RouteStore {
                 crate::task::spawn(crate::task::OnPanic::EndTask, async move {
                     match write.query(&packed, expect).await {
                         Ok(replies) => {
-                            for v in replies {
+                            for (v, command) in replies.iter().zip(commands) {
                                 if let Value::ServerError(e) = v {
+                                    // NOPERM: the ACL user lacks the command (README "Running
+                                    // Redis for a fleet" gives the rule a proxy needs).
                                     warn!(
-                                        "dead mark for {host} refused by Redis: {} {}",
+                                        "dead mark for {host}: {command} refused by Redis: {} {}",
                                         e.code(),
                                         e.details().unwrap_or("")
                                     );

@@ -778,6 +778,10 @@ async fn housekeeping(w: Rc<Worker>) {
         m.set(Gauge::CacheEntries, w.cache.borrow().len() as i64);
         m.set(Gauge::BackendConnections, w.pools.counts().1 as i64);
         m.set(Gauge::RedisUp, i64::from(w.store.is_up()));
+        m.set(
+            Gauge::RedisFailovers,
+            crate::redis::sentinel::failovers_seen() as i64,
+        );
         m.heartbeat.store(
             crate::clock::unix_now(),
             std::sync::atomic::Ordering::Relaxed,

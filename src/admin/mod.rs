@@ -373,10 +373,41 @@ fn status(ctx: &AdminCtx) -> Response {
                 ));
             }
             let admin = ctx.store.as_ref().is_some_and(|s| s.read.is_up());
+            // The control thread's own connections hit what the workers hit (a wrong password, an
+            // ACL user without a command, a TLS problem): name it.
+            if let Some(store) = &ctx.store {
+                for (role, client) in [("read", &store.read), ("write", &store.write)] {
+                    if let Some(e) = client.last_error() {
+                        problems.push(format!(
+                            "Redis ({role}, {}): {e}",
+                            client.endpoint_display()
+                        ));
+                    }
+                }
+            }
+            let notified = m.gauge_total(Gauge::NotificationsUp).max(0) as usize;
+            if ctx.config.server.route_notifications && connected > 0 && notified < workers {
+                problems.push(format!(
+                    "route-change notifications are off on {} of {workers} workers (CLIENT TRACKING refused, or its connection down: the log says why); routes expire after lruCache.ttl",
+                    workers - notified
+                ));
+            }
+            let node = |c: Option<&crate::redis::RedisClient>| {
+                c.map(|c| {
+                    serde_json::json!({
+                        "endpoint": c.endpoint_display(),
+                        "connectedTo": c.connected_to(),
+                    })
+                })
+            };
             serde_json::json!({
                 "reachable": connected > 0 || admin,
                 "workersConnected": connected,
                 "adminConnected": admin,
+                "read": node(ctx.store.as_ref().map(|s| &s.read)),
+                "write": node(ctx.store.as_ref().map(|s| &s.write)),
+                // Followed by this (control) thread; each worker counts its own in /metrics.
+                "failoversSeen": crate::redis::sentinel::failovers_seen(),
             })
         }
         DriverConfig::File { .. } => serde_json::Value::Null,

@@ -159,6 +159,8 @@ pub struct CacheConfig {
 
 /// Where routes come from.
 #[derive(Debug, Clone)]
+// Built once at start-up and shared through an `Arc`: the size of the Redis variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum DriverConfig {
     Redis {
         /// Reads (route lookups) go here: the first driver URL.
@@ -954,7 +956,22 @@ impl Builder {
         }
         let mut parsed = Vec::with_capacity(urls.len());
         for (key, url) in &urls {
-            parsed.push(driver_url::parse_redis_url(url).map_err(|m| self.err(key, m))?);
+            let mut u = driver_url::parse_redis_url(url).map_err(|m| self.err(key, m))?;
+            if let Some((ca, insecure)) = u.endpoint.tls().map(|t| (t.ca.clone(), t.insecure)) {
+                if insecure {
+                    self.warnings.push(format!(
+                        "{key}: {} skips TLS certificate verification (insecure=1): anyone on the path to Redis can read and change the routes",
+                        u.endpoint.display()
+                    ));
+                }
+                let ca = ca.map(|p| self.resolve_path(&p));
+                let client = crate::tls::client::redis_client_config(ca.as_deref(), insecure)
+                    .map_err(|m| self.err(key, m))?;
+                if let Some(tls) = u.endpoint.tls_mut() {
+                    tls.client = Some(client);
+                }
+            }
+            parsed.push(u);
         }
         let (first, last) = match (parsed.first(), parsed.last()) {
             (Some(f), Some(l)) => (f.clone(), l.clone()),
@@ -966,9 +983,14 @@ impl Builder {
                 parsed.len()
             ));
         }
+        // Writes always go to the master, even when the write URL asks the sentinels for a replica.
+        let mut write = last.endpoint;
+        if let driver_url::Transport::Sentinel(spec) = &mut write.transport {
+            spec.replica = false;
+        }
         Ok(DriverConfig::Redis {
             read: first.endpoint,
-            write: last.endpoint,
+            write,
             prefix: first.prefix,
         })
     }
@@ -981,12 +1003,7 @@ impl Builder {
             message: m,
             warnings: Vec::new(),
         };
-        let mut endpoint = RedisEndpoint {
-            host: "127.0.0.1".into(),
-            port: 6379,
-            password: None,
-            database: 0,
-        };
+        let mut endpoint = RedisEndpoint::default();
         let mut used_legacy = false;
         if let Some(host) = top.opt_string("redisHost").map_err(e)? {
             endpoint.host = host;

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use monoio::io::{AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
 use redis::Value;
 
 use super::resp::RespReader;
+pub(crate) use super::stream::dial;
+use super::stream::RedisStream;
 use crate::config::RedisEndpoint;
 use crate::local_sync::{oneshot, Notify, Sender};
 
@@ -65,6 +66,10 @@ struct State {
     generation: u64,
     /// Raw fd of the live connection, to shut it down from a watchdog.
     fd: Option<i32>,
+    /// Why the last connection attempt failed (cleared once connected): for `/status`.
+    last_error: Option<String>,
+    /// The server of the live connection (or of the last one), for `/status`.
+    peer: Option<String>,
 }
 
 struct Shared {
@@ -84,6 +89,16 @@ pub struct RedisClient {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The longest pause between two connection attempts. Through the sentinels it is short: an attempt
+/// asks them first (they answer while the old master is gone), and a route written to the new master
+/// must be served within about 2 s of its promotion.
+pub(crate) fn backoff_max(ep: &RedisEndpoint) -> Duration {
+    match ep.transport {
+        crate::config::driver_url::Transport::Sentinel(_) => Duration::from_millis(250),
+        _ => BACKOFF_MAX,
+    }
+}
 
 impl RedisClient {
     /// Creates the client and spawns its connection manager on the current runtime.
@@ -106,6 +121,8 @@ impl RedisClient {
                 queue: VecDeque::new(),
                 generation: 0,
                 fd: None,
+                last_error: None,
+                peer: None,
             }),
             writer_wake: Notify::new(),
         });
@@ -116,6 +133,31 @@ impl RedisClient {
     /// True while a connection is established.
     pub fn is_up(&self) -> bool {
         self.shared.state.borrow().up
+    }
+
+    /// While down: why the last connection attempt failed (`authentication failed: WRONGPASS …`).
+    pub fn last_error(&self) -> Option<String> {
+        let st = self.shared.state.borrow();
+        if st.up {
+            None
+        } else {
+            st.last_error.clone()
+        }
+    }
+
+    /// The server of the live connection (`ip:port` or a socket path), if any.
+    pub fn connected_to(&self) -> Option<String> {
+        let st = self.shared.state.borrow();
+        if st.up {
+            st.peer.clone()
+        } else {
+            None
+        }
+    }
+
+    /// The server this client connects to, password censored.
+    pub fn endpoint_display(&self) -> String {
+        self.shared.endpoint.display()
     }
 
     /// Sends already-packed commands and waits for `expect` replies (each may be a `ServerError`).
@@ -184,6 +226,11 @@ async fn manage(shared: Rc<Shared>) {
                 }
                 failures = 0;
                 backoff = BACKOFF_MIN;
+                {
+                    let mut st = shared.state.borrow_mut();
+                    st.last_error = None;
+                    st.peer = Some(stream.peer().to_string());
+                }
                 let reason = serve(&shared, stream).await;
                 warn!(
                     "{}: connection to {} lost: {}; reconnecting",
@@ -194,6 +241,7 @@ async fn manage(shared: Rc<Shared>) {
             }
             Err(e) => {
                 failures += 1;
+                shared.state.borrow_mut().last_error = Some(e.clone());
                 // First failure, then once in a while: enough to diagnose, not a flood.
                 if failures == 1 || failures.is_multiple_of(30) {
                     crate::metrics::note_redis_problem(&format!(
@@ -212,11 +260,11 @@ async fn manage(shared: Rc<Shared>) {
             }
         }
         monoio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(backoff_max(&shared.endpoint));
     }
 }
 
-async fn connect(shared: &Shared) -> Result<TcpStream, String> {
+async fn connect(shared: &Shared) -> Result<RedisStream, String> {
     open(&shared.endpoint, &shared.client_name, shared.timeout).await
 }
 
@@ -226,11 +274,11 @@ pub(crate) async fn open(
     ep: &RedisEndpoint,
     client_name: &str,
     timeout: Duration,
-) -> Result<TcpStream, String> {
+) -> Result<RedisStream, String> {
     let mut stream = dial(ep, timeout).await?;
     let mut commands = Vec::new();
-    if let Some(pw) = &ep.password {
-        commands.push(Step::required("AUTH", redis::cmd("AUTH").arg(pw).clone()));
+    if let Some(auth) = auth_step(ep) {
+        commands.push(auth);
     }
     if ep.database != 0 {
         commands.push(Step::required(
@@ -245,6 +293,17 @@ pub(crate) async fn open(
     ));
     exchange(&mut stream, &commands, timeout).await?;
     Ok(stream)
+}
+
+/// `AUTH password`, or `AUTH user password` for a Redis 6 ACL user; none without a password.
+pub(crate) fn auth_step(ep: &RedisEndpoint) -> Option<Step> {
+    let pw = ep.password.as_ref()?;
+    let mut cmd = redis::cmd("AUTH");
+    if let Some(user) = &ep.username {
+        cmd.arg(user);
+    }
+    cmd.arg(pw);
+    Some(Step::required("AUTH", cmd))
 }
 
 /// One command of a connection handshake.
@@ -273,34 +332,10 @@ impl Step {
     }
 }
 
-/// Opens a TCP connection to a Redis endpoint (any of its addresses) within the timeout.
-pub(crate) async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<TcpStream, String> {
-    let addrs = crate::resolver::resolve(&ep.host, ep.port)
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?;
-    let mut last_err = String::from("no address");
-    for addr in addrs {
-        match monoio::time::timeout(
-            timeout.max(Duration::from_secs(1)),
-            TcpStream::connect_addr(addr),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => last_err = e.to_string(),
-            Err(_) => last_err = "connect timed out".into(),
-        }
-    }
-    Err(last_err)
-}
-
 /// Sends the handshake commands in one write and reads their replies in order. Returns the replies and
 /// any bytes that arrived after them (push messages may follow at once).
-pub(crate) async fn exchange(
-    stream: &mut TcpStream,
+pub(crate) async fn exchange<S: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent>(
+    stream: &mut S,
     steps: &[Step],
     timeout: Duration,
 ) -> Result<(Vec<Value>, Vec<u8>), String> {
@@ -340,18 +375,23 @@ pub(crate) async fn exchange(
             } else {
                 format!("{} refused", step.name)
             };
-            return Err(
-                format!("{what}: {} {}", err.code(), err.details().unwrap_or(""))
-                    .trim()
-                    .to_string(),
-            );
+            let hint = match err.code() {
+                "WRONGPASS" => "; check the user name and password in the driver URL",
+                "NOPERM" => "; the Redis ACL user lacks this command (README: \"Running Redis for a fleet\" gives the rule a proxy needs)",
+                "NOAUTH" => "; Redis wants a password: add it to the driver URL (redis://[user]:password@host)",
+                _ => "",
+            };
+            return Err(format!(
+                "{what}: {}{hint}",
+                format!("{} {}", err.code(), err.details().unwrap_or("")).trim()
+            ));
         }
     }
     Ok((replies, reader.into_rest()))
 }
 
 /// Runs one established connection until it fails; returns why.
-async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
+async fn serve(shared: &Rc<Shared>, stream: RedisStream) -> String {
     let fd = stream.as_raw_fd();
     let generation = {
         let mut st = shared.state.borrow_mut();
@@ -384,7 +424,7 @@ async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
 
 async fn write_loop(
     shared: Rc<Shared>,
-    mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
+    mut writer: monoio::io::OwnedWriteHalf<RedisStream>,
     generation: u64,
     fd: i32,
 ) {
@@ -418,7 +458,7 @@ async fn write_loop(
 
 async fn read_loop(
     shared: &Rc<Shared>,
-    reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
+    reader: &mut monoio::io::OwnedReadHalf<RedisStream>,
 ) -> String {
     let mut replies = RespReader::new(Vec::new());
     loop {

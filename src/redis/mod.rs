@@ -5,6 +5,8 @@
 //! - [`connection`]: one pipelined connection per worker (and per role: reads, writes), with reconnect,
 //!   AUTH and SELECT.
 //! - [`routes`]: the route lookup (all candidate lists and the dead set in one round trip).
+//! - [`sentinel`]: `redis+sentinel://`: finding the master (or a replica), following failovers.
+//! - [`stream`]: the socket under every connection (TCP, TLS or a unix socket) and the dial function.
 //! - [`subscriber`]: a pub/sub subscription on its own connection (the `dead` channel), with reconnect.
 //!
 //! Nothing here may block a worker thread: every wait is an `.await` on the worker's runtime.
@@ -12,6 +14,8 @@
 pub mod connection;
 pub mod resp;
 pub mod routes;
+pub mod sentinel;
+pub mod stream;
 pub mod subscriber;
 pub mod tracking;
 

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 use monoio::io::{AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
 use redis::Value;
 
 use super::connection::open;
@@ -41,7 +40,6 @@ const MAX_QUEUED: usize = 10_000;
 /// is dead (a Redis that hangs, or a network black hole).
 const PING_EVERY: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 struct State {
     queue: VecDeque<SubEvent>,
@@ -167,12 +165,12 @@ async fn manage(shared: Rc<Shared>) {
             }
         }
         monoio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(super::connection::backoff_max(&shared.endpoint));
     }
 }
 
 /// Subscribes on an established connection and reads until it fails; returns why.
-async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
+async fn serve(shared: &Rc<Shared>, stream: super::stream::RedisStream) -> String {
     let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = stream.into_split();
     let mut subscribe = redis::cmd("SUBSCRIBE");
@@ -201,7 +199,7 @@ async fn serve(shared: &Rc<Shared>, stream: TcpStream) -> String {
 
 async fn read_frames(
     shared: &Rc<Shared>,
-    reader: &mut monoio::io::OwnedReadHalf<TcpStream>,
+    reader: &mut monoio::io::OwnedReadHalf<super::stream::RedisStream>,
     traffic: &std::cell::Cell<std::time::Instant>,
 ) -> String {
     let mut frames = RespReader::new(Vec::new());
@@ -246,7 +244,7 @@ async fn read_frames(
 async fn ping_loop(
     alive: std::rc::Weak<()>,
     traffic: Rc<std::cell::Cell<std::time::Instant>>,
-    mut writer: monoio::io::OwnedWriteHalf<TcpStream>,
+    mut writer: monoio::io::OwnedWriteHalf<super::stream::RedisStream>,
 ) {
     let ping = redis::cmd("PING").get_packed_command();
     loop {

@@ -17,7 +17,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use monoio::net::TcpStream;
 use redis::{PushKind, Value};
 
 use super::connection::{dial, exchange, RedisClient, Step};
@@ -45,7 +44,6 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Shared between the connection task, the probe task and the worker.
 pub struct Tracking {
@@ -167,7 +165,7 @@ async fn manage(
             }
         }
         monoio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(super::connection::backoff_max(&ep));
     }
 }
 
@@ -177,11 +175,11 @@ async fn subscribe(
     prefix: &str,
     client_name: &str,
     timeout: Duration,
-) -> Result<(TcpStream, Vec<u8>), String> {
+) -> Result<(super::stream::RedisStream, Vec<u8>), String> {
     let mut stream = dial(ep, timeout).await?;
     let mut steps = Vec::new();
-    if let Some(pw) = &ep.password {
-        steps.push(Step::required("AUTH", redis::cmd("AUTH").arg(pw).clone()));
+    if let Some(auth) = super::connection::auth_step(ep) {
+        steps.push(auth);
     }
     steps.push(Step::required(
         "HELLO 3 (Redis 6 or later is needed for notifications)",
@@ -213,7 +211,11 @@ async fn subscribe(
 }
 
 /// Reads push messages until the connection fails; returns why.
-async fn read_pushes(t: &Tracking, mut stream: TcpStream, received: Vec<u8>) -> String {
+async fn read_pushes(
+    t: &Tracking,
+    mut stream: super::stream::RedisStream,
+    received: Vec<u8>,
+) -> String {
     let mut pushes = RespReader::new(received);
     loop {
         loop {

@@ -4,11 +4,14 @@
 //! - [`certs`]: reads PEM certificate chains and private keys (PKCS#1, SEC1, PKCS#8, encrypted PKCS#8 with
 //!   a passphrase) and checks that they belong together. Every problem names the file.
 //! - [`sni`]: picks a certificate for a ClientHello: exact name, then wildcard, then the default.
+//! - [`client`]: the client side, for `rediss://` connections to Redis (system roots, a private CA,
+//!   or no verification at all when the operator says so).
 //!
 //! Everything here runs at start-up (and in `--dry`); the handshake itself runs on the workers through
 //! monoio-rustls with the `Arc<ServerConfig>` built here, shared read-only by all workers.
 
 pub mod certs;
+pub mod client;
 pub mod sni;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ pub mod h2client;
 pub mod proxy;
 pub mod pybackend;
 pub mod redis_server;
+pub mod sentinel;
 pub mod tls;
 pub mod ws;
 

@@ -10,6 +10,9 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
     password: Option<String>,
+    /// More `redis-server` arguments (TLS, unix socket, ACL users); the plain port stays open for the
+    /// test's own commands.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -29,6 +32,20 @@ impl RedisServer {
             child: None,
             dir: TempDir::new("redis"),
             password: password.map(str::to_string),
+            extra: Vec::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts with more `redis-server` arguments (e.g. `--tls-port`, `--unixsocket`, `--user`).
+    pub fn start_args(extra: &[String]) -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: TempDir::new("redis"),
+            password: None,
+            extra: extra.to_vec(),
         };
         server.spawn();
         server
@@ -46,6 +63,7 @@ impl RedisServer {
             .arg("no")
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(pw) = &self.password {
