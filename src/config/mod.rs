@@ -959,7 +959,7 @@ impl Builder {
             let mut u = driver_url::parse_redis_url(url).map_err(|m| self.err(key, m))?;
             if let Some((ca, insecure)) = u.endpoint.tls().map(|t| (t.ca.clone(), t.insecure)) {
                 if insecure {
-                    self.warnings.push(format!(
+                    self.warn(format!(
                         "{key}: {} skips TLS certificate verification (insecure=1): anyone on the path to Redis can read and change the routes",
                         u.endpoint.display()
                     ));
