@@ -212,7 +212,8 @@ fn a_graceful_failover_moves_every_connection() {
     // /metrics and /status say it.
     let m = p1_admin.get("/metrics").response.text();
     assert!(
-        m.lines().any(|l| l.starts_with("hipache_redis_failovers_seen") && !l.ends_with(" 0")),
+        m.lines()
+            .any(|l| l.starts_with("hipache_redis_failovers_seen") && !l.ends_with(" 0")),
         "{m}"
     );
     let st = p1_admin.get("/status").json;

@@ -156,7 +156,10 @@ pub async fn dial(ep: &RedisEndpoint, timeout: Duration) -> Result<RedisStream, 
                 let fd = stream.as_raw_fd();
                 let connector = monoio_rustls::TlsConnector::from(client);
                 return match monoio::time::timeout(timeout, connector.connect(name, stream)).await {
-                    Ok(Ok(s)) => Ok(RedisStream::new(Inner::Tls(Box::new(s), fd), addr.to_string())),
+                    Ok(Ok(s)) => Ok(RedisStream::new(
+                        Inner::Tls(Box::new(s), fd),
+                        addr.to_string(),
+                    )),
                     Ok(Err(e)) => Err(format!("TLS handshake with {addr} failed: {e}")),
                     Err(_) => Err(format!("TLS handshake with {addr} timed out")),
                 };
