@@ -210,14 +210,27 @@ fn a_graceful_failover_moves_every_connection() {
         p1.log()
     );
     // /metrics and /status say it.
-    let m = p1_admin.get("/metrics").response.text();
+    // (The workers publish their count with their housekeeping tick: wait for it.)
     assert!(
-        m.lines()
-            .any(|l| l.starts_with("hipache_redis_failovers_seen") && !l.ends_with(" 0")),
-        "{m}"
+        wait_until(Duration::from_secs(5), || p1_admin
+            .get("/metrics")
+            .response
+            .text()
+            .lines()
+            .any(
+                |l| l.starts_with("hipache_redis_failovers_seen ") && !l.ends_with(" 0")
+            )),
+        "{}",
+        p1_admin.get("/metrics").response.text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || p1_admin.get("/status").json
+            ["redis"]["failoversSeen"]
+            == 1),
+        "{}",
+        p1_admin.get("/status").json
     );
     let st = p1_admin.get("/status").json;
-    assert_eq!(st["redis"]["failoversSeen"], 1, "{st}");
     assert_eq!(
         st["redis"]["read"]["connectedTo"],
         format!("127.0.0.1:{new}"),

@@ -307,6 +307,8 @@ async fn subscribe(
         if let Ok(now) = ask(host, port, spec, timeout).await {
             let moved = move_off(&spec.master, Some(&now));
             if moved > 0 {
+                // A switch that happened while no subscription was up: a failover all the same.
+                FAILOVERS.with(|f| f.set(f.get() + 1));
                 info!(
                     "sentinel {host}:{port}: master {:?} is now {}:{}; moved {moved} connection(s)",
                     spec.master, now.host, now.port
