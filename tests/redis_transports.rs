@@ -350,7 +350,7 @@ fn dry_run_checks_the_redis_urls() {
         ),
         (
             "redis+unix:///run/r.sock?tls=1",
-            "unknown parameter `tls` (known: db, ca, insecure)",
+            "unknown parameter `tls` (known: db, ca, insecure, role, sentinelPassword)",
         ),
         ("redis+unix://", "names no socket"),
     ];
