@@ -66,8 +66,12 @@ class Group:
         return subprocess.Popen(["taskset", "-c", self.cpu] + cmd, stdout=log, stderr=log)
 
     def start_server(self, port, replica_of=None):
+        # A folder of its own: a replica's full sync leaves dump.rdb there, which a restarted server
+        # (or the next mode's group) would otherwise load.
+        data = os.path.join(self.out, "redis", f"{os.getpid()}-{port}")
+        os.makedirs(data, exist_ok=True)
         cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", self.out]
+               "--appendonly", "no", "--dir", data]
         if replica_of:
             cmd += ["--replicaof", "127.0.0.1", str(replica_of)]
         self.procs[port] = self.spawn(cmd, f"redis-{port}")
@@ -116,6 +120,7 @@ def main():
     proxy = wrk = None
     try:
         m = group.master()
+        cli(m, "DEL", "frontend:cached.bench.test")
         cli(m, "RPUSH", "frontend:cached.bench.test", "cached", a.backend)
         conf = os.path.join(a.out, "hipache-failover.json")
         with open(conf, "w") as f:
@@ -144,6 +149,7 @@ def main():
             promoted = time.time()
             new = group.master()
             host = f"fo{i}.bench.test"
+            cli(new, "DEL", f"frontend:{host}")
             cli(new, "RPUSH", f"frontend:{host}", "fo", a.backend)
             wait(lambda: status(ports[5], host) == 200, 30, f"{host} to be served")
             took.append(time.time() - promoted)
@@ -157,6 +163,8 @@ def main():
             time.sleep(1)
         wrk.send_signal(signal.SIGINT)
         text = wrk.communicate(timeout=30)[0]
+        with open(os.path.join(a.out, "logs", f"wrk-{a.mode}.txt"), "w") as f:
+            f.write(text)
         w = bench.parse_wrk(text)
         row = {"mode": a.mode, "failovers": a.failovers, "requests": w["requests"],
                "errors": w["errors"], "p50_ms": round(statistics.median(took) * 1000, 1),
