@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::admin::start_url_with_admin;
+use common::proxy::wait_for_notifications;
 use common::tls::TestCa;
 use common::{free_port, get, wait_until, Backend, Proxy, RedisServer, TempDir};
 use serde_json::json;
@@ -38,18 +39,6 @@ fn tls_redis(ca: &TestCa, dir: &TempDir) -> (RedisServer, u16) {
         "no".into(),
     ]);
     (redis, tls_port)
-}
-
-fn wait_for_notifications(proxy: &Proxy, workers: usize) {
-    assert!(
-        wait_until(Duration::from_secs(10), || proxy
-            .log()
-            .matches("route-change notifications on")
-            .count()
-            >= workers),
-        "notifications never came on:\n{}",
-        proxy.log()
-    );
 }
 
 /// Every request for `host` reaches `backend` within `within`.
@@ -153,10 +142,16 @@ fn rediss_without_the_ca_is_refused_and_named_in_status() {
 const PROXY_ACL: &str = "on >proxy-secret ~frontend:* ~dead:* ~hipache-tpc-probe:* ~hchecker_ping &dead \
     +auth +hello +select +ping +client|setname +client|tracking +lrange +smembers +get +set +sadd +expire +publish";
 
-#[test]
-fn an_acl_user_with_the_minimal_rule_routes_marks_and_notifies() {
+/// `redis-server` arguments creating the user `proxy` with [`PROXY_ACL`].
+fn proxy_user() -> Vec<String> {
     let mut args = vec!["--user".to_string(), "proxy".to_string()];
     args.extend(PROXY_ACL.split_whitespace().map(str::to_string));
+    args
+}
+
+#[test]
+fn an_acl_user_with_the_minimal_rule_routes_marks_and_notifies() {
+    let args = proxy_user();
     // The default user keeps full access for the test's own commands.
     let redis = RedisServer::start_args(&args);
     let (a, b) = (Backend::start("a"), Backend::start("b"));
@@ -200,8 +195,7 @@ fn an_acl_user_with_the_minimal_rule_routes_marks_and_notifies() {
 
 #[test]
 fn a_wrong_password_and_a_missing_permission_are_named() {
-    let mut args = vec!["--user".to_string(), "proxy".to_string()];
-    args.extend(PROXY_ACL.split_whitespace().map(str::to_string));
+    let mut args = proxy_user();
     // A user like the proxy's, without CLIENT TRACKING.
     args.extend(
         "--user notrack on >pw ~* &* +@all -client"
@@ -275,19 +269,12 @@ fn a_unix_socket_driver_routes_and_notifies() {
         "700".into(),
     ]);
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let _: () = {
-        let mut c = redis.conn(2);
-        let _: () = redis::cmd("DEL")
-            .arg("frontend:unix.test")
-            .query(&mut c)
-            .unwrap();
-        let _: i64 = redis::cmd("RPUSH")
-            .arg("frontend:unix.test")
-            .arg("u")
-            .arg(a.url())
-            .query(&mut c)
-            .unwrap();
+    // Database 2: the URL's ?db= is honoured over the socket.
+    let set = |backend: String| {
+        let _: () = redis.cmd_db(2, &["DEL", "frontend:unix.test"]);
+        let _: i64 = redis.cmd_db(2, &["RPUSH", "frontend:unix.test", "u", &backend]);
     };
+    set(a.url());
     let url = format!("redis+unix://{}?db=2", sock.display());
     let proxy = Proxy::start_url(&url, long_ttl());
     assert!(served_by(
@@ -297,17 +284,7 @@ fn a_unix_socket_driver_routes_and_notifies() {
         Duration::from_secs(5)
     ));
     wait_for_notifications(&proxy, 2);
-    let mut c = redis.conn(2);
-    let _: () = redis::cmd("DEL")
-        .arg("frontend:unix.test")
-        .query(&mut c)
-        .unwrap();
-    let _: i64 = redis::cmd("RPUSH")
-        .arg("frontend:unix.test")
-        .arg("u")
-        .arg(b.url())
-        .query(&mut c)
-        .unwrap();
+    set(b.url());
     assert!(served_by(
         proxy.port,
         "unix.test",

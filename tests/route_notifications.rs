@@ -6,24 +6,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::proxy::wait_for_notifications;
 use common::{get, wait_until, Backend, Proxy, RedisServer};
 use serde_json::json;
 
 /// Long TTLs: without notifications, nothing below would be seen for a minute.
 fn long_ttl() -> serde_json::Value {
     json!({ "server": { "workers": 2, "lruCache": { "size": 1000, "ttl": 60, "trackedTtl": 600 } } })
-}
-
-fn wait_for_notifications(proxy: &Proxy, workers: usize) {
-    assert!(
-        wait_until(Duration::from_secs(5), || proxy
-            .log()
-            .matches("route-change notifications on")
-            .count()
-            >= workers),
-        "notifications never came on:\n{}",
-        proxy.log()
-    );
 }
 
 /// `n` requests on new connections (spread over the workers by SO_REUSEPORT); the backends that answered.

@@ -239,3 +239,16 @@ pub fn run_cli(
 pub fn port() -> u16 {
     free_port()
 }
+
+/// Waits (at most 10 s) until `workers` workers of `proxy` log that route-change notifications are on.
+pub fn wait_for_notifications(proxy: &Proxy, workers: usize) {
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy
+            .log()
+            .matches("route-change notifications on")
+            .count()
+            >= workers),
+        "notifications never came on:\n{}",
+        proxy.log()
+    );
+}
