@@ -14,7 +14,8 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::admin::{enc, start_with_admin};
@@ -122,6 +123,8 @@ fn console_in_a_real_browser() {
     });
 
     let started = Instant::now();
+    let traffic_stop = Arc::new(AtomicBool::new(false));
+    let mut traffic = None;
     let mut result: Option<Value> = None;
     let mut failure: Option<String> = None;
     let mut steps = Vec::new();
@@ -153,11 +156,27 @@ fn console_in_a_real_browser() {
             }
             "KILL" => {
                 doomed.stop();
-                wait_until(Duration::from_secs(10), || {
+                let marked = wait_until(Duration::from_secs(10), || {
                     get(proxy.port, target, "/until-marked");
                     let dead: Vec<String> = redis.cmd(&["SMEMBERS", &format!("dead:{target}")]);
                     dead.contains(&"1".to_string())
-                })
+                });
+                // From here on, steady traffic for the traffic screen's charts.
+                let (port, stop) = (proxy.port, traffic_stop.clone());
+                traffic = Some(std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let path = if n % 10 == 0 {
+                            "/status/404"
+                        } else {
+                            "/steady"
+                        };
+                        get(port, "site-00001.test", path);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }));
+                marked
             }
             l if l.starts_with("RESULT ") => {
                 result = Some(serde_json::from_str(&l["RESULT ".len()..]).expect("RESULT json"));
@@ -177,6 +196,10 @@ fn console_in_a_real_browser() {
         let _ = writeln!(stdin, "OK");
     }
     drop(stdin);
+    traffic_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = traffic {
+        let _ = t.join();
+    }
     let exited = wait_until(Duration::from_secs(30), || {
         child.try_wait().ok().flatten().is_some()
     });
@@ -197,7 +220,11 @@ fn console_in_a_real_browser() {
         started.elapsed().as_secs_f64()
     );
 
-    assert_eq!(steps.iter().filter(|s| s.len() < 10).count(), 3, "{steps:?}");
+    assert_eq!(
+        steps.iter().filter(|s| s.len() < 10).count(),
+        3,
+        "{steps:?}"
+    );
     assert!(
         r["wrong_key_message"]
             .as_str()
@@ -301,7 +328,10 @@ fn console_files_headers_and_compatibility() {
     assert!(header(&page, "content-type").starts_with("text/html"));
     let csp = header(&page, "content-security-policy");
     assert!(csp.contains("default-src 'self'"), "{csp}");
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(header(&page, "x-frame-options"), "DENY");
     assert_eq!(header(&page, "x-content-type-options"), "nosniff");
@@ -398,6 +428,9 @@ fn console_files_headers_and_compatibility() {
     assert_eq!(a.status, 200);
     assert!(a.json["workers"].as_array().is_some_and(|w| !w.is_empty()));
     assert!(a.json["workers"][0]["connections"].is_i64());
-    assert_eq!(a.json["latency"]["counts"].as_array().map(Vec::len), Some(17));
+    assert_eq!(
+        a.json["latency"]["counts"].as_array().map(Vec::len),
+        Some(17)
+    );
     assert!(a.json["responses"]["2xx"].is_u64());
 }

@@ -167,6 +167,9 @@ def main():
         # Traffic charts.
         driver.find_element(By.ID, "tab-button-traffic").click()
         until(driver, "a requests/s figure", lambda d: "req/s" in d.find_element(By.ID, "now-rps").text)
+        # A few samples (2 s apart), so that the charts have lines.
+        until(driver, "three samples on the charts",
+              lambda d: int(d.find_element(By.ID, "chart-rps").get_attribute("data-points") or 0) >= 3)
         result["rps_text"] = driver.find_element(By.ID, "now-rps").text
         result["worker_legend"] = driver.find_element(By.ID, "legend-conns").text
         # The chart was drawn: some pixel of the canvas is not transparent.

@@ -328,7 +328,16 @@
         pen = true;
       });
       ctx.stroke();
+      // The newest point as a dot, so that a first sample shows too.
+      const lastV = s.length ? s[s.length - 1] : null;
+      if (lastV !== null) {
+        ctx.fillStyle = COLORS[si % COLORS.length];
+        ctx.beginPath();
+        ctx.arc(left + (SAMPLES - 1) * step, (h - bottom) * (1 - lastV / max), 3, 0, 2 * Math.PI);
+        ctx.fill();
+      }
     });
+    canvas.dataset.points = String(series.length ? series[0].length : 0);
   }
 
   function drawCharts() {
