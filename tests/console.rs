@@ -376,8 +376,7 @@ fn console_files_headers_and_compatibility() {
         "",
     );
     assert_eq!(a.status, 403);
-    let own = format!("http://127.0.0.1:{}", admin.port);
-    let _ = own; // the test client sends `Host: 127.0.0.1`
+    // The test client sends `Host: 127.0.0.1`.
     let same = [
         ("Authorization", auth.as_str()),
         ("Origin", "http://127.0.0.1"),
@@ -433,4 +432,48 @@ fn console_files_headers_and_compatibility() {
         Some(17)
     );
     assert!(a.json["responses"]["2xx"].is_u64());
+}
+
+#[test]
+fn the_listing_says_which_marks_the_active_checker_made() {
+    let redis = RedisServer::start();
+    let up = Backend::start("up");
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    redis.set_frontend("e.test", "e", &[up.url(), down.clone()]);
+    let (proxy, admin) = start_with_admin(
+        &redis,
+        json!({ "key": KEY }),
+        json!({ "healthcheck": { "enabled": true, "interval": 1, "connectTimeout": 1, "timeout": 1 } }),
+    );
+    let auth = format!("Bearer {KEY}");
+    let bearer = [("Authorization", auth.as_str())];
+    // What a proxy publishes on a passive failure: the checker takes the URL and finds it dead.
+    let msg = format!("e.test;{down};1;2");
+    let mut listing = Value::Null;
+    let shown = wait_until(Duration::from_secs(10), || {
+        let _: i64 = redis.cmd(&["PUBLISH", "dead", &msg]);
+        listing = admin
+            .call("GET", "/frontends?match=e.test", &bearer, "")
+            .json;
+        listing["frontends"][0]["backends"][1]["dead"] == json!(true)
+            && listing["frontends"][0]["backends"][1]["checker"]["state"] == json!("dead")
+    });
+    assert!(shown, "{listing}\n{}", proxy.log());
+    let b = &listing["frontends"][0]["backends"][1];
+    assert_eq!(b["url"], json!(down));
+    assert_eq!(b["checker"]["marksThisFrontend"], json!(true), "{b}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for field in ["since", "lastCheck"] {
+        let t = b["checker"][field].as_u64().unwrap_or(0);
+        assert!(t <= now && now - t < 15, "{field}: {b}");
+    }
+    // The live backend was never reported, so the checker knows nothing of it.
+    let a = &listing["frontends"][0]["backends"][0];
+    assert_eq!(
+        (a["dead"].clone(), a["checker"].clone()),
+        (json!(false), Value::Null)
+    );
 }
