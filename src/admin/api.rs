@@ -404,13 +404,13 @@ impl ApiStore {
     }
 
     /// `GET /frontends?cursor=<c>&count=<n>&match=<substring>`: one page of frontends, each with its
-    /// backends and dead marks. `annotate(name, url, index, dead)` adds what the health checker knows
+    /// backends and dead marks. `annotate(name, url)` adds what the health checker knows
     /// of a backend. The answer's `cursor` is `"0"` at the end of the walk.
     pub async fn list_page(
         &self,
         req: &Request,
         dead_backend_ttl: u64,
-        annotate: &dyn Fn(&str, &str, bool) -> serde_json::Value,
+        annotate: &dyn Fn(&str, &str) -> serde_json::Value,
     ) -> Response {
         let cursor = req.param("cursor").unwrap_or("0").trim();
         if cursor.is_empty() || cursor.len() > 20 || !cursor.bytes().all(|b| b.is_ascii_digit()) {
@@ -531,7 +531,7 @@ impl ApiStore {
                         "url": url,
                         "dead": is_dead,
                         "markedAt": if is_dead { marked_at } else { None },
-                        "checker": annotate(name, url, is_dead),
+                        "checker": annotate(name, url),
                     })
                 })
                 .collect();

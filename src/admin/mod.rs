@@ -237,7 +237,7 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
         let name = req.segments.get(1).map(String::as_str).unwrap_or("");
         return match (route, method) {
             (Route::Frontends, "GET") if is_paged(req) => {
-                let annotate = |name: &str, url: &str, dead: bool| annotate(ctx, name, url, dead);
+                let annotate = |name: &str, url: &str| annotate(ctx, name, url);
                 store
                     .list_page(req, ctx.config.server.dead_backend_ttl, &annotate)
                     .await
@@ -267,7 +267,7 @@ fn is_paged(req: &Request) -> bool {
 }
 
 /// What the health checker of this process knows about backend `url` of frontend `name`.
-fn annotate(ctx: &AdminCtx, name: &str, url: &str, _dead: bool) -> serde_json::Value {
+fn annotate(ctx: &AdminCtx, name: &str, url: &str) -> serde_json::Value {
     let Some(c) = &ctx.checker else {
         return serde_json::Value::Null;
     };
