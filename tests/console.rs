@@ -232,7 +232,13 @@ fn console_in_a_real_browser() {
             .contains("Invalid api key"),
         "{r}"
     );
-    assert_eq!(r["first_page_rows"], json!(50), "{r}");
+    // `count` is SCAN's hint: a page holds about that many (a SCAN step is never cut short).
+    assert!(
+        r["first_page_rows"]
+            .as_u64()
+            .is_some_and(|n| (50..=100).contains(&n)),
+        "{r}"
+    );
     assert_eq!(r["pages_differ"], json!(true), "{r}");
     assert_eq!(r["key_in_url"], json!(false), "{r}");
     assert_eq!(r["key_in_cookies"], json!(false), "{r}");
