@@ -1,11 +1,67 @@
-//! Where a body ends: the framing state of one message body, fed with the bytes as they arrive.
+//! Where a body ends, and how slowly a client may move it.
 //!
-//! Used for request bodies (client → backend) and response bodies (backend → client). It does no I/O;
-//! the caller reads, asks [`BodyFraming::take`] how many of the bytes belong to the body, and writes
-//! those.
+//! [`BodyFraming`] is the framing state of one message body, fed with the bytes as they arrive. Used for
+//! request bodies (client → backend) and response bodies (backend → client): the caller reads, asks
+//! [`BodyFraming::take`] how many of the bytes belong to the body, and writes those.
+//!
+//! [`BodyPace`] is the minimum-rate rule (`server.minBodyRate`) for one body moved to or from a client:
+//! it turns the bytes moved so far into the deadline of the next wait on that client.
+//!
+//! Neither does I/O nor reads the clock: callers measure and report.
+
+use std::time::Duration;
 
 use super::chunked::{ChunkError, ChunkedScanner, Progress};
 use super::head::Framing;
+
+/// The minimum transfer rate of one body between the proxy and a client (README "Limits").
+///
+/// Only the time the proxy spends waiting on the client counts (a read of the request body, a write of
+/// the response body), so a backend that streams slowly (server-sent events, long polls) is never held
+/// against its client. A single wait is still bounded by the idle timeout (`tcpTimeout`); on top of that,
+/// after a grace of one idle timeout (30 s when there is none), the client must have moved on average
+/// `rate` bytes per second waited: one byte per `tcpTimeout` cannot hold a connection forever.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyPace {
+    rate: u64,
+    idle: Option<Duration>,
+    grace: Duration,
+    waited: Duration,
+    bytes: u64,
+}
+
+impl BodyPace {
+    /// `rate` in bytes per second (0: no minimum, only `idle`).
+    pub fn new(rate: u64, idle: Option<Duration>) -> Self {
+        BodyPace {
+            rate,
+            idle,
+            grace: idle.unwrap_or(Duration::from_secs(30)),
+            waited: Duration::ZERO,
+            bytes: 0,
+        }
+    }
+
+    /// How long the next wait on the client may last; `Some(ZERO)` means the client is already too slow.
+    /// `None`: no limit at all (no idle timeout and no minimum rate).
+    pub fn next_timeout(&self) -> Option<Duration> {
+        if self.rate == 0 {
+            return self.idle;
+        }
+        let earned = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        let left = (self.grace + earned).saturating_sub(self.waited);
+        Some(match self.idle {
+            Some(idle) => idle.min(left),
+            None => left,
+        })
+    }
+
+    /// Records one wait on the client and the bytes it moved.
+    pub fn record(&mut self, waited: Duration, bytes: usize) {
+        self.waited += waited;
+        self.bytes += bytes as u64;
+    }
+}
 
 /// Progress through one body.
 pub enum BodyFraming {
@@ -77,5 +133,30 @@ impl BodyFraming {
                 Ok(p)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_allows_the_grace_then_demands_the_rate() {
+        let idle = Some(Duration::from_secs(10));
+        let mut p = BodyPace::new(1000, idle);
+        assert_eq!(p.next_timeout(), idle);
+        // 10 s waited for 1 byte: the grace is used up, the next byte is due at once.
+        p.record(Duration::from_secs(10), 1);
+        assert!(p.next_timeout().unwrap() < Duration::from_millis(2));
+        // A fast client earns time: 20,000 bytes buy 20 s.
+        let mut p = BodyPace::new(1000, idle);
+        p.record(Duration::from_secs(5), 20_000);
+        assert_eq!(p.next_timeout(), idle);
+        p.record(Duration::from_secs(20), 0);
+        assert_eq!(p.next_timeout(), Some(Duration::from_secs(5)));
+        // No minimum: only the idle timeout.
+        let mut p = BodyPace::new(0, None);
+        p.record(Duration::from_secs(1000), 1);
+        assert_eq!(p.next_timeout(), None);
     }
 }
