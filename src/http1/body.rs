@@ -18,27 +18,28 @@ use super::head::Framing;
 ///
 /// Only the time the proxy spends waiting on the client counts (a read of the request body, a write of
 /// the response body), so a backend that streams slowly (server-sent events, long polls) is never held
-/// against its client. A single wait is still bounded by the idle timeout (`tcpTimeout`); on top of that,
-/// after a grace of one idle timeout (30 s when there is none), the client must have moved on average
-/// `rate` bytes per second waited: one byte per `tcpTimeout` cannot hold a connection forever.
+/// against its client. A token bucket: the client starts with a reserve of one idle timeout
+/// (`tcpTimeout`, 30 s when there is none); every second waited costs a second, every byte moved earns
+/// `1 / rate` s, and the reserve never exceeds its initial size (bytes that went into socket buffers
+/// cannot buy hours). The reserve running out ends the exchange, so one byte per `tcpTimeout` cannot
+/// hold a connection forever; at or above `rate` a client is never cut.
 #[derive(Clone, Copy, Debug)]
 pub struct BodyPace {
     rate: u64,
     idle: Option<Duration>,
-    grace: Duration,
-    waited: Duration,
-    bytes: u64,
+    reserve: Duration,
+    left: Duration,
 }
 
 impl BodyPace {
     /// `rate` in bytes per second (0: no minimum, only `idle`).
     pub fn new(rate: u64, idle: Option<Duration>) -> Self {
+        let reserve = idle.unwrap_or(Duration::from_secs(30));
         BodyPace {
             rate,
             idle,
-            grace: idle.unwrap_or(Duration::from_secs(30)),
-            waited: Duration::ZERO,
-            bytes: 0,
+            reserve,
+            left: reserve,
         }
     }
 
@@ -48,18 +49,19 @@ impl BodyPace {
         if self.rate == 0 {
             return self.idle;
         }
-        let earned = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
-        let left = (self.grace + earned).saturating_sub(self.waited);
         Some(match self.idle {
-            Some(idle) => idle.min(left),
-            None => left,
+            Some(idle) => idle.min(self.left),
+            None => self.left,
         })
     }
 
     /// Records one wait on the client and the bytes it moved.
     pub fn record(&mut self, waited: Duration, bytes: usize) {
-        self.waited += waited;
-        self.bytes += bytes as u64;
+        if self.rate == 0 {
+            return;
+        }
+        let earned = Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+        self.left = (self.left.saturating_sub(waited) + earned).min(self.reserve);
     }
 }
 
@@ -141,19 +143,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pace_allows_the_grace_then_demands_the_rate() {
+    fn pace_allows_the_reserve_then_demands_the_rate() {
         let idle = Some(Duration::from_secs(10));
         let mut p = BodyPace::new(1000, idle);
         assert_eq!(p.next_timeout(), idle);
-        // 10 s waited for 1 byte: the grace is used up, the next byte is due at once.
+        // 10 s waited for 1 byte: the reserve is used up, the next byte is due at once.
         p.record(Duration::from_secs(10), 1);
         assert!(p.next_timeout().unwrap() < Duration::from_millis(2));
-        // A fast client earns time: 20,000 bytes buy 20 s.
+        // One byte every 100 ms at a minimum of 1000 B/s: cut after about 10 s.
         let mut p = BodyPace::new(1000, idle);
-        p.record(Duration::from_secs(5), 20_000);
+        let mut waits = 0;
+        while p.next_timeout().unwrap() > Duration::ZERO {
+            p.record(Duration::from_millis(100), 1);
+            waits += 1;
+        }
+        assert!((100..=102).contains(&waits), "{waits}");
+        // A fast client is never cut, but cannot bank more than the reserve.
+        let mut p = BodyPace::new(1000, idle);
+        p.record(Duration::from_secs(1), 1_000_000);
         assert_eq!(p.next_timeout(), idle);
-        p.record(Duration::from_secs(20), 0);
-        assert_eq!(p.next_timeout(), Some(Duration::from_secs(5)));
+        p.record(Duration::from_secs(8), 0);
+        assert_eq!(p.next_timeout(), Some(Duration::from_secs(2)));
         // No minimum: only the idle timeout.
         let mut p = BodyPace::new(0, None);
         p.record(Duration::from_secs(1000), 1);

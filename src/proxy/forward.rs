@@ -47,17 +47,13 @@ use crate::proxy::headers::{
     write_request_head, write_response_head, ClientSide, DebugInfo, ResponseDelivery,
 };
 use crate::routing::Route;
-use crate::worker::{Worker, BODY_BUF};
+use crate::worker::Worker;
 
 /// Bodies up to this size are copied behind the head so both leave in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
 /// Interim (1xx) answers relayed per exchange; one more and the client gets 502 (README "Limits").
 pub const MAX_INTERIM: usize = 16;
-
-/// A read of at most this many response bytes is appended to the last queued read-ahead buffer when it
-/// has room, instead of taking a buffer of its own (a backend dribbling small writes).
-const SMALL_READ: usize = 8 * 1024;
 
 /// How the exchange ended.
 pub enum Forwarded {
@@ -787,7 +783,7 @@ async fn relay_response<S: ClientStream>(
     }
     // The rest of the body: read ahead of the client while it is written, from the very first bytes
     // (a client that reads nothing does not hold the backend).
-    let ahead = ReadAhead::new((s.response_buffer_size / BODY_BUF).max(1));
+    let ahead = ReadAhead::new(s.response_buffer_size.max(1));
     let reader = read_ahead(
         w,
         conn,
@@ -851,9 +847,12 @@ async fn write_first<S: ClientStream>(
 /// buffers shared by the two halves of one exchange ([`read_ahead`], [`write_behind`]), polled by one task
 /// ([`run_both`]), so one waker slot serves both.
 struct ReadAhead {
+    /// Every buffer but the last is full, so memory is about `queued` (plus one buffer).
     chunks: RefCell<VecDeque<Vec<u8>>>,
-    /// Buffers the queue may hold (`responseBufferSize` / buffer size).
-    max_chunks: usize,
+    /// Bytes queued.
+    queued: Cell<usize>,
+    /// `responseBufferSize`: no read while this much is queued (one read may pass it by a buffer).
+    limit: usize,
     /// Set when the reader stops: `true` if the body ended cleanly.
     end: Cell<Option<bool>>,
     /// When the backend finished (for the access log).
@@ -862,10 +861,11 @@ struct ReadAhead {
 }
 
 impl ReadAhead {
-    fn new(max_chunks: usize) -> Self {
+    fn new(limit: usize) -> Self {
         ReadAhead {
             chunks: RefCell::new(VecDeque::new()),
-            max_chunks,
+            queued: Cell::new(0),
+            limit,
             end: Cell::new(None),
             backend_secs: Cell::new(None),
             waker: RefCell::new(None),
@@ -885,10 +885,10 @@ impl ReadAhead {
         }
     }
 
-    /// Waits until the queue has room for one more buffer.
+    /// Waits until the queue holds less than its limit.
     async fn room(&self) {
         poll_fn(|cx| {
-            if self.chunks.borrow().len() < self.max_chunks {
+            if self.queued.get() < self.limit {
                 Poll::Ready(())
             } else {
                 self.park(cx);
@@ -898,23 +898,25 @@ impl ReadAhead {
         .await
     }
 
-    /// Queues `bytes`: appended to the last buffer when small and it has room (then `false`: the caller
-    /// keeps its buffer for the next read), else queued as is (`true`).
+    /// Queues the bytes of `buf`, filling the last queued buffer first (it only waits there when the
+    /// client is behind, so packing costs a copy only then). Returns `true` if `buf` itself was queued
+    /// (the caller needs a new buffer), `false` if its bytes were all copied (it is left empty).
     fn push(&self, buf: &mut Vec<u8>) -> bool {
         if buf.is_empty() {
             return false;
         }
+        self.queued.set(self.queued.get() + buf.len());
         let mut chunks = self.chunks.borrow_mut();
-        if buf.len() <= SMALL_READ {
-            if let Some(last) = chunks.back_mut() {
-                if last.capacity() - last.len() >= buf.len() {
-                    last.extend_from_slice(buf);
-                    buf.clear();
-                    drop(chunks);
-                    self.wake();
-                    return false;
-                }
+        if let Some(last) = chunks.back_mut() {
+            let k = (last.capacity() - last.len()).min(buf.len());
+            last.extend_from_slice(&buf[..k]);
+            if k == buf.len() {
+                buf.clear();
+                drop(chunks);
+                self.wake();
+                return false;
             }
+            buf.drain(..k);
         }
         chunks.push_back(std::mem::take(buf));
         drop(chunks);
@@ -932,6 +934,7 @@ impl ReadAhead {
     async fn next(&self) -> Option<Vec<u8>> {
         poll_fn(|cx| {
             if let Some(buf) = self.chunks.borrow_mut().pop_front() {
+                self.queued.set(self.queued.get() - buf.len());
                 self.wake();
                 return Poll::Ready(Some(buf));
             }
