@@ -179,6 +179,11 @@ fn pool_slots_come_back_after_every_failure() {
         let mut conn = Conn::open(proxy.port);
         conn.send(b"GET /reset-mid/400000 HTTP/1.1\r\nHost: fail.test\r\n\r\n");
         let got = conn.read_to_close();
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "reset {i}: {:?}",
+            &got[..got.len().min(40)]
+        );
         assert!(got.len() < 400_000, "reset {i}: the whole body arrived?");
         // Closed before answering.
         let r = common::get(proxy.port, "fail.test", "/reset");
@@ -192,6 +197,11 @@ fn pool_slots_come_back_after_every_failure() {
         let mut head = [0u8; 1024];
         let _ = conn.stream.read(&mut head);
         drop(conn);
+        // The proxy notices the client is gone on its next write; with one slot, wait for that
+        // exchange to end (its log line) before the next round, or the next request gets 503.
+        assert!(wait_until(Duration::from_secs(5), || {
+            proxy.access_log().matches("GET /size/20000000").count() > i
+        }));
     }
     // With one slot per backend, any slot lost above would make these 503.
     for i in 0..20 {
