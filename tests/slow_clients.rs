@@ -312,3 +312,37 @@ fn clients_below_the_minimum_rate_are_cut() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 3_000_000);
 }
+
+/// A download larger than any socket buffer, by a client that reads nothing: with a read-ahead large
+/// enough the backend connection is free while the client has not read a byte; with a small one it
+/// is held (the control that shows the first half is the read-ahead's doing, not the kernel's).
+#[test]
+fn the_read_ahead_frees_the_backend_before_the_client_reads() {
+    const SIZE: usize = 12_000_000;
+    let redis = RedisServer::start();
+    let backend = Backend::start("b1");
+    redis.set_frontend("ahead.test", "app", &[backend.url()]);
+    for (buffer, freed) in [(16 * 1024 * 1024, true), (65536, false)] {
+        let proxy = Proxy::start(
+            &redis,
+            json!({ "server": { "maxSockets": 1, "workers": 1, "responseBufferSize": buffer } }),
+        );
+        let mut slow = connect_from(Ipv4Addr::new(127, 0, 0, 8), proxy.port, Some(4096));
+        slow.write_all(format!("GET /size/{SIZE} HTTP/1.1\r\nHost: ahead.test\r\n\r\n").as_bytes())
+            .unwrap();
+        let served = wait_until(Duration::from_secs(3), || {
+            let mut c =
+                Conn::from_stream(connect_from(Ipv4Addr::new(127, 0, 0, 9), proxy.port, None));
+            c.get("ahead.test", "/other").status == 200
+        });
+        assert_eq!(served, freed, "responseBufferSize {buffer}");
+        // Either way the slow client gets the whole response, intact.
+        let mut conn = Conn::from_stream(slow);
+        let r = conn.read_response(false).expect("slow download");
+        assert_eq!(r.body.len(), SIZE);
+        assert!(
+            r.body == pattern(SIZE),
+            "download corrupted (responseBufferSize {buffer})"
+        );
+    }
+}
