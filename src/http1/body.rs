@@ -150,10 +150,11 @@ mod tests {
         // 10 s waited for 1 byte: the reserve is used up, the next byte is due at once.
         p.record(Duration::from_secs(10), 1);
         assert!(p.next_timeout().unwrap() < Duration::from_millis(2));
-        // One byte every 100 ms at a minimum of 1000 B/s: cut after about 10 s.
+        // One byte every 100 ms at a minimum of 1000 B/s: the wait for the next byte is cut short (the
+        // exchange ends) after about 10 s.
         let mut p = BodyPace::new(1000, idle);
         let mut waits = 0;
-        while p.next_timeout().unwrap() > Duration::ZERO {
+        while p.next_timeout().unwrap() >= Duration::from_millis(100) && waits < 1000 {
             p.record(Duration::from_millis(100), 1);
             waits += 1;
         }
