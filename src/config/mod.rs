@@ -586,10 +586,7 @@ impl Builder {
             return Err(self.err("server.responseBufferSize", "at most 67108864 bytes"));
         }
         let min_body_rate = s.opt_count("minBodyRate").map_err(e)?.unwrap_or(1024) as u64;
-        let max_sockets_per_client = s
-            .opt_count("maxSocketsPerClient")
-            .map_err(e)?
-            .unwrap_or((max_sockets / 2).max(1));
+        let max_sockets_per_client = s.opt_count("maxSocketsPerClient").map_err(e)?.unwrap_or(0);
         Ok(ServerConfig {
             access_log,
             workers,
@@ -987,7 +984,7 @@ mod tests {
         assert_eq!(c.server.retry_body_buffer, 128 * 1024);
         assert_eq!(c.server.response_buffer_size, 1024 * 1024);
         assert_eq!(c.server.min_body_rate, 1024);
-        assert_eq!(c.server.max_sockets_per_client, 50);
+        assert_eq!(c.server.max_sockets_per_client, 0);
         assert_eq!(c.http, vec!["0.0.0.0:80".parse().unwrap()]);
         assert!(c.server.cache.ttl <= Duration::from_secs(1));
     }

@@ -799,7 +799,9 @@ async fn relay_response<S: ClientStream>(
         write_first(c, relay, start, first.produced, &mut pace, sent).await?;
         write_behind(w, &mut c.io, &ahead, pace, sent).await
     };
-    let written = run_both(reader, writer).await;
+    // Boxed: the two halves' state lives on the heap only for responses that need it, instead of
+    // enlarging every connection task (idle ones included).
+    let written = Box::pin(run_both(reader, writer)).await;
     // Buffers the reader left behind (the client went away first) go back to the pool.
     ahead.drain_into(&w.body_bufs);
     ex.backend_secs = ahead
