@@ -174,7 +174,9 @@ impl Inner {
             let unused = self
                 .pools
                 .iter()
-                .find(|(_, p)| p.open == p.idle.len() && p.waiters.is_empty())
+                .find(|(_, p)| {
+                    p.slots.taken.get() == p.idle.len() && p.slots.waiters.borrow().is_empty()
+                })
                 .map(|(a, _)| *a)?;
             self.pools.remove(&unused);
         }
