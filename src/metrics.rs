@@ -365,6 +365,13 @@ impl WorkerSlot {
         self.counters[c as usize].load(Ordering::Relaxed)
     }
 
+    /// A histogram's per-bucket counts (not cumulative; the last one is +Inf), for the admin
+    /// console's JSON form of /metrics.
+    pub fn hist_buckets(&self, h: Hist) -> [u64; 17] {
+        let hist = &self.hists[h as usize];
+        std::array::from_fn(|i| hist.buckets[i].load(Ordering::Relaxed))
+    }
+
     pub fn gauge(&self, g: Gauge) -> i64 {
         self.gauges[g as usize].load(Ordering::Relaxed)
     }

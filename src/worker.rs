@@ -145,6 +145,7 @@ impl Worker {
             inflight: RefCell::new(HashMap::new()),
             pools: BackendPools::new(
                 s.max_sockets,
+                s.max_sockets_per_client,
                 s.backend_idle_timeout,
                 s.connect_timeout,
                 Duration::from_secs(1),

@@ -363,7 +363,8 @@ fn max_sockets_bounds_backend_connections_with_a_short_wait_then_503() {
     redis.set_frontend("busy.test", "busy", &[b.url()]);
     let proxy = Proxy::start(
         &redis,
-        json!({ "server": { "workers": 1, "maxSockets": 2 } }),
+        // All four clients come from 127.0.0.1: no per-client cap, so maxSockets alone is measured.
+        json!({ "server": { "workers": 1, "maxSockets": 2, "maxSocketsPerClient": 0 } }),
     );
     let port = proxy.port;
     let started = Instant::now();

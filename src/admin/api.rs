@@ -8,6 +8,10 @@
 //! validated (the proxy's own parser) and duplicates (same host and port) refused. Listing uses SCAN,
 //! never KEYS.
 //!
+//! The console's paged listing (`GET /frontends?cursor=<c>&count=<n>&match=<substring>`) walks the
+//! same SCAN cursor one bounded step per call and answers each frontend with its backends and dead
+//! marks (`dead:<name>` members and TTL); plain `GET /frontends` keeps hipache-api's answer.
+//!
 //! This module only talks to Redis and builds answers; HTTP is `admin::http`'s job.
 
 use std::collections::BTreeSet;
@@ -31,6 +35,16 @@ const REDIS_WAIT: Duration = Duration::from_secs(1);
 
 /// Keys per SCAN page.
 const SCAN_COUNT: usize = 1000;
+/// Largest page of `GET /frontends?cursor=...` (the `count` parameter is capped to it).
+pub const MAX_PAGE: usize = 500;
+/// Longest `match` substring of a paged listing.
+const MAX_MATCH: usize = 253;
+/// SCAN calls (and time) one paged listing may spend looking for matches before it answers with
+/// what it found and the cursor to continue from.
+const PAGE_SCANS: usize = 64;
+const PAGE_TIME: Duration = Duration::from_secs(2);
+/// Backends shown per frontend in a paged listing (a hostile list could be huge).
+const PAGE_BACKENDS: usize = 200;
 /// Tries of an append that raced with another change of the same list.
 const APPEND_TRIES: usize = 5;
 
@@ -351,6 +365,188 @@ impl ApiStore {
             }
             Err(r) => r,
         }
+    }
+
+    /// One SCAN step: (next cursor, keys).
+    async fn scan_step(
+        &self,
+        client: &RedisClient,
+        cursor: &str,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(String, Vec<String>), Response> {
+        let packed = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .get_packed_command();
+        let reply = self.one(client, &packed).await?;
+        if let Some(r) = server_error(&reply) {
+            return Err(r);
+        }
+        let Value::Array(mut parts) = reply else {
+            return Err(Response::error(500, "Redis: unexpected SCAN reply"));
+        };
+        if parts.len() != 2 {
+            return Err(Response::error(500, "Redis: unexpected SCAN reply"));
+        }
+        let page = parts.pop().unwrap_or(Value::Nil);
+        let next = parts.pop().unwrap_or(Value::Nil);
+        let next = match next {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::SimpleString(s) => s,
+            Value::Int(n) => n.to_string(),
+            _ => return Err(Response::error(500, "Redis: unexpected SCAN cursor")),
+        };
+        Ok((next, strings(page)?))
+    }
+
+    /// `GET /frontends?cursor=<c>&count=<n>&match=<substring>`: one page of frontends, each with its
+    /// backends and dead marks. `annotate(name, url)` adds what the health checker knows
+    /// of a backend. The answer's `cursor` is `"0"` at the end of the walk.
+    pub async fn list_page(
+        &self,
+        req: &Request,
+        dead_backend_ttl: u64,
+        annotate: &dyn Fn(&str, &str) -> serde_json::Value,
+    ) -> Response {
+        let cursor = req.param("cursor").unwrap_or("0").trim();
+        if cursor.is_empty() || cursor.len() > 20 || !cursor.bytes().all(|b| b.is_ascii_digit()) {
+            return Response::error(400, "Invalid 'cursor': a SCAN cursor is a decimal number");
+        }
+        let count = match req.param("count").map(str::trim) {
+            None | Some("") => 50,
+            Some(c) => match c.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => {
+                    return Response::error(
+                        400,
+                        format!("Invalid 'count': a number from 1 to {MAX_PAGE}"),
+                    )
+                }
+            },
+        };
+        let needle = req.param("match").unwrap_or("").trim().to_ascii_lowercase();
+        if needle.len() > MAX_MATCH {
+            return Response::error(
+                400,
+                format!("Invalid 'match': longer than {MAX_MATCH} characters"),
+            );
+        }
+        let strip = self.frontend_key("");
+        let pattern = if needle.is_empty() {
+            format!("{}frontend:*", glob_escape(&self.prefix))
+        } else {
+            format!(
+                "{}frontend:*{}*",
+                glob_escape(&self.prefix),
+                glob_escape(&needle)
+            )
+        };
+        // Without a filter SCAN's COUNT is about the page size; with one, most keys visited do not
+        // match, so each step visits more of them.
+        let hint = if needle.is_empty() { count } else { 1000 };
+        let started = Instant::now();
+        let mut next = cursor.to_string();
+        let mut names = BTreeSet::new();
+        for _ in 0..PAGE_SCANS {
+            let (n, keys) = match self.scan_step(&self.read, &next, &pattern, hint).await {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            names.extend(
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(&strip))
+                    .map(str::to_string),
+            );
+            next = n;
+            if next == "0" || names.len() >= count || started.elapsed() >= PAGE_TIME {
+                break;
+            }
+        }
+        let names: Vec<String> = names.into_iter().collect();
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.cmd("LRANGE")
+                .arg(self.frontend_key(name))
+                .arg(0)
+                .arg(PAGE_BACKENDS)
+                .cmd("LLEN")
+                .arg(self.frontend_key(name))
+                .cmd("SMEMBERS")
+                .arg(self.dead_key(name))
+                .cmd("TTL")
+                .arg(self.dead_key(name));
+        }
+        let replies = if names.is_empty() {
+            Vec::new()
+        } else {
+            match self
+                .read
+                .query(&pipe.get_packed_pipeline(), names.len() * 4)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return redis_error(e),
+            }
+        };
+        let now = crate::clock::unix_now();
+        let mut frontends = Vec::with_capacity(names.len());
+        let mut replies = replies.into_iter();
+        for name in &names {
+            let (Some(list), Some(len), Some(dead), Some(ttl)) = (
+                replies.next(),
+                replies.next(),
+                replies.next(),
+                replies.next(),
+            ) else {
+                return Response::error(500, "Redis: missing replies");
+            };
+            let list = match strings(list) {
+                Ok(l) => l,
+                Err(r) => return r,
+            };
+            if list.is_empty() {
+                continue; // deleted between SCAN and LRANGE
+            }
+            let len = int(&len).unwrap_or(list.len() as i64).max(0) as usize;
+            let dead: BTreeSet<usize> = strings(dead)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| m.trim().parse().ok())
+                .collect();
+            let ttl = int(&ttl).unwrap_or(-2);
+            // A passive mark lives deadBackendTTL seconds from the last failure seen.
+            let marked_at =
+                (ttl > 0).then(|| now.saturating_sub(dead_backend_ttl.saturating_sub(ttl as u64)));
+            let backends: Vec<serde_json::Value> = list[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, url)| {
+                    let is_dead = dead.contains(&i);
+                    serde_json::json!({
+                        "index": i,
+                        "url": url,
+                        "dead": is_dead,
+                        "markedAt": if is_dead { marked_at } else { None },
+                        "checker": annotate(name, url),
+                    })
+                })
+                .collect();
+            frontends.push(serde_json::json!({
+                "name": name,
+                "identifier": list[0],
+                "backends": backends,
+                "backendCount": len.saturating_sub(1),
+                "deadTTL": ttl,
+            }));
+        }
+        Response::json(
+            200,
+            &serde_json::json!({ "cursor": next, "frontends": frontends }),
+        )
     }
 
     /// The list of `name`, identifier included; empty when absent.

@@ -35,6 +35,12 @@ pub struct Request {
     pub params: Vec<(String, String)>,
     /// `Authorization: Bearer <token>`.
     pub bearer: Option<String>,
+    /// The `Origin` header (browsers send it on state-changing calls: checked against `host`).
+    pub origin: Option<String>,
+    /// The `Host` header.
+    pub host: Option<String>,
+    /// The client accepts `text/html` (a browser navigating to `/` gets the console).
+    pub accepts_html: bool,
     pub keep_alive: bool,
     pub head_only: bool,
 }
@@ -208,6 +214,9 @@ fn decode(head: &RequestHead, raw: &[u8], body: &[u8]) -> Result<Request, Respon
     let mut params = Vec::new();
     let mut bearer = None;
     let mut content_type = None;
+    let mut origin = None;
+    let mut host = None;
+    let mut accepts_html = false;
     for h in &head.headers {
         let name = h.name.of(raw);
         let value = String::from_utf8_lossy(h.value.of(raw)).trim().to_string();
@@ -219,6 +228,12 @@ fn decode(head: &RequestHead, raw: &[u8], body: &[u8]) -> Result<Request, Respon
             }
         } else if h.kind == HeaderKind::Other && name.eq_ignore_ascii_case(b"content-type") {
             content_type = Some(value.to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case(b"origin") {
+            origin = Some(value);
+        } else if name.eq_ignore_ascii_case(b"host") {
+            host = Some(value);
+        } else if name.eq_ignore_ascii_case(b"accept") {
+            accepts_html |= value.to_ascii_lowercase().contains("text/html");
         }
     }
     if !body.is_empty() {
@@ -251,6 +266,9 @@ fn decode(head: &RequestHead, raw: &[u8], body: &[u8]) -> Result<Request, Respon
         path,
         params,
         bearer,
+        origin,
+        host,
+        accepts_html,
         keep_alive: head.keep_alive,
     })
 }
@@ -339,6 +357,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
@@ -362,7 +381,7 @@ pub async fn write_response(
     keep_alive: bool,
 ) -> bool {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,

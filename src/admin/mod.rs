@@ -6,10 +6,18 @@
 //! `/status` need it too unless `admin.protectMetrics` is false. Without a key everything is open,
 //! which is why the listener is on the loopback interface unless configured otherwise.
 //!
+//! The web console ([`console`]): `GET /` from a browser (an `Accept` naming `text/html`) and
+//! `/console/...` serve static files compiled into the binary, without the key; every data call the
+//! page makes goes through the endpoints above with `Authorization: Bearer <key>`. A call that
+//! changes state (POST, PUT, DELETE) carrying an `Origin` header that is not this listener's own
+//! origin (its `Host`) is refused with 403, so another site open in the operator's browser cannot
+//! drive the API. `GET /` without `text/html` keeps the JSON index.
+//!
 //! This module never runs on a worker thread and never blocks one: it reads the workers' metric slots
 //! (atomics) and talks to Redis through the control runtime's own connections.
 
 pub mod api;
+pub mod console;
 pub mod http;
 
 use std::rc::Rc;
@@ -20,8 +28,8 @@ use log::{debug, warn};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::config::{Config, DriverConfig};
-use crate::healthcheck::Checker;
-use crate::metrics::{Gauge, Metrics};
+use crate::healthcheck::{Checker, UrlState};
+use crate::metrics::{Counter, Gauge, Hist, Metrics, BUCKETS};
 use api::ApiStore;
 use http::{ReadError, Request, Response};
 
@@ -120,6 +128,7 @@ enum Route {
     FrontendBackend,
     Flush,
     Index,
+    Console,
 }
 
 impl Route {
@@ -133,13 +142,14 @@ impl Route {
             ["frontends", name] if !name.is_empty() => Some(Route::Frontend),
             ["frontends", name, "backend"] if !name.is_empty() => Some(Route::FrontendBackend),
             ["flush"] => Some(Route::Flush),
+            ["console", ..] => Some(Route::Console),
             _ => None,
         }
     }
 
     fn methods(self) -> &'static [&'static str] {
         match self {
-            Route::Metrics | Route::Status | Route::Index => &["GET", "HEAD"],
+            Route::Metrics | Route::Status | Route::Index | Route::Console => &["GET", "HEAD"],
             Route::Frontends => &["GET", "POST"],
             Route::Frontend => &["GET", "POST", "DELETE"],
             Route::FrontendBackend => &["DELETE"],
@@ -155,8 +165,42 @@ impl Route {
     }
 }
 
+/// A state-changing call with an `Origin` that is not this listener's own: refused (CSRF).
+fn cross_origin(req: &Request) -> Option<Response> {
+    if !matches!(req.method.as_str(), "POST" | "PUT" | "DELETE" | "PATCH") {
+        return None;
+    }
+    let origin = req.origin.as_deref()?;
+    let own = req.host.as_deref().unwrap_or("");
+    let host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match host {
+        Some(h) if !own.is_empty() && h.eq_ignore_ascii_case(own) => None,
+        _ => Some(Response::error(
+            403,
+            format!(
+                "Origin {origin:?} is not this admin listener's own ({own:?}): changes are only accepted from the console served here"
+            ),
+        )),
+    }
+}
+
 async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
+    if let Some(r) = cross_origin(req) {
+        return r;
+    }
     let route = Route::of(&req.segments);
+    let is_get = matches!(req.method.as_str(), "GET" | "HEAD");
+    // The console's static files carry no data: they load without the key.
+    let console_page = match route {
+        Some(Route::Console) => true,
+        Some(Route::Index) => is_get && req.accepts_html,
+        _ => false,
+    };
+    if console_page && is_get {
+        return console::serve(&req.segments);
+    }
     let open = matches!(route, Some(Route::Metrics | Route::Status))
         && ctx
             .config
@@ -192,6 +236,12 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
         };
         let name = req.segments.get(1).map(String::as_str).unwrap_or("");
         return match (route, method) {
+            (Route::Frontends, "GET") if is_paged(req) => {
+                let annotate = |name: &str, url: &str| annotate(ctx, name, url);
+                store
+                    .list_page(req, ctx.config.server.dead_backend_ttl, &annotate)
+                    .await
+            }
             (Route::Frontends, "GET") => store.list().await,
             (Route::Frontends, _) => store.create(req).await,
             (Route::Frontend, "GET") => store.backends(name).await,
@@ -202,10 +252,91 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
         };
     }
     match route {
+        Route::Metrics if req.param("format") == Some("json") => metrics_json(ctx),
         Route::Metrics => metrics(ctx),
         Route::Status => status(ctx),
         _ => index(),
     }
+}
+
+/// The paged form of `GET /frontends` is asked for with any of its parameters.
+fn is_paged(req: &Request) -> bool {
+    ["cursor", "count", "match"]
+        .iter()
+        .any(|p| req.param(p).is_some())
+}
+
+/// What the health checker of this process knows about backend `url` of frontend `name`.
+fn annotate(ctx: &AdminCtx, name: &str, url: &str) -> serde_json::Value {
+    let Some(c) = &ctx.checker else {
+        return serde_json::Value::Null;
+    };
+    match c.url_state(url, name) {
+        Some(UrlState::Checked {
+            dead,
+            last_check,
+            since,
+            marks_host,
+        }) => serde_json::json!({
+            "state": match dead {
+                Some(true) => "dead",
+                Some(false) => "alive",
+                None => "pending",
+            },
+            "lastCheck": last_check,
+            "since": since,
+            "marksThisFrontend": marks_host,
+        }),
+        Some(UrlState::Watched) => serde_json::json!({ "state": "watched" }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// `GET /metrics?format=json`: what the console charts, per worker where it matters. Read from the
+/// same relaxed slots as the text form (nothing more is counted on the workers).
+fn metrics_json(ctx: &AdminCtx) -> Response {
+    let m = &ctx.metrics;
+    let classes = [
+        ("1xx", Counter::Responses1xx),
+        ("2xx", Counter::Responses2xx),
+        ("3xx", Counter::Responses3xx),
+        ("4xx", Counter::Responses4xx),
+        ("5xx", Counter::Responses5xx),
+    ];
+    let now = crate::clock::unix_now();
+    let mut latency = [0u64; 17];
+    let workers: Vec<serde_json::Value> = (0..m.workers())
+        .map(|i| {
+            let s = m.slot(i);
+            for (total, n) in latency.iter_mut().zip(s.hist_buckets(Hist::Total)) {
+                *total += n;
+            }
+            let hb = s.heartbeat.load(std::sync::atomic::Ordering::Relaxed);
+            serde_json::json!({
+                "worker": i,
+                "up": hb != 0 && now.saturating_sub(hb) <= HEARTBEAT_STALE_SECS,
+                "responses": classes.iter().map(|(_, c)| s.counter(*c)).sum::<u64>(),
+                "connections": s.gauge(Gauge::ClientConnections),
+                "backendConnections": s.gauge(Gauge::BackendConnections),
+            })
+        })
+        .collect();
+    let responses: serde_json::Map<String, serde_json::Value> = classes
+        .iter()
+        .map(|(k, c)| (k.to_string(), m.total(*c).into()))
+        .collect();
+    Response::json(
+        200,
+        &serde_json::json!({
+            "uptimeSeconds": m.uptime().as_secs(),
+            "time": now,
+            "responses": responses,
+            "backendErrors": m.total(Counter::BackendErrors),
+            "deadMarks": m.total(Counter::DeadMarks),
+            "latency": { "bounds": BUCKETS, "counts": latency },
+            "workers": workers,
+        }),
+    )
 }
 
 /// Constant-time equality (the time depends on the lengths only).
@@ -474,5 +605,6 @@ mod tests {
         assert_eq!(r(&["frontends", ""]), None);
         assert_eq!(r(&["nope"]), None);
         assert_eq!(r(&[]), Some(Route::Index));
+        assert_eq!(r(&["console", "console.js"]), Some(Route::Console));
     }
 }

@@ -111,8 +111,9 @@ pub struct ServerConfig {
     pub backend_idle_timeout: Duration,
     /// `server.maxHeaderSize`: request and response heads larger than this are refused (431 / 502).
     pub max_header_size: usize,
-    /// `server.retryBodyBuffer`: request bodies up to this size are read before forwarding, so the
-    /// request can be retried on another backend.
+    /// `server.requestBufferSize` (formerly `retryBodyBuffer`): request bodies up to this size are read
+    /// before a backend connection is taken, so a slow upload holds no backend and the request can be
+    /// retried on another backend.
     pub retry_body_buffer: usize,
     /// `server.trustForwardedHeaders`: keep client-supplied X-Forwarded-Proto/-Port and X-Real-IP.
     pub trust_forwarded_headers: bool,
@@ -132,6 +133,15 @@ pub struct ServerConfig {
     pub http2_max_streams: u32,
     /// `server.routeNotifications`: subscribe to route changes (Redis 6+ client tracking).
     pub route_notifications: bool,
+    /// `server.responseBufferSize`: response body bytes read ahead of a slow client, so the backend
+    /// connection is released once the backend is done.
+    pub response_buffer_size: usize,
+    /// `server.minBodyRate`: bytes/s a client must keep up, on average, while the proxy waits on it for
+    /// a body (after a grace of `tcpTimeout`); 0 = no minimum.
+    pub min_body_rate: u64,
+    /// `server.maxSocketsPerClient`: backend connections one client address may hold at once, per
+    /// worker; 0 = no cap.
+    pub max_sockets_per_client: usize,
 }
 
 impl ServerConfig {
@@ -211,6 +221,10 @@ const SERVER_KEYS: &[&str] = &[
     "backendIdleTimeout",
     "maxHeaderSize",
     "retryBodyBuffer",
+    "requestBufferSize",
+    "responseBufferSize",
+    "minBodyRate",
+    "maxSocketsPerClient",
     "trustForwardedHeaders",
     "allowUnderscoresInHeaders",
     "drainTimeout",
@@ -377,7 +391,10 @@ impl Config {
                 "headerTimeout": secs(s.header_timeout),
                 "backendIdleTimeout": secs(s.backend_idle_timeout),
                 "maxHeaderSize": s.max_header_size,
-                "retryBodyBuffer": s.retry_body_buffer,
+                "requestBufferSize": s.retry_body_buffer,
+                "responseBufferSize": s.response_buffer_size,
+                "minBodyRate": s.min_body_rate,
+                "maxSocketsPerClient": s.max_sockets_per_client,
                 "trustForwardedHeaders": s.trust_forwarded_headers,
                 "allowUnderscoresInHeaders": s.allow_underscores_in_headers,
                 "drainTimeout": secs(s.drain_timeout),
@@ -709,13 +726,27 @@ impl Builder {
         if !(1024..=1024 * 1024).contains(&max_header_size) {
             return Err(self.err("server.maxHeaderSize", "expected 1024 to 1048576 bytes"));
         }
-        let retry_body_buffer = s
-            .opt_count("retryBodyBuffer")
-            .map_err(e)?
-            .unwrap_or(64 * 1024);
+        // `retryBodyBuffer` is the older name of `requestBufferSize`.
+        let (body_key, body_size) = match s.opt_count("requestBufferSize").map_err(e)? {
+            Some(n) => ("server.requestBufferSize", Some(n)),
+            None => (
+                "server.retryBodyBuffer",
+                s.opt_count("retryBodyBuffer").map_err(e)?,
+            ),
+        };
+        let retry_body_buffer = body_size.unwrap_or(128 * 1024);
         if retry_body_buffer > 16 * 1024 * 1024 {
-            return Err(self.err("server.retryBodyBuffer", "at most 16777216 bytes"));
+            return Err(self.err(body_key, "at most 16777216 bytes"));
         }
+        let response_buffer_size = s
+            .opt_count("responseBufferSize")
+            .map_err(e)?
+            .unwrap_or(1024 * 1024);
+        if response_buffer_size > 64 * 1024 * 1024 {
+            return Err(self.err("server.responseBufferSize", "at most 67108864 bytes"));
+        }
+        let min_body_rate = s.opt_count("minBodyRate").map_err(e)?.unwrap_or(1024) as u64;
+        let max_sockets_per_client = s.opt_count("maxSocketsPerClient").map_err(e)?.unwrap_or(0);
         Ok(ServerConfig {
             access_log,
             pid_file,
@@ -748,6 +779,9 @@ impl Builder {
             websocket_idle_timeout: s.opt_seconds("websocketIdleTimeout").map_err(e)?.flatten(),
             http2: s.opt_bool("http2").map_err(e)?.unwrap_or(true),
             route_notifications: s.opt_bool("routeNotifications").map_err(e)?.unwrap_or(true),
+            response_buffer_size,
+            min_body_rate,
+            max_sockets_per_client,
             http2_max_streams: match s.opt_count("http2MaxStreams").map_err(e)?.unwrap_or(128) {
                 n @ 1..=65_535 => n as u32,
                 n => {
@@ -1133,6 +1167,10 @@ mod tests {
         assert_eq!(c.server.dead_backend_ttl, 30);
         assert_eq!(c.server.retry_on_error, 3);
         assert_eq!(c.server.tcp_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.server.retry_body_buffer, 128 * 1024);
+        assert_eq!(c.server.response_buffer_size, 1024 * 1024);
+        assert_eq!(c.server.min_body_rate, 1024);
+        assert_eq!(c.server.max_sockets_per_client, 0);
         assert_eq!(c.http, vec!["0.0.0.0:80".parse().unwrap()]);
         assert!(c.server.cache.ttl <= Duration::from_secs(1));
     }

@@ -88,7 +88,27 @@ struct Check {
     lost: Cell<bool>,
     /// Last verdict (for /status and logs).
     dead: Cell<Option<bool>>,
+    /// Unix seconds of the last check made, and of the last change of verdict (the console shows
+    /// them; 0 before the first check).
+    last_check: Cell<u64>,
+    since: Cell<u64>,
     wake: Notify,
+}
+
+/// What this checker knows about one backend URL (for the admin console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlState {
+    /// Checked here: the last verdict (`None` before the first check), the unix seconds of the last
+    /// check and of the last change of verdict, and whether `host` is among the hosts whose marks
+    /// this check writes.
+    Checked {
+        dead: Option<bool>,
+        last_check: u64,
+        since: u64,
+        marks_host: bool,
+    },
+    /// Another checker holds the lock of this URL (this one watches it for a takeover).
+    Watched,
 }
 
 /// A URL locked by another checker.
@@ -207,6 +227,23 @@ impl Checker {
             .filter(|c| c.dead.get() == Some(true))
             .count();
         (checks.len(), dead, self.watched.borrow().len())
+    }
+
+    /// What this checker knows about `url`, as a backend of frontend `host`; `None` when it neither
+    /// checks nor watches it (dead marks of such a URL are the proxies' passive marks).
+    pub fn url_state(&self, url: &str, host: &str) -> Option<UrlState> {
+        if let Some(c) = self.checks.borrow().get(url) {
+            return Some(UrlState::Checked {
+                dead: c.dead.get(),
+                last_check: c.last_check.get(),
+                since: c.since.get(),
+                marks_host: c.mappings.borrow().contains_key(host),
+            });
+        }
+        self.watched
+            .borrow()
+            .contains_key(url)
+            .then_some(UrlState::Watched)
     }
 
     /// True while the `dead` subscription is established.
@@ -389,6 +426,8 @@ impl Checker {
             rewrite: Cell::new(false),
             lost: Cell::new(false),
             dead: Cell::new(None),
+            last_check: Cell::new(0),
+            since: Cell::new(0),
             wake: Notify::new(),
         });
         info!("health checker: checking {url}");
@@ -423,8 +462,11 @@ impl Checker {
                 bump(&self.stats.probe_failures);
             }
             let changed = state != Some(dead);
+            let now = now_parts().0;
+            check.last_check.set(now);
             if changed {
                 last_change = Instant::now();
+                check.since.set(now);
                 match (&result, state.is_some()) {
                     (Err(e), _) => info!("health checker: {} is dead: {e}", check.url),
                     (Ok(code), _) if dead => {

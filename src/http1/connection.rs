@@ -95,6 +95,8 @@ pub struct ClientConn<S> {
     pub head: RequestHead,
     /// The peer address as written in headers and logs.
     pub peer_ip: String,
+    /// The peer address, as counted by `server.maxSocketsPerClient` (IPv4-mapped IPv6 as IPv4).
+    pub peer_addr: std::net::IpAddr,
     pub listener: Rc<ListenerInfo>,
     /// The current request's normalised host.
     pub host: String,
@@ -153,19 +155,21 @@ pub async fn serve_client<S: ClientStream + 'static>(
     w: &Worker,
     initial: Vec<u8>,
 ) {
-    let peer_ip = match peer {
+    let peer_addr = match peer {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.ip().to_string(),
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(*v6.ip()),
         },
-        SocketAddr::V4(v4) => v4.ip().to_string(),
+        SocketAddr::V4(v4) => std::net::IpAddr::V4(*v4.ip()),
     };
+    let peer_ip = peer_addr.to_string();
     let mut c = ClientConn {
         io,
         buf: initial,
         pos: 0,
         head: RequestHead::default(),
         peer_ip,
+        peer_addr,
         listener,
         host: String::new(),
         out: Vec::new(),

@@ -1,29 +1,43 @@
 //! Phase 3, forward: send the request to a backend and relay the answer, with retries (docs/compatibility.md §3).
 //!
-//! 1. *Body in hand.* A body that fits `server.retryBodyBuffer` is read completely before anything is
-//!    sent, so the request can be retried; a larger one is streamed and can only be retried while no
-//!    byte of it has left the client buffer.
+//! 1. *Body in hand.* Up to `server.requestBufferSize` of the body is read before a backend connection
+//!    is taken, so a slow upload holds no backend; a body that fits is read completely and the request
+//!    can be retried; the rest of a larger one is streamed and it can only be retried while no byte of
+//!    it has left the client buffer. Reading from the client is paced (`server.minBodyRate`, see
+//!    `http1::body::BodyPace`).
 //! 2. *Attempts.* Each attempt chooses a live backend at random (phase 2), takes a pooled connection or
 //!    connects, sends the head (and the body in hand) and waits for the response head. A connection-level
 //!    failure before any response byte marks the backend dead and tries again, up to
 //!    `server.retryOnError` more times; a pooled connection found closed by the backend is retried once
 //!    on a fresh connection without counting. No response head within the backend timeout: 504, marked.
+//!    More than [`MAX_INTERIM`] interim (1xx) answers: 502, not marked (the backend is alive, only
+//!    broken for this request).
 //! 3. *Relay.* The response head is rewritten (hop-by-hop headers dropped) and sent with the first body
-//!    bytes in one write; the rest of the body is streamed with a bounded buffer. The backend connection
-//!    returns to its pool only if the exchange left it clean.
+//!    bytes in one write (a small response ends there). The rest of the body goes through a read-ahead
+//!    of pooled buffers, at most `server.responseBufferSize`: the backend is read as fast as it sends,
+//!    the client written as fast as it reads, and the backend connection goes back to its pool (only if
+//!    the exchange left it clean) as soon as the backend is done, however slowly the client reads.
+//!    Writing to the client is paced (`server.minBodyRate`).
 //!
 //! Nothing here writes error pages: failures before any response byte are returned to the connection
 //! loop, which answers them.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use monoio::buf::IoBuf;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use crate::backend_pool::{AcquireError, BackendConn};
-use crate::http1::body::BodyFraming;
+use crate::http1::body::{BodyFraming, BodyPace};
 use crate::http1::connection::{ClientConn, ClientStream, Exchange};
 use crate::http1::head::{Framing, Parsed, ResponseHead};
 use crate::http1::io::{read_more, write_all_vec, write_range};
@@ -37,6 +51,9 @@ use crate::worker::Worker;
 
 /// Bodies up to this size are copied behind the head so both leave in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Interim (1xx) answers relayed per exchange; one more and the client gets 502 (README "Limits").
+pub const MAX_INTERIM: usize = 16;
 
 /// How the exchange ended.
 pub enum Forwarded {
@@ -196,10 +213,17 @@ async fn attempts<S: ClientStream>(
         };
         let backend_start = Instant::now();
         relay.clear();
-        let mut conn = match w.pools.acquire(addr, fresh_only).await {
+        let mut conn = match w.pools.acquire(addr, fresh_only, Some(c.peer_addr)).await {
             Ok(conn) => conn,
             Err(AcquireError::Saturated) => {
                 return failed(503, "backend connection limit (maxSockets) reached", body)
+            }
+            Err(AcquireError::ClientLimit) => {
+                return failed(
+                    503,
+                    "client connection limit (maxSocketsPerClient) reached",
+                    body,
+                )
             }
             Err(e) => {
                 // Nothing was sent: always safe to try again.
@@ -268,7 +292,8 @@ async fn attempts<S: ClientStream>(
                 }
             }
         }
-        // Wait for the response head, passing interim (1xx) answers on.
+        // Wait for the response head, passing interim (1xx) answers on (a bounded number of them).
+        let mut interim = 0usize;
         let head = loop {
             match read_response_head(
                 conn.stream(),
@@ -281,6 +306,14 @@ async fn attempts<S: ClientStream>(
             .await
             {
                 Ok(()) if (100..200).contains(&resp.status) && resp.status != 101 => {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        warn!(
+                            "backend {} of {} sent more than {MAX_INTERIM} interim responses",
+                            backend.url, c.host
+                        );
+                        return failed(502, "too many interim (1xx) responses from backend", body);
+                    }
                     if let Err(r) = relay_interim(c, relay, resp).await {
                         return r;
                     }
@@ -374,6 +407,7 @@ async fn prepare_body<S: ClientStream>(
     }
     let mut scanned = 0usize;
     let mut continue_sent = false;
+    let mut pace = BodyPace::new(s.min_body_rate, s.tcp_timeout);
     loop {
         let end = c.buf.len();
         let progress = framing
@@ -396,12 +430,8 @@ async fn prepare_body<S: ClientStream>(
                 rest: BodyFraming::Done,
             });
         }
-        let expected_total = match c.head.framing {
-            Framing::Length(n) => n,
-            _ => u64::MAX,
-        };
-        // Too large to hold: stream the rest.
-        if expected_total > s.retry_body_buffer as u64 || scanned >= s.retry_body_buffer {
+        // Too large to hold: the first `requestBufferSize` bytes are in hand, stream the rest.
+        if scanned >= s.retry_body_buffer {
             if !continue_sent {
                 send_continue(c).await?;
             }
@@ -415,11 +445,72 @@ async fn prepare_body<S: ClientStream>(
             send_continue(c).await?;
             continue_sent = true;
         }
-        match read_more(&mut c.io, &mut c.buf, s.tcp_timeout).await {
+        match read_paced(&mut c.io, &mut c.buf, &mut pace).await {
             Ok(0) | Err(_) => return Err(Forwarded::Broken),
             Ok(_) => {}
         }
     }
+}
+
+/// One read from the client within what `pace` allows (its idle timeout, shortened for a client below
+/// the minimum rate). A timeout is an error: the caller closes the connection.
+async fn read_paced<R: AsyncReadRent>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    pace: &mut BodyPace,
+) -> io::Result<usize> {
+    let timeout = pace.next_timeout();
+    if timeout == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client below minBodyRate",
+        ));
+    }
+    let started = Instant::now();
+    let n = read_more(r, buf, timeout).await?;
+    pace.record(started.elapsed(), n);
+    Ok(n)
+}
+
+/// Writes `buf[start..end]` to the client, each write within what `pace` allows (see [`read_paced`]).
+async fn write_paced<W: AsyncWriteRent>(
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    start: usize,
+    end: usize,
+    pace: &mut BodyPace,
+) -> io::Result<()> {
+    let mut pos = start;
+    while pos < end {
+        let timeout = pace.next_timeout();
+        if timeout == Some(Duration::ZERO) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client below minBodyRate",
+            ));
+        }
+        let started = Instant::now();
+        let owned = std::mem::take(buf);
+        let write = w.write(owned.slice(pos..end));
+        let (res, slice) = match timeout {
+            Some(d) => match monoio::time::timeout(d, write).await {
+                Ok(done) => done,
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+            },
+            None => write.await,
+        };
+        *buf = slice.into_inner();
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                pace.record(started.elapsed(), n);
+                pos += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn send_continue<S: ClientStream>(c: &mut ClientConn<S>) -> Result<(), Forwarded> {
@@ -466,9 +557,11 @@ async fn stream_request_body<S: ClientStream>(
 ) -> Result<(), BodyStreamError> {
     // Everything in the client buffer so far was head or body.
     c.pos = c.buf.len();
+    let s = &w.config.server;
+    let mut pace = BodyPace::new(s.min_body_rate, s.tcp_timeout);
     while !body.rest.is_done() {
         relay.clear();
-        match read_more(&mut c.io, relay, w.config.server.tcp_timeout).await {
+        match read_paced(&mut c.io, relay, &mut pace).await {
             Ok(0) | Err(_) => return Err(BodyStreamError::Client),
             Ok(_) => {}
         }
@@ -618,7 +711,7 @@ async fn relay_response<S: ClientStream>(
     w: &Worker,
     c: &mut ClientConn<S>,
     route: &Rc<Route>,
-    mut conn: BackendConn,
+    conn: BackendConn,
     relay: &mut Vec<u8>,
     resp: &mut ResponseHead,
     index: usize,
@@ -673,77 +766,284 @@ async fn relay_response<S: ClientStream>(
             };
         }
     };
-    let mut extra = end - start > first.consumed;
-    let mut sent = c.out.len() as u64;
-    let write_result = if c.out.len() + first.produced <= COALESCE_LIMIT {
-        c.out
-            .extend_from_slice(&relay[start..start + first.produced]);
-        sent += first.produced as u64;
-        write_all_vec(&mut c.io, &mut c.out, c.send_timeout).await
-    } else {
-        match write_all_vec(&mut c.io, &mut c.out, c.send_timeout).await {
-            Ok(()) => {
-                sent += first.produced as u64;
-                write_range(
-                    &mut c.io,
-                    relay,
-                    start,
-                    start + first.produced,
-                    c.send_timeout,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        }
-    };
-    ex.bytes_sent = sent;
-    if write_result.is_err() {
+    let extra = end - start > first.consumed;
+    let clean_head = resp.keep_alive && !resp.must_close && resp.framing != Framing::UntilClose;
+    let mut pace = BodyPace::new(s.min_body_rate, c.send_timeout);
+    if first.done {
+        // The whole response is in hand: the backend is free before the client has read a byte.
         ex.backend_secs = backend_start.elapsed().as_secs_f64();
-        return Forwarded::Broken;
-    }
-    let mut done = first.done;
-    while !done {
-        relay.clear();
-        match read_more(conn.stream(), relay, s.backend_timeout).await {
-            Ok(0) if resp.framing == Framing::UntilClose => break,
-            Ok(0) | Err(_) => {
-                debug!(
-                    "backend {} closed or stalled mid-body for {}",
-                    route.backends[index].url, c.host
-                );
-                ex.backend_secs = backend_start.elapsed().as_secs_f64();
-                return Forwarded::Broken;
-            }
-            Ok(_) => {}
-        }
-        let n = relay.len();
-        let p = match framing.take(&mut relay[..n]) {
-            Ok(p) => p,
-            Err(_) => {
-                ex.backend_secs = backend_start.elapsed().as_secs_f64();
-                return Forwarded::Broken;
-            }
-        };
-        extra |= n > p.consumed;
-        done = p.done;
-        if write_range(&mut c.io, relay, 0, p.produced, c.send_timeout)
-            .await
-            .is_err()
-        {
-            ex.bytes_sent += p.produced as u64;
-            ex.backend_secs = backend_start.elapsed().as_secs_f64();
+        w.pools.release(conn, clean_head && !extra);
+        let result = write_first(
+            c,
+            relay,
+            start,
+            first.produced,
+            &mut pace,
+            &mut ex.bytes_sent,
+        );
+        if result.await.is_err() {
             return Forwarded::Broken;
         }
-        ex.bytes_sent += p.produced as u64;
+        return Forwarded::Relayed {
+            keep_client: !close,
+        };
     }
-    ex.backend_secs = backend_start.elapsed().as_secs_f64();
-    let reusable = done
-        && !extra
-        && resp.keep_alive
-        && !resp.must_close
-        && resp.framing != Framing::UntilClose;
-    w.pools.release(conn, reusable);
+    // The rest of the body: read ahead of the client while it is written, from the very first bytes
+    // (a client that reads nothing does not hold the backend).
+    let ahead = ReadAhead::new(s.response_buffer_size.max(1));
+    let reader = read_ahead(
+        w,
+        conn,
+        &mut framing,
+        resp.framing == Framing::UntilClose,
+        clean_head,
+        extra,
+        &ahead,
+        backend_start,
+    );
+    let sent = &mut ex.bytes_sent;
+    let writer = async {
+        write_first(c, relay, start, first.produced, &mut pace, sent).await?;
+        write_behind(w, &mut c.io, &ahead, pace, sent).await
+    };
+    // Boxed: the two halves' state lives on the heap only for responses that need it, instead of
+    // enlarging every connection task (idle ones included).
+    let written = Box::pin(run_both(reader, writer)).await;
+    // Buffers the reader left behind (the client went away first) go back to the pool.
+    ahead.drain_into(&w.body_bufs);
+    ex.backend_secs = ahead
+        .backend_secs
+        .get()
+        .unwrap_or_else(|| backend_start.elapsed().as_secs_f64());
+    if written.is_err() || ahead.end.get() != Some(true) {
+        if ahead.end.get() == Some(false) {
+            debug!(
+                "backend {} closed, stalled or broke framing mid-body for {}",
+                route.backends[index].url, c.host
+            );
+        }
+        return Forwarded::Broken;
+    }
     Forwarded::Relayed {
         keep_client: !close,
     }
+}
+
+/// Writes the response head in `c.out` and the first body bytes `relay[start..start + produced]` (in one
+/// write when small), counting what is sent in `sent`.
+async fn write_first<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    relay: &mut Vec<u8>,
+    start: usize,
+    produced: usize,
+    pace: &mut BodyPace,
+    sent: &mut u64,
+) -> io::Result<()> {
+    if c.out.len() + produced <= COALESCE_LIMIT {
+        c.out.extend_from_slice(&relay[start..start + produced]);
+        *sent = c.out.len() as u64;
+        let n = c.out.len();
+        write_paced(&mut c.io, &mut c.out, 0, n, pace).await
+    } else {
+        *sent = (c.out.len() + produced) as u64;
+        let n = c.out.len();
+        write_paced(&mut c.io, &mut c.out, 0, n, pace).await?;
+        write_paced(&mut c.io, relay, start, start + produced, pace).await
+    }
+}
+
+/// Response body bytes read from the backend and not yet written to the client: a queue of pooled
+/// buffers shared by the two halves of one exchange ([`read_ahead`], [`write_behind`]), polled by one task
+/// ([`run_both`]), so one waker slot serves both.
+struct ReadAhead {
+    /// Every buffer but the last is full, so memory is about `queued` (plus one buffer).
+    chunks: RefCell<VecDeque<Vec<u8>>>,
+    /// Bytes queued.
+    queued: Cell<usize>,
+    /// `responseBufferSize`: no read while this much is queued (one read may pass it by a buffer).
+    limit: usize,
+    /// Set when the reader stops: `true` if the body ended cleanly.
+    end: Cell<Option<bool>>,
+    /// When the backend finished (for the access log).
+    backend_secs: Cell<Option<f64>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ReadAhead {
+    fn new(limit: usize) -> Self {
+        ReadAhead {
+            chunks: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            limit,
+            end: Cell::new(None),
+            backend_secs: Cell::new(None),
+            waker: RefCell::new(None),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn park(&self, cx: &Context<'_>) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *slot = Some(cx.waker().clone());
+        }
+    }
+
+    /// Waits until the queue holds less than its limit.
+    async fn room(&self) {
+        poll_fn(|cx| {
+            if self.queued.get() < self.limit {
+                Poll::Ready(())
+            } else {
+                self.park(cx);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Queues the bytes of `buf`, filling the last queued buffer first (it only waits there when the
+    /// client is behind, so packing costs a copy only then). Returns `true` if `buf` itself was queued
+    /// (the caller needs a new buffer), `false` if its bytes were all copied (it is left empty).
+    fn push(&self, buf: &mut Vec<u8>) -> bool {
+        if buf.is_empty() {
+            return false;
+        }
+        self.queued.set(self.queued.get() + buf.len());
+        let mut chunks = self.chunks.borrow_mut();
+        if let Some(last) = chunks.back_mut() {
+            let k = (last.capacity() - last.len()).min(buf.len());
+            last.extend_from_slice(&buf[..k]);
+            if k == buf.len() {
+                buf.clear();
+                drop(chunks);
+                self.wake();
+                return false;
+            }
+            buf.drain(..k);
+        }
+        chunks.push_back(std::mem::take(buf));
+        drop(chunks);
+        self.wake();
+        true
+    }
+
+    fn finish(&self, clean: bool, backend_secs: f64) {
+        self.end.set(Some(clean));
+        self.backend_secs.set(Some(backend_secs));
+        self.wake();
+    }
+
+    /// The next buffer to write, or `None` once the reader stopped and everything was written.
+    async fn next(&self) -> Option<Vec<u8>> {
+        poll_fn(|cx| {
+            if let Some(buf) = self.chunks.borrow_mut().pop_front() {
+                self.queued.set(self.queued.get() - buf.len());
+                self.wake();
+                return Poll::Ready(Some(buf));
+            }
+            if self.end.get().is_some() {
+                return Poll::Ready(None);
+            }
+            self.park(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn drain_into(&self, pool: &crate::buffers::BufPool) {
+        for buf in self.chunks.borrow_mut().drain(..) {
+            pool.put(buf);
+        }
+    }
+}
+
+/// Reads the rest of a response body from the backend into `ahead` as fast as the backend sends and
+/// the read-ahead has room, then hands the connection back to its pool at once (or closes it).
+#[allow(clippy::too_many_arguments)]
+async fn read_ahead(
+    w: &Worker,
+    mut conn: BackendConn,
+    framing: &mut BodyFraming,
+    until_close: bool,
+    clean_head: bool,
+    mut extra: bool,
+    ahead: &ReadAhead,
+    backend_start: Instant,
+) {
+    let timeout = w.config.server.backend_timeout;
+    let mut buf = w.body_bufs.get();
+    let clean = loop {
+        ahead.room().await;
+        let before = buf.len();
+        match read_more(conn.stream(), &mut buf, timeout).await {
+            Ok(0) if until_close => break true,
+            Ok(0) | Err(_) => break false,
+            Ok(_) => {}
+        }
+        let n = buf.len() - before;
+        let p = match framing.take(&mut buf[before..]) {
+            Ok(p) => p,
+            Err(_) => break false,
+        };
+        extra |= n > p.consumed;
+        // Decoding (HTTP/1.0 clients) produces fewer bytes than it consumes; bytes past the body are
+        // not the client's.
+        buf.truncate(before + p.produced);
+        if ahead.push(&mut buf) {
+            buf = w.body_bufs.get();
+        }
+        if p.done {
+            break true;
+        }
+    };
+    w.body_bufs.put(buf);
+    let backend_secs = backend_start.elapsed().as_secs_f64();
+    if clean {
+        w.pools.release(conn, clean_head && !extra);
+    } else {
+        drop(conn);
+    }
+    ahead.finish(clean, backend_secs);
+}
+
+/// Writes what [`read_ahead`] queued to the client, paced; `Err` if the client failed or was too slow.
+async fn write_behind<S: ClientStream>(
+    w: &Worker,
+    io: &mut S,
+    ahead: &ReadAhead,
+    mut pace: BodyPace,
+    sent: &mut u64,
+) -> io::Result<()> {
+    while let Some(mut buf) = ahead.next().await {
+        let n = buf.len();
+        write_paced(io, &mut buf, 0, n, &mut pace).await?;
+        *sent += n as u64;
+        w.body_bufs.put(buf);
+    }
+    Ok(())
+}
+
+/// Runs the reader and the writer of one response body in the calling task, until the writer is done.
+/// A writer that fails first drops the reader (and with it the backend connection, which then closes).
+async fn run_both<R, W, T>(reader: R, writer: W) -> T
+where
+    R: Future<Output = ()>,
+    W: Future<Output = T>,
+{
+    let mut reader = pin!(reader);
+    let mut writer = pin!(writer);
+    let mut reader_done = false;
+    poll_fn(|cx| {
+        if !reader_done && reader.as_mut().poll(cx).is_ready() {
+            reader_done = true;
+        }
+        writer.as_mut().poll(cx)
+    })
+    .await
 }

@@ -13,6 +13,8 @@
 //! | `/reset` | closes the connection without answering |
 //! | `/204`, `/304` | no body |
 //! | `/hop-headers` | hop-by-hop headers in the response |
+//! | `/continues/N` | N interim `100 Continue` answers, then the echo |
+//! | `/reset-mid/N` | a head announcing N bytes, half of them, then the connection ends |
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -350,6 +352,21 @@ fn respond(c: &mut Conn, req: &Request, name: &str, stop: &AtomicBool) -> std::i
             b"",
             true,
         ),
+        "continues" => {
+            let interim = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(arg as usize);
+            c.stream.write_all(&interim)?;
+            echo(c, req, name, conn_hdr, head)
+        }
+        "reset-mid" => {
+            let head_text = format!("HTTP/1.1 200 OK\r\nContent-Length: {arg}\r\n\r\n");
+            c.stream.write_all(head_text.as_bytes())?;
+            c.stream.write_all(&pattern(arg as usize / 2))?;
+            // SO_LINGER 0: the last close sends a reset; the shutdown ends the stream at once even
+            // though `Backend` keeps a clone of the socket.
+            let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
+            let _ = c.stream.shutdown(Shutdown::Both);
+            Err(std::io::ErrorKind::ConnectionAborted.into())
+        }
         "hop-headers" => {
             let body = b"hop";
             send(
