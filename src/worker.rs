@@ -341,6 +341,11 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
     while !worker.store.is_up() && Instant::now() < redis_wait {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Published now, not at the first housekeeping tick: the ready line reads it right after this
+    // worker reports ready.
+    worker
+        .m()
+        .set(Gauge::RedisUp, i64::from(worker.store.is_up()));
     let mut accepting = Vec::new();
     let handshake_timeout = config
         .https
