@@ -55,6 +55,18 @@ impl BodyPace {
         })
     }
 
+    /// [`next_timeout`](Self::next_timeout) for a wait about to start; an error when the client is
+    /// already below the minimum rate (the caller closes the connection).
+    pub fn allowance(&self) -> std::io::Result<Option<Duration>> {
+        match self.next_timeout() {
+            Some(Duration::ZERO) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client below minBodyRate",
+            )),
+            t => Ok(t),
+        }
+    }
+
     /// Records one wait on the client and the bytes it moved.
     pub fn record(&mut self, waited: Duration, bytes: usize) {
         if self.rate == 0 {

@@ -33,17 +33,16 @@ pub async fn read_more<R: AsyncReadRent>(
     res
 }
 
-/// Writes `buf[start..end]` entirely. With a timeout, each `write` must make progress within it (a
-/// peer that stops reading is dropped, like nginx's `send_timeout`); the stream must then be closed.
-pub async fn write_range<W: AsyncWriteRent>(
+/// One `write` of `buf[pos..end]` within `timeout`: the bytes written (never 0: a zero write is an
+/// error). Shared by [`write_range`] and the paced response writer (`proxy/forward.rs`).
+pub async fn write_once<W: AsyncWriteRent>(
     w: &mut W,
     buf: &mut Vec<u8>,
-    start: usize,
+    pos: usize,
     end: usize,
     timeout: Option<Duration>,
-) -> io::Result<()> {
-    let mut pos = start;
-    while pos < end {
+) -> io::Result<usize> {
+    loop {
         let owned = std::mem::take(buf);
         let write = w.write(owned.slice(pos..end));
         let (res, slice) = match timeout {
@@ -56,10 +55,25 @@ pub async fn write_range<W: AsyncWriteRent>(
         *buf = slice.into_inner();
         match res {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => pos += n,
+            Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Writes `buf[start..end]` entirely. With a timeout, each `write` must make progress within it (a
+/// peer that stops reading is dropped, like nginx's `send_timeout`); the stream must then be closed.
+pub async fn write_range<W: AsyncWriteRent>(
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    start: usize,
+    end: usize,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    let mut pos = start;
+    while pos < end {
+        pos += write_once(w, buf, pos, end, timeout).await?;
     }
     Ok(())
 }

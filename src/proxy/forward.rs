@@ -32,7 +32,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
@@ -459,13 +458,7 @@ async fn read_paced<R: AsyncReadRent>(
     buf: &mut Vec<u8>,
     pace: &mut BodyPace,
 ) -> io::Result<usize> {
-    let timeout = pace.next_timeout();
-    if timeout == Some(Duration::ZERO) {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "client below minBodyRate",
-        ));
-    }
+    let timeout = pace.allowance()?;
     let started = Instant::now();
     let n = read_more(r, buf, timeout).await?;
     pace.record(started.elapsed(), n);
@@ -482,33 +475,11 @@ async fn write_paced<W: AsyncWriteRent>(
 ) -> io::Result<()> {
     let mut pos = start;
     while pos < end {
-        let timeout = pace.next_timeout();
-        if timeout == Some(Duration::ZERO) {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client below minBodyRate",
-            ));
-        }
+        let timeout = pace.allowance()?;
         let started = Instant::now();
-        let owned = std::mem::take(buf);
-        let write = w.write(owned.slice(pos..end));
-        let (res, slice) = match timeout {
-            Some(d) => match monoio::time::timeout(d, write).await {
-                Ok(done) => done,
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-            },
-            None => write.await,
-        };
-        *buf = slice.into_inner();
-        match res {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                pace.record(started.elapsed(), n);
-                pos += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        let n = crate::http1::io::write_once(w, buf, pos, end, timeout).await?;
+        pace.record(started.elapsed(), n);
+        pos += n;
     }
     Ok(())
 }
