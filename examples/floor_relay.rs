@@ -63,7 +63,7 @@ fn main() {
 
 /// One runtime and one listener (SO_REUSEPORT, monoio's default) on the calling thread.
 fn serve(listen: SocketAddr, backend: SocketAddr) {
-    // The io_uring set-up of hipache-tpc's workers (src/worker.rs): completions run when the
+    // The io_uring set-up of hipache-tpc's workers (src/dataplane/worker.rs): completions run when the
     // thread enters the kernel (COOP_TASKRUN), not by interrupting it; epoll where io_uring is off.
     let mut uring = io_uring::IoUring::builder();
     uring.setup_coop_taskrun().setup_taskrun_flag();

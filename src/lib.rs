@@ -1,64 +1,38 @@
-//! hipache-tpc: a thread-per-core HTTP reverse proxy routed by Hipache's Redis schema (or a routes file
-//! holding the same data).
+//! hipache-tpc: a thread-per-core HTTP and WebSocket reverse proxy routed by Hipache's Redis schema
+//! (or a routes file holding the same data).
 //!
-//! The crate is split into the **data plane**, which handles client traffic on each worker thread, and
-//! the **control plane**, which decides what the data plane does (configuration, Redis, signals).
-//! `ARCHITECTURE.md` walks one request through the modules below.
+//! # A map of the crate
 //!
-//! Data plane (runs on every worker, never shares mutable state across threads):
-//! - [`worker`]: one monoio runtime per core, its listeners, and the per-core state (`Worker`).
-//! - [`http1`]: HTTP/1.1 framing on both sides (heads, bodies, the client connection loop).
-//! - [`proxy`]: the request phases: route, choose a backend, forward, error pages.
-//! - [`routing`]: host normalisation, candidate keys, the per-worker route cache.
-//! - [`backend_pool`]: per-worker keep-alive connections to backends.
-//! - [`access_log`]: per-worker buffered access log.
+//! The folders are the planes. `ARCHITECTURE.md` walks one request from accept to access-log line
+//! through the files named here; `src/dataplane/http1/LIFECYCLE.md` follows one client connection.
 //!
-//! Control plane:
-//! - [`config`]: the Hipache-compatible configuration file.
-//! - [`control`]: the control thread (its own runtime) running [`admin`] (hipache-api endpoints,
-//!   `/metrics`, `/status`) and [`healthcheck`] (the built-in hipache-hchecker).
-//! - [`redis`]: the per-worker Redis connection (RESP over monoio sockets) and route queries.
-//! - [`file_routes`]: the file driver (routes from a JSON file, hot-reloaded by a watcher thread).
-//! - [`server`], [`listeners`], [`signals`], [`shutdown`]: process start-up, sockets, signals, draining.
-//! - [`privileges`]: the switch from root to `user`/`group` after binding.
-//! - [`supervisor`]: worker threads, their replacement after a panic, and reloads.
-//! - [`task`]: the one spawn function, which contains panics.
-//! - [`handover`]: the reload protocol (listening sockets handed to a successor process).
-//! - [`sd_notify`]: systemd readiness and status notifications.
+//! **Data plane** ([`dataplane`]): one pinned monoio runtime per core; nothing in it is shared
+//! mutably with another core.
+//! - [`dataplane::worker`]: the per-core thread, its accept loops and state.
+//! - [`dataplane::http1`], [`dataplane::h2`]: client connections (HTTP/1.1, HTTP/2) and the backend
+//!   side's HTTP/1.1 framing.
+//! - [`dataplane::proxy`]: the request phases (route → choose → forward → relay or tunnel → log).
+//! - [`dataplane::routing`]: host normalisation, candidate keys, the per-core route cache.
+//! - [`dataplane::upstream`]: keep-alive backend connections, name resolution.
+//! - [`dataplane::access_log`], [`dataplane::buffers`].
+//!
+//! **Drivers** ([`drivers`]): where routes come from: [`drivers::redis`] (RESP on monoio sockets,
+//! client-side caching, Sentinel, TLS) and [`drivers::file`] (a JSON routes file and its watcher).
+//!
+//! **Control plane** ([`control`]): its own thread, never a worker core; reaches the workers only
+//! through Redis: [`control::admin`] (hipache-api endpoints, `/status`, `/metrics`, the console) and
+//! [`control::healthcheck`] (the built-in hipache-hchecker).
+//!
+//! **Process** ([`process`]): start-up, the supervisor of worker threads, listeners, reloads,
+//! signals, privileges, systemd notifications.
+//!
+//! **Shared by all**: [`config`] (the Hipache-compatible configuration file), [`tls`] (certificates
+//! and rustls configurations), [`common`] (leaf pieces: the spawn function, metric slots, clocks).
 
-pub mod access_log;
-pub mod admin;
-pub mod backend_pool;
-pub mod buffers;
-pub mod cli;
-pub mod clock;
+pub mod common;
 pub mod config;
 pub mod control;
-pub mod fast_hash;
-#[cfg(feature = "fault-injection")]
-pub mod fault;
-pub mod file_routes;
-pub mod h2;
-pub mod handover;
-pub mod healthcheck;
-pub mod http1;
-pub mod listeners;
-pub mod local_sync;
-pub mod metrics;
-pub mod pid_file;
-pub mod preflight;
-pub mod privileges;
-pub mod proxy;
-pub mod redis;
-pub mod resolver;
-pub mod rng;
-pub mod route_store;
-pub mod routing;
-pub mod sd_notify;
-pub mod server;
-pub mod shutdown;
-pub mod signals;
-pub mod supervisor;
-pub mod task;
+pub mod dataplane;
+pub mod drivers;
+pub mod process;
 pub mod tls;
-pub mod worker;

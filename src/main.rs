@@ -3,11 +3,11 @@
 //! Fatal errors are printed to stderr with the file and key at fault (or, for a routes file, the line and
 //! column), and the exit status is 1.
 
-use hipache_tpc::cli::Args;
 use hipache_tpc::config::{self, Config, DriverConfig};
-use hipache_tpc::file_routes::RouteTable;
-use hipache_tpc::handover::{self, ReadyPipe};
-use hipache_tpc::server::{self, Startup};
+use hipache_tpc::drivers::file::RouteTable;
+use hipache_tpc::process::cli::Args;
+use hipache_tpc::process::handover::{self, ReadyPipe};
+use hipache_tpc::process::startup::{self, Startup};
 use log::warn;
 
 /// Prints `message`, tells the predecessor (on a reload) why this process will not take over, exits 1.
@@ -76,7 +76,7 @@ fn main() {
     }
     if args.dry {
         // What a start checks before binding, in the same words: account, access log, pid file.
-        match hipache_tpc::preflight::check(&config) {
+        match hipache_tpc::process::preflight::check(&config) {
             Ok(checked) => {
                 for w in &checked.warnings {
                     warn!("{w}");
@@ -112,7 +112,7 @@ fn main() {
             }
         }
         // And the listening addresses (a port held by another program stops a start).
-        match hipache_tpc::preflight::ports(&config) {
+        match hipache_tpc::process::preflight::ports(&config) {
             Ok(notes) => {
                 for n in notes {
                     log::info!("{n}");
@@ -145,7 +145,7 @@ fn main() {
         ready_pipe,
         ..Startup::cold(exe, raw_args)
     };
-    if let Err(e) = server::run(config, startup) {
+    if let Err(e) = startup::run(config, startup) {
         eprintln!("hipache-tpc: {e}");
         std::process::exit(1);
     }

@@ -4,9 +4,9 @@
 //! declared length), and the head parser must agree with httparse, its reference, wherever httparse
 //! accepts a head.
 
-use hipache_tpc::http1::chunked::ChunkedScanner;
-use hipache_tpc::http1::head::{Parsed, RequestHead, MAX_HEADERS};
-use hipache_tpc::redis::resp::{frame_len, RespReader, MAX_FRAME_BYTES};
+use hipache_tpc::dataplane::http1::chunked::ChunkedScanner;
+use hipache_tpc::dataplane::http1::head::{Parsed, RequestHead, MAX_HEADERS};
+use hipache_tpc::drivers::redis::resp::{frame_len, RespReader, MAX_FRAME_BYTES};
 use proptest::prelude::*;
 
 const MAX_HEAD: usize = 8192;

@@ -180,7 +180,7 @@ pub enum DriverConfig {
         /// Glued to every key (`<prefix>frontend:<host>`), from the first URL.
         prefix: String,
     },
-    /// `file:`: a JSON routes file (see `crate::file_routes`), re-read when it changes.
+    /// `file:`: a JSON routes file (see `crate::drivers::file`), re-read when it changes.
     File {
         /// Resolved against the configuration file's folder when relative.
         path: PathBuf,

@@ -43,7 +43,7 @@ pub fn listener_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = if http2 {
-        vec![crate::h2::ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
+        vec![crate::dataplane::h2::ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]
     } else {
         vec![ALPN_HTTP1.to_vec()]
     };

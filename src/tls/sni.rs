@@ -101,7 +101,7 @@ impl SniResolver {
         // The name is client input: nothing is stored by it, and one longer than a DNS name can be
         // gets the default certificate without being copied.
         if let Some(name) =
-            server_name.filter(|n| n.len() <= crate::routing::host::MAX_HOST_LEN + 1)
+            server_name.filter(|n| n.len() <= crate::dataplane::routing::host::MAX_HOST_LEN + 1)
         {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             if let Some(k) = self.exact.get(&name) {

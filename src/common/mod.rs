@@ -1,0 +1,18 @@
+//! Leaf building blocks used by both planes. Nothing here imports another module of the crate, so
+//! anything may import these without making a cycle.
+//!
+//! - [`task`]: the one way to spawn a task on a runtime, with its panic policy.
+//! - [`metrics`]: per-worker counter and histogram slots (relaxed atomics), rendered for Prometheus.
+//! - [`local_sync`]: single-thread oneshot and notify for the tasks of one worker.
+//! - [`clock`]: unix time and the access-log timestamp; [`rng`]: a per-worker xorshift generator;
+//!   [`fast_hash`]: the Fx hasher for maps whose keys are not attacker-chosen.
+//! - `fault` (tests only, `fault-injection` feature): a request that makes its worker panic.
+
+pub mod clock;
+pub mod fast_hash;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod local_sync;
+pub mod metrics;
+pub mod rng;
+pub mod task;
