@@ -40,13 +40,13 @@ pub fn redis_client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<Clie
             .find(|p| p.is_file());
         if let Some(bundle) = &system {
             // A system bundle may hold a certificate rustls cannot use; skip those.
-            if let Ok(certs) = super::certs::read_certificates(bundle) {
+            if let Ok(certs) = pem_certificates(bundle) {
                 roots.add_parsable_certificates(certs);
             }
         }
         if let Some(ca) = ca {
-            let certs = super::certs::read_certificates(ca)
-                .map_err(|e| format!("the Redis CA (?ca=): {e}"))?;
+            let certs = pem_certificates(ca)
+                .map_err(|e| format!("the Redis CA (?ca=) {}: {e}", ca.display()))?;
             for cert in certs {
                 roots.add(cert).map_err(|e| {
                     format!("the Redis CA {} is not a usable root: {e}", ca.display())
@@ -62,6 +62,20 @@ pub fn redis_client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<Clie
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     Ok(Arc::new(config))
+}
+
+/// Every certificate in a PEM file. Read here rather than with `tls::certs` (which serves the
+/// listeners' certificates and reads their configuration), so that the configuration parser can build
+/// this client configuration without an import cycle between `config` and `tls`.
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("not a readable PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
 }
 
 /// `?insecure=1`: every certificate is accepted; signatures are still checked, so the session is at

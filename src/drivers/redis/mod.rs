@@ -12,6 +12,7 @@
 //! Nothing here may block a worker thread: every wait is an `.await` on the worker's runtime.
 
 pub mod connection;
+pub mod handshake;
 pub mod resp;
 pub mod routes;
 pub mod sentinel;

@@ -28,7 +28,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use redis::Value;
 
-use super::connection::{exchange, Step};
+use super::handshake::{exchange, Step};
 use super::resp::RespReader;
 use crate::config::driver_url::SentinelSpec;
 

@@ -14,7 +14,7 @@ use monoio::net::{TcpStream, UnixStream};
 use monoio::BufResult;
 use rustls::pki_types::ServerName;
 
-use super::connection::{auth_step, exchange, Step};
+use super::handshake::{auth_step, exchange, Step};
 use super::sentinel;
 use crate::config::driver_url::{SentinelSpec, Transport};
 use crate::config::RedisEndpoint;

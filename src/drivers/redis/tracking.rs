@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use redis::{PushKind, Value};
 
-use super::connection::{dial, exchange, RedisClient, Step};
+use super::connection::{dial, RedisClient};
+use super::handshake::{exchange, Step};
 use super::resp::RespReader;
 use crate::config::RedisEndpoint;
 
@@ -178,7 +179,7 @@ async fn subscribe(
 ) -> Result<(super::stream::RedisStream, Vec<u8>), String> {
     let mut stream = dial(ep, timeout).await?;
     let mut steps = Vec::new();
-    if let Some(auth) = super::connection::auth_step(ep) {
+    if let Some(auth) = super::handshake::auth_step(ep) {
         steps.push(auth);
     }
     steps.push(Step::required(
