@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 
-/// xorshift64* generator. `Cell` so that a shared `&Worker` can draw numbers.
+/// xorshift64* generator. `Cell` so that a shared `&Core` can draw numbers.
 pub struct Rng {
     state: Cell<u64>,
 }

@@ -7,7 +7,7 @@
 //!
 //! It is supervised like a worker: a panic in one of its tasks (or one unwinding out of its runtime)
 //! ends the run, and a new runtime with new Redis connections and a new duplicate of the admin socket
-//! starts, at once and then with back-off (`supervisor::supervise_thread`).
+//! starts, at once and then with back-off (`process::restart::supervise_thread`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -23,8 +23,8 @@ use crate::control::admin::{self, api::ApiStore, AdminCtx};
 use crate::control::healthcheck::Checker;
 use crate::drivers::redis::subscriber::Subscriber;
 use crate::drivers::redis::RedisClient;
+use crate::process::restart::Ended;
 use crate::process::shutdown::ShutdownLatch;
-use crate::process::supervisor::Ended;
 
 /// Everything the control thread needs, moved into it.
 pub struct ControlSpec {
@@ -66,7 +66,7 @@ fn run(spec: ControlSpec, ready: mpsc::Sender<Result<(), String>>) {
     } = spec;
     let use_epoll = std::env::var("HIPACHE_TPC_IO").is_ok_and(|v| v == "epoll");
     let supervised_latch = latch.clone();
-    crate::process::supervisor::supervise_thread("the control thread", &supervised_latch, || {
+    crate::process::restart::supervise_thread("the control thread", &supervised_latch, || {
         // Each run gets its own duplicate of the admin socket (the kept one never closes, so nothing
         // queued on it is lost across a restart).
         let admin_listener = match admin_listener

@@ -2,8 +2,10 @@
 //!
 //! One request, in the order it meets these modules (ARCHITECTURE.md walks it with file anchors):
 //!
-//! - [`worker`]: one pinned thread per core, its monoio runtime, its accept loops, and the per-core
-//!   state every connection borrows.
+//! - [`worker`]: one pinned thread per core, its monoio runtime, its accept loops; [`core`]: the
+//!   per-core state every connection borrows.
+//! - [`session`]: the types of one client connection (stream, listener, buffers, exchange) that the
+//!   connection loops and the phases share.
 //! - [`http1`] / [`h2`]: the client connection, HTTP/1.1 or HTTP/2, and the backend side's HTTP/1.1.
 //! - [`proxy`]: the request phases: route, choose a backend, forward (retries), relay or tunnel, and
 //!   the proxy's own error answers.
@@ -16,9 +18,11 @@
 
 pub mod access_log;
 pub mod buffers;
+pub mod core;
 pub mod h2;
 pub mod http1;
 pub mod proxy;
 pub mod routing;
+pub mod session;
 pub mod upstream;
 pub mod worker;

@@ -2,11 +2,12 @@
 //! io_uring is unavailable), its own listeners, driver (Redis connections, or its copy of the routes
 //! file), route cache, backend pools and access-log buffer.
 //!
-//! [`Worker`] is the per-core state every request of that core sees through an `Rc`. Nothing in it is
-//! shared with other threads except the immutable `Config` and the shutdown latch. A worker must never
-//! block: every wait is an `.await` on its runtime.
+//! This module runs the thread: the runtime (io_uring, else epoll), the accept loops, the drain, the
+//! containment of a panicked task, route notifications and housekeeping. The per-core state itself is
+//! [`Core`](crate::dataplane::core::Core). A worker must never block: every wait is an `.await` on its
+//! runtime.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,173 +21,19 @@ use log::{debug, error, info, warn};
 use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
-use crate::common::local_sync::Notify;
-use crate::common::metrics::{Counter, Gauge, Hist, Metrics, WorkerSlot};
-use crate::common::rng::Rng;
+use crate::common::metrics::{Counter, Gauge, Hist, Metrics};
 use crate::common::task::OnPanic;
 use crate::config::{Config, DriverConfig};
-use crate::dataplane::access_log::AccessLog;
-use crate::dataplane::buffers::BufPool;
-use crate::dataplane::http1::connection::{serve_client, ListenerInfo};
-use crate::dataplane::proxy::error_pages::ErrorPages;
-use crate::dataplane::proxy::route::Flight;
-use crate::dataplane::routing::cache::RouteCache;
-use crate::dataplane::routing::store::{RedisRoutes, RouteStore};
-use crate::dataplane::upstream::pool::BackendPools;
-use crate::drivers::file::{FileRoutes, RouteFeed};
+use crate::dataplane::core::Core;
+use crate::dataplane::http1::connection::serve_client;
+use crate::dataplane::routing::store::RouteStore;
+use crate::dataplane::session::ListenerInfo;
+use crate::drivers::file::RouteFeed;
 use crate::drivers::redis::tracking::TrackingEvent;
-use crate::drivers::redis::RedisClient;
 use crate::process::shutdown::ShutdownLatch;
 
 /// How long a starting worker waits for its Redis connection before it accepts anyway.
 pub const REDIS_WAIT_AT_START: Duration = Duration::from_secs(2);
-
-/// Size of request-head buffers (grown up to `maxHeaderSize` when needed).
-pub const HEAD_BUF: usize = 4 * 1024;
-/// Size of body relay buffers.
-pub const BODY_BUF: usize = 64 * 1024;
-
-/// The state of one core.
-pub struct Worker {
-    pub id: usize,
-    pub config: Arc<Config>,
-    pub store: Rc<RouteStore>,
-    pub cache: RefCell<RouteCache>,
-    pub inflight: RefCell<HashMap<Box<str>, Rc<Flight>>>,
-    pub pools: BackendPools,
-    pub error_pages: ErrorPages,
-    pub access_log: RefCell<AccessLog>,
-    pub rng: Rng,
-    pub head_bufs: BufPool,
-    pub body_bufs: BufPool,
-    /// Set when shutdown starts: stop accepting, close idle connections, finish in-flight requests.
-    pub draining: Cell<bool>,
-    pub drain_notify: Notify,
-    /// Open client connections (to know when draining is over).
-    pub connections: Cell<usize>,
-    pub connections_changed: Notify,
-    /// Every worker's metric slots; this worker writes only its own (`m()`).
-    pub metrics: Arc<Metrics>,
-    /// Set when one of this worker's tasks panicked: the worker stops so that it can be replaced.
-    pub crashed: Cell<bool>,
-    pub crash_notify: Notify,
-}
-
-impl Worker {
-    /// This worker's metric slot.
-    #[inline]
-    pub fn m(&self) -> &WorkerSlot {
-        self.metrics.slot(self.id)
-    }
-
-    fn new(
-        id: usize,
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
-        routes: Option<RouteFeed>,
-    ) -> Result<Worker, String> {
-        let s = &config.server;
-        let store = match &config.driver {
-            DriverConfig::Redis {
-                read,
-                write,
-                prefix,
-            } => {
-                let timeout = s.redis_timeout;
-                let read_client = RedisClient::start(
-                    read.clone(),
-                    format!("worker {id}: redis"),
-                    format!("hipache-tpc-w{id}"),
-                    timeout,
-                );
-                let write_client = if write == read {
-                    read_client.clone()
-                } else {
-                    RedisClient::start(
-                        write.clone(),
-                        format!("worker {id}: redis (writes)"),
-                        format!("hipache-tpc-w{id}-writes"),
-                        timeout,
-                    )
-                };
-                RouteStore::Redis(Rc::new(RedisRoutes {
-                    read: read_client,
-                    write: write_client,
-                    prefix: prefix.clone(),
-                    checker_alive: Cell::new(config.healthcheck.enabled),
-                    local_checker: config.healthcheck.enabled,
-                    dead_ttl: s.dead_backend_ttl,
-                }))
-            }
-            DriverConfig::File { path } => {
-                let feed = routes.ok_or_else(|| {
-                    format!(
-                        "worker {id}: the routes file {} was not loaded",
-                        path.display()
-                    )
-                })?;
-                RouteStore::File(FileRoutes::new(
-                    path.clone(),
-                    feed,
-                    Duration::from_secs(s.dead_backend_ttl),
-                ))
-            }
-        };
-        let access_log = AccessLog::open(s.access_log.as_deref())
-            .map_err(|e| format!("worker {id}: cannot open the access log: {e}"))?;
-        Ok(Worker {
-            id,
-            store: Rc::new(store),
-            cache: RefCell::new(RouteCache::new(
-                s.cache.size,
-                s.cache.ttl,
-                s.cache.tracked_ttl,
-            )),
-            inflight: RefCell::new(HashMap::new()),
-            pools: BackendPools::new(
-                s.max_sockets,
-                s.max_sockets_per_client,
-                s.backend_idle_timeout,
-                s.connect_timeout,
-                Duration::from_secs(1),
-                s.http_keep_alive,
-            ),
-            error_pages: ErrorPages::new(s.static_dir.clone()),
-            access_log: RefCell::new(access_log),
-            rng: Rng::new(id as u64 + 1),
-            head_bufs: BufPool::new(HEAD_BUF, 256),
-            body_bufs: BufPool::new(BODY_BUF, 64),
-            draining: Cell::new(false),
-            drain_notify: Notify::new(),
-            connections: Cell::new(0),
-            connections_changed: Notify::new(),
-            metrics,
-            config,
-            crashed: Cell::new(false),
-            crash_notify: Notify::new(),
-        })
-    }
-
-    /// Marks backend `index` of `route` dead for `host`: at once in this worker's cache entry, and in the
-    /// driver for everyone (docs/compatibility.md §3). Only frontends with more than one backend are marked.
-    pub fn mark_dead(&self, route: &crate::dataplane::routing::Route, host: &str, index: usize) {
-        let count = route.backends.len();
-        if count <= 1 {
-            return;
-        }
-        route.mark_dead(
-            index,
-            Duration::from_secs(self.config.server.dead_backend_ttl),
-        );
-        self.m().inc(Counter::DeadMarks);
-        if let Some(b) = route.backends.get(index) {
-            if let RouteStore::Redis(_) = &*self.store {
-                self.m().inc(Counter::RedisRoundTrips);
-            }
-            self.store.mark_dead(host, &b.url, index, count);
-        }
-    }
-}
 
 /// Everything a worker thread needs, moved into it.
 pub struct WorkerSpec {
@@ -209,7 +56,7 @@ pub struct WorkerSpec {
 /// Tells the supervisor that a worker accepts connections, or why it could not start.
 #[derive(Clone)]
 pub struct ReadySender {
-    pub tx: mpsc::Sender<crate::process::supervisor::Event>,
+    pub tx: mpsc::Sender<crate::process::events::Event>,
 }
 
 impl ReadySender {
@@ -217,9 +64,9 @@ impl ReadySender {
     pub fn send(
         &self,
         result: Result<usize, String>,
-    ) -> Result<(), mpsc::SendError<crate::process::supervisor::Event>> {
+    ) -> Result<(), mpsc::SendError<crate::process::events::Event>> {
         self.tx
-            .send(crate::process::supervisor::Event::WorkerReady(result))
+            .send(crate::process::events::Event::WorkerReady(result))
     }
 }
 
@@ -320,7 +167,7 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
         routes,
         ..
     } = spec;
-    let worker = match Worker::new(id, config.clone(), metrics, routes) {
+    let worker = match Core::new(id, config.clone(), metrics, routes) {
         Ok(w) => Rc::new(w),
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -471,7 +318,7 @@ async fn accept_loop(
     listener: TcpListener,
     info: Rc<ListenerInfo>,
     tls: Option<Rc<TlsSetup>>,
-    w: Rc<Worker>,
+    w: Rc<Core>,
 ) {
     let mut error_logged_at: Option<Instant> = None;
     loop {
@@ -501,7 +348,7 @@ async fn accept_one(
     accept: impl std::future::Future<Output = std::io::Result<(monoio::net::TcpStream, SocketAddr)>>,
     drain: crate::common::local_sync::Notified<'_>,
     canceller: Canceller,
-    w: &Rc<Worker>,
+    w: &Rc<Core>,
     info: &Rc<ListenerInfo>,
     tls: &Option<Rc<TlsSetup>>,
     error_logged_at: &mut Option<Instant>,
@@ -533,7 +380,7 @@ fn spawn_connection(
     peer: SocketAddr,
     info: Rc<ListenerInfo>,
     tls: Option<Rc<TlsSetup>>,
-    w: Rc<Worker>,
+    w: Rc<Core>,
 ) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
@@ -588,7 +435,7 @@ async fn serve_tls(
     peer: SocketAddr,
     info: Rc<ListenerInfo>,
     tls: Rc<TlsSetup>,
-    w: &Rc<Worker>,
+    w: &Rc<Core>,
     http2: bool,
 ) {
     // A client that sends garbage is dropped at once; one that sends nothing, at the timeout.
@@ -615,7 +462,7 @@ async fn serve_tls(
 
 /// Keeps the open-connection count (and the thread's registry of client sockets) right however the
 /// connection task ends.
-struct ConnectionGuard(Rc<Worker>, std::os::fd::RawFd);
+struct ConnectionGuard(Rc<Core>, std::os::fd::RawFd);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
@@ -680,7 +527,7 @@ pub const ROUTES_FILE_DRAIN: Duration = Duration::from_millis(100);
 /// File driver only: installs the tables the watcher thread sends (clearing the route cache, so that no
 /// request is answered from the old routes afterwards) and forgets expired dead marks. The look at the
 /// channel is a non-blocking `try_recv`; parsing happened on the watcher thread.
-async fn follow_routes_file(w: Rc<Worker>) {
+async fn follow_routes_file(w: Rc<Core>) {
     let RouteStore::File(f) = &*w.store else {
         return;
     };
@@ -704,7 +551,7 @@ async fn follow_routes_file(w: Rc<Worker>) {
 }
 
 /// Subscribes this worker to route-change notifications (Redis driver, `server.routeNotifications`).
-fn start_route_notifications(w: &Rc<Worker>) {
+fn start_route_notifications(w: &Rc<Core>) {
     let (DriverConfig::Redis { read, prefix, .. }, RouteStore::Redis(routes)) =
         (&w.config.driver, &*w.store)
     else {
@@ -740,7 +587,7 @@ fn start_route_notifications(w: &Rc<Worker>) {
 }
 
 /// Applies a route-change notification to the route cache.
-fn on_route_event(w: &Worker, prefix: &str, event: TrackingEvent) {
+fn on_route_event(w: &Core, prefix: &str, event: TrackingEvent) {
     let mut cache = w.cache.borrow_mut();
     let m = w.m();
     match event {
@@ -777,7 +624,7 @@ fn on_route_event(w: &Worker, prefix: &str, event: TrackingEvent) {
 
 /// Periodic chores: flush the access log (every 200 ms), sweep idle backend connections and expired
 /// route-cache entries (every second).
-async fn housekeeping(w: Rc<Worker>) {
+async fn housekeeping(w: Rc<Core>) {
     let mut tick: u64 = 0;
     loop {
         monoio::time::sleep(Duration::from_millis(200)).await;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::dataplane::access_log::REOPEN_GENERATION;
+use crate::process::events::Event;
 use crate::process::shutdown::ShutdownLatch;
-use crate::process::supervisor::Event;
 
 fn handled_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.

@@ -6,7 +6,7 @@
 //!   of the same listening sockets (the supervisor kept them, so nothing queued on them was lost), opens
 //!   its own Redis connections (or subscribes to the routes file again) and its access log. A worker
 //!   that keeps crashing is restarted at once the first time, then after 1 s, 2 s, 4 s ... up to
-//!   [`MAX_BACKOFF`]; a worker that ran [`STABLE_AFTER`] starts the count again.
+//!   [`MAX_BACKOFF`](crate::process::restart::MAX_BACKOFF); a worker that ran [`STABLE_AFTER`] starts the count again.
 //! - SIGHUP starts a reload (see `handover`) on a helper thread; when the successor is ready this
 //!   process tells systemd the new main PID, stops accepting and drains; when it fails, it logs why and
 //!   goes on serving untouched.
@@ -17,7 +17,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,33 +27,12 @@ use crate::common::metrics::Metrics;
 use crate::config::Config;
 use crate::dataplane::worker::{self, ReadySender, WorkerEnd, WorkerSpec};
 use crate::drivers::file::watcher::Subscriptions;
+pub use crate::process::events::{channel, Event};
 use crate::process::handover::{self, SuccessorPlan};
 use crate::process::listeners::ListenSet;
+use crate::process::restart::{backoff, STABLE_AFTER};
 use crate::process::sd_notify;
 use crate::process::shutdown::ShutdownLatch;
-
-/// Longest pause before restarting a worker that keeps crashing.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// A worker that ran this long before crashing is restarted at once again.
-pub const STABLE_AFTER: Duration = Duration::from_secs(60);
-
-/// What the supervisor hears about.
-pub enum Event {
-    /// A worker accepts connections (`Ok(id)`) or could not start.
-    WorkerReady(Result<usize, String>),
-    /// A worker thread ended (`panicked`: by a panic).
-    WorkerExited {
-        id: usize,
-        incarnation: u64,
-        panicked: bool,
-    },
-    /// SIGHUP: start a successor with the current binary and configuration file.
-    Reload,
-    /// The reload helper's verdict: the successor's PID, or why there is none.
-    ReloadDone(Result<u32, String>),
-    /// SIGTERM/SIGINT (the latch is already set).
-    Shutdown(&'static str),
-}
 
 /// How to re-execute this program on reload.
 pub struct ReloadCommand {
@@ -484,109 +463,5 @@ impl Supervisor {
                 sd_notify::ready(&format!("serving; the last reload failed: {e}"));
             }
         }
-    }
-}
-
-/// The pause before restarting a worker after `crashes` earlier crashes in a row: none for the first,
-/// then 1 s doubling up to [`MAX_BACKOFF`].
-pub fn backoff(crashes: u32) -> Duration {
-    if crashes == 0 {
-        return Duration::ZERO;
-    }
-    let secs = 1u64 << (crashes - 1).min(6);
-    Duration::from_secs(secs).min(MAX_BACKOFF)
-}
-
-/// How a supervised helper thread's body ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// It finished (the latch is set): the thread ends.
-    Done,
-    /// It crashed (a contained panic it reported, or `Err` of its own): restart it.
-    Crashed,
-}
-
-/// Supervises a helper thread (the control thread, the routes-file watcher) like a worker: runs
-/// `body` on the calling thread, and after a panic (or [`Ended::Crashed`]) logs it and runs it again,
-/// at once the first time, then after 1 s, 2 s, 4 s ... up to [`MAX_BACKOFF`]; a run that lasted
-/// [`STABLE_AFTER`] starts the count again. Returns when `body` is done or the latch is set.
-pub fn supervise_thread(what: &str, latch: &ShutdownLatch, mut body: impl FnMut() -> Ended) {
-    let mut crashes = 0u32;
-    loop {
-        let started = Instant::now();
-        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut body))
-            .unwrap_or(Ended::Crashed);
-        if ended == Ended::Done || latch.is_triggered() {
-            return;
-        }
-        let ran = started.elapsed();
-        if ran >= STABLE_AFTER {
-            crashes = 0;
-        }
-        let wait = backoff(crashes);
-        crashes = crashes.saturating_add(1);
-        if wait.is_zero() {
-            error!(
-                "{what} crashed after {:.1} s; restarting it now",
-                ran.as_secs_f64()
-            );
-        } else {
-            error!(
-                "{what} crashed after {:.1} s; restarting it in {} s ({crashes} crashes in a row)",
-                ran.as_secs_f64(),
-                wait.as_secs()
-            );
-        }
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            if latch.is_triggered() {
-                return;
-            }
-            std::thread::sleep(
-                until
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(50)),
-            );
-        }
-        info!("{what}: restarted");
-    }
-}
-
-/// A channel for supervisor events.
-pub fn channel() -> (Sender<Event>, Receiver<Event>) {
-    mpsc::channel()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_supervised_thread_is_restarted_after_a_panic_and_stops_when_done() {
-        let latch = ShutdownLatch::new();
-        let mut runs = 0;
-        supervise_thread("test thread", &latch, || {
-            runs += 1;
-            match runs {
-                1 => panic!("on purpose"),
-                2 => Ended::Crashed,
-                _ => Ended::Done,
-            }
-        });
-        assert_eq!(runs, 3);
-        // A set latch ends supervision after a crash.
-        latch.trigger();
-        let mut runs = 0;
-        supervise_thread("test thread", &latch, || {
-            runs += 1;
-            Ended::Crashed
-        });
-        assert_eq!(runs, 1);
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let secs: Vec<u64> = (0..10).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(secs, vec![0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

@@ -30,8 +30,9 @@ use monoio_http::h2::{server, Reason};
 
 use crate::common::metrics::Counter;
 use crate::common::task::OnPanic;
-use crate::dataplane::http1::connection::{serve_client, ListenerInfo};
-use crate::dataplane::worker::Worker;
+use crate::dataplane::core::Core;
+use crate::dataplane::http1::connection::serve_client;
+use crate::dataplane::session::ListenerInfo;
 use stream_io::H2StreamIo;
 
 /// The client connection preface (RFC 9113 §3.4).
@@ -56,7 +57,7 @@ enum Event<T> {
 }
 
 /// Serves one HTTP/2 connection until it closes.
-pub async fn serve<T>(io: T, fd: RawFd, peer: SocketAddr, listener: Rc<ListenerInfo>, w: Rc<Worker>)
+pub async fn serve<T>(io: T, fd: RawFd, peer: SocketAddr, listener: Rc<ListenerInfo>, w: Rc<Core>)
 where
     T: AsyncReadRent + AsyncWriteRent + Unpin + 'static,
 {
@@ -182,7 +183,7 @@ struct StreamTask {
     fd: RawFd,
     peer: SocketAddr,
     listener: Rc<ListenerInfo>,
-    worker: Rc<Worker>,
+    worker: Rc<Core>,
     shared: Rc<guard::Shared>,
     active: Rc<Cell<usize>>,
     last_activity: Rc<Cell<Instant>>,
@@ -269,7 +270,7 @@ pub async fn sniff<S: AsyncReadRent>(
     io: &mut S,
     buf: &mut Vec<u8>,
     limit: Duration,
-    w: &Worker,
+    w: &Core,
 ) -> Sniffed {
     let deadline = Instant::now() + limit;
     loop {

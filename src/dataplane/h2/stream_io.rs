@@ -24,8 +24,8 @@ use monoio_http::h2::server::SendResponse;
 use monoio_http::h2::{Reason, RecvStream, SendStream};
 
 use crate::dataplane::http1::body::BodyFraming;
-use crate::dataplane::http1::connection::ClientStream;
 use crate::dataplane::http1::head::{Framing, HeaderKind, Parsed, ResponseHead};
+use crate::dataplane::session::ClientStream;
 
 /// Header fields HTTP/2 forbids (RFC 9113 §8.2.2) and HTTP/1.1 hops manage themselves.
 fn connection_specific(name: &str) -> bool {

@@ -14,44 +14,19 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::debug;
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::net::TcpStream;
+use monoio::io::AsyncReadRent;
 
 use super::body::BodyFraming;
 use super::head::{HeadError, Parsed, RequestHead, ResponseHead};
 use super::io::{read_more, write_all_vec};
 use crate::common::metrics::{Counter, Gauge, Hist};
 use crate::dataplane::access_log::{push_u64, LogFields};
+use crate::dataplane::core::{Core, HEAD_BUF};
 use crate::dataplane::proxy::error_pages::reason_phrase;
 use crate::dataplane::proxy::forward::{forward, Forwarded};
 use crate::dataplane::proxy::route::{find_route, RouteOutcome};
 use crate::dataplane::routing::host::{normalize_host_into, HostError};
-use crate::dataplane::routing::Route;
-use crate::dataplane::worker::{Worker, HEAD_BUF};
-
-/// A client byte stream the proxy can serve: plain TCP, TLS, or one HTTP/2 stream.
-pub trait ClientStream: AsyncReadRent + AsyncWriteRent + Sized {
-    /// The protocol written in the access log, when it is not the request line's (HTTP/2 streams).
-    const LOG_VERSION: Option<&'static str> = None;
-    /// The halves a tunnel reads from and writes to.
-    type TunnelRead: AsyncReadRent + 'static;
-    type TunnelWrite: AsyncWriteRent + 'static;
-    /// Gives the stream up to a tunnel (by value), or `None` when it cannot carry one.
-    fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)>;
-}
-
-/// A byte stream that splits into owned halves (a socket, or TLS over one).
-macro_rules! splitting_client_stream {
-    ($t:ty) => {
-        impl ClientStream for $t {
-            type TunnelRead = monoio::io::OwnedReadHalf<$t>;
-            type TunnelWrite = monoio::io::OwnedWriteHalf<$t>;
-            fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)> {
-                Some(monoio::io::Splitable::into_split(self))
-            }
-        }
-    };
-}
+use crate::dataplane::session::{ClientConn, ClientStream, Exchange, ListenerInfo};
 
 /// The protocol label of a request for the access log.
 fn protocol_label<S: ClientStream>(head: &RequestHead) -> &'static str {
@@ -60,63 +35,6 @@ fn protocol_label<S: ClientStream>(head: &RequestHead) -> &'static str {
         None if head.minor_version == 0 => "HTTP/1.0",
         None => "HTTP/1.1",
     }
-}
-
-splitting_client_stream!(TcpStream);
-splitting_client_stream!(monoio_rustls::ServerTlsStream<TcpStream>);
-splitting_client_stream!(monoio::io::PrefixedReadIo<TcpStream, std::io::Cursor<Vec<u8>>>);
-
-/// Facts about the listener a connection arrived on.
-pub struct ListenerInfo {
-    pub local: SocketAddr,
-    /// The local port as text, for X-Forwarded-Port.
-    pub port: String,
-    /// `http` or `https`.
-    pub proto: &'static str,
-}
-
-impl ListenerInfo {
-    pub fn new(local: SocketAddr, tls: bool) -> Self {
-        ListenerInfo {
-            local,
-            port: local.port().to_string(),
-            proto: if tls { "https" } else { "http" },
-        }
-    }
-}
-
-/// One client connection and the request being served on it.
-pub struct ClientConn<S> {
-    pub io: S,
-    /// Received bytes. During an exchange the request head is at `buf[..head.len]`.
-    pub buf: Vec<u8>,
-    /// First byte not yet consumed by the current exchange (the next request starts here).
-    pub pos: usize,
-    pub head: RequestHead,
-    /// The peer address as written in headers and logs.
-    pub peer_ip: String,
-    /// The peer address, as counted by `server.maxSocketsPerClient` (IPv4-mapped IPv6 as IPv4).
-    pub peer_addr: std::net::IpAddr,
-    pub listener: Rc<ListenerInfo>,
-    /// The current request's normalised host.
-    pub host: String,
-    /// Scratch buffer for outgoing heads.
-    pub out: Vec<u8>,
-    /// The backend's response head, reused across exchanges (no allocation per request).
-    pub resp: ResponseHead,
-    /// A write to the client that makes no progress for this long fails (`server.tcpTimeout`).
-    pub send_timeout: Option<Duration>,
-    /// The client's TCP socket (under TLS too), to shut a tunnel down from outside.
-    pub fd: RawFd,
-}
-
-/// What the log line needs to know about an exchange.
-pub struct Exchange {
-    pub start: Instant,
-    pub status: u16,
-    pub bytes_sent: u64,
-    pub route: Option<Rc<Route>>,
-    pub backend_secs: f64,
 }
 
 /// What the connection does after an exchange.
@@ -152,7 +70,7 @@ pub async fn serve_client<S: ClientStream + 'static>(
     fd: RawFd,
     peer: SocketAddr,
     listener: Rc<ListenerInfo>,
-    w: &Worker,
+    w: &Core,
     initial: Vec<u8>,
 ) {
     let peer_addr = match peer {
@@ -231,7 +149,7 @@ async fn run_tunnel<S: ClientStream + 'static>(
     c: ClientConn<S>,
     conn: crate::dataplane::upstream::pool::BackendConn,
     mut ex: Exchange,
-    w: &Worker,
+    w: &Core,
 ) {
     let Some(backend) = conn.into_stream() else {
         return;
@@ -268,7 +186,7 @@ async fn run_tunnel<S: ClientStream + 'static>(
 /// Reads the next request head into `c.buf[..c.head.len]`.
 async fn read_request<S: ClientStream>(
     c: &mut ClientConn<S>,
-    w: &Worker,
+    w: &Core,
     first: bool,
 ) -> Result<(), ReadEnd> {
     let s = &w.config.server;
@@ -334,7 +252,7 @@ pub async fn read_idle<S: AsyncReadRent>(
     io: &mut S,
     buf: &mut Vec<u8>,
     limit: Option<Duration>,
-    w: &Worker,
+    w: &Core,
 ) -> bool {
     let limit = if w.draining.get() {
         Some(limit.map_or(DRAIN_IDLE_GRACE, |d| d.min(DRAIN_IDLE_GRACE)))
@@ -351,19 +269,7 @@ pub async fn read_idle<S: AsyncReadRent>(
     }
 }
 
-impl Exchange {
-    fn new() -> Self {
-        Exchange {
-            start: Instant::now(),
-            status: 0,
-            bytes_sent: 0,
-            route: None,
-            backend_secs: 0.0,
-        }
-    }
-}
-
-async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Worker, ex: &mut Exchange) -> Next {
+async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Core, ex: &mut Exchange) -> Next {
     let Some(host_span) = c.head.host else {
         return Next::from_keep(
             respond_error_skipping_body(c, w, ex, 400, "missing Host header").await,
@@ -427,11 +333,7 @@ async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Worker, ex: &mut
 }
 
 /// Answers a load balancer's `Host: __ping__` probe without touching the driver.
-async fn respond_ping<S: ClientStream>(
-    c: &mut ClientConn<S>,
-    w: &Worker,
-    ex: &mut Exchange,
-) -> bool {
+async fn respond_ping<S: ClientStream>(c: &mut ClientConn<S>, w: &Core, ex: &mut Exchange) -> bool {
     let close = !skip_buffered_body(c) || !c.head.keep_alive || w.draining.get();
     c.out.clear();
     c.out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nCache-Control: no-cache\r\n");
@@ -468,7 +370,7 @@ fn skip_buffered_body<S>(c: &mut ClientConn<S>) -> bool {
 
 async fn respond_error_skipping_body<S: ClientStream>(
     c: &mut ClientConn<S>,
-    w: &Worker,
+    w: &Core,
     ex: &mut Exchange,
     status: u16,
     reason: &'static str,
@@ -485,7 +387,7 @@ const NO_FRONTEND: &str = "no frontend for this host";
 /// continue.
 pub async fn respond_error<S: ClientStream>(
     c: &mut ClientConn<S>,
-    w: &Worker,
+    w: &Core,
     ex: &mut Exchange,
     status: u16,
     reason: &str,
@@ -563,7 +465,7 @@ fn log_exchange(
     head: &RequestHead,
     buf: &[u8],
     protocol: &str,
-    w: &Worker,
+    w: &Core,
     ex: &Exchange,
 ) {
     let total_secs = ex.start.elapsed().as_secs_f64();
@@ -587,7 +489,7 @@ fn log_exchange(
     });
 }
 
-fn record(w: &Worker, ex: &Exchange, total_secs: f64) {
+fn record(w: &Core, ex: &Exchange, total_secs: f64) {
     let m = w.m();
     m.response(ex.status);
     m.observe(Hist::Total, total_secs);
@@ -597,7 +499,7 @@ fn record(w: &Worker, ex: &Exchange, total_secs: f64) {
 }
 
 /// Logs a request whose head could not be parsed (method and target may be unknown).
-fn log_rejected<S: ClientStream>(c: &ClientConn<S>, w: &Worker, ex: &Exchange) {
+fn log_rejected<S: ClientStream>(c: &ClientConn<S>, w: &Core, ex: &Exchange) {
     w.m().inc(Counter::RejectedRequests);
     record(w, ex, ex.start.elapsed().as_secs_f64());
     let mut log = w.access_log.borrow_mut();

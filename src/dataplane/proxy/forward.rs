@@ -36,8 +36,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use crate::common::metrics::Counter;
+use crate::dataplane::core::Core;
 use crate::dataplane::http1::body::{BodyFraming, BodyPace};
-use crate::dataplane::http1::connection::{ClientConn, ClientStream, Exchange};
 use crate::dataplane::http1::head::{Framing, Parsed, ResponseHead};
 use crate::dataplane::http1::io::{read_more, write_all_vec, write_range};
 use crate::dataplane::proxy::choose::choose_backend;
@@ -45,8 +45,8 @@ use crate::dataplane::proxy::headers::{
     write_request_head, write_response_head, ClientSide, DebugInfo, ResponseDelivery,
 };
 use crate::dataplane::routing::Route;
+use crate::dataplane::session::{ClientConn, ClientStream, Exchange};
 use crate::dataplane::upstream::pool::{AcquireError, BackendConn};
-use crate::dataplane::worker::Worker;
 
 /// Bodies up to this size are copied behind the head so both leave in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
@@ -92,7 +92,7 @@ enum HeadFailure {
 
 /// Forwards the request in `c` to one of `route`'s backends.
 pub async fn forward<S: ClientStream>(
-    w: &Worker,
+    w: &Core,
     c: &mut ClientConn<S>,
     route: &Rc<Route>,
     ex: &mut Exchange,
@@ -142,7 +142,7 @@ pub async fn forward<S: ClientStream>(
 
 #[allow(clippy::too_many_arguments)]
 async fn attempts<S: ClientStream>(
-    w: &Worker,
+    w: &Core,
     c: &mut ClientConn<S>,
     route: &Rc<Route>,
     ex: &mut Exchange,
@@ -384,14 +384,14 @@ async fn attempts<S: ClientStream>(
 }
 
 /// A connection-level failure: counted, and the backend marked dead (docs/compatibility.md §3).
-fn backend_failed(w: &Worker, route: &Route, host: &str, index: usize) {
+fn backend_failed(w: &Core, route: &Route, host: &str, index: usize) {
     w.m().inc(Counter::BackendErrors);
     w.mark_dead(route, host, index);
 }
 
 /// Reads a body that fits the retry buffer, sends `100 Continue` when the client waits for it.
 async fn prepare_body<S: ClientStream>(
-    w: &Worker,
+    w: &Core,
     c: &mut ClientConn<S>,
 ) -> Result<RequestBody, Forwarded> {
     let s = &w.config.server;
@@ -520,7 +520,7 @@ enum BodyStreamError {
 /// Copies the rest of the request body from the client to the backend. Bytes that arrive after the body
 /// (a pipelined request) are kept in the client buffer.
 async fn stream_request_body<S: ClientStream>(
-    w: &Worker,
+    w: &Core,
     c: &mut ClientConn<S>,
     backend: &mut TcpStream,
     body: &mut RequestBody,
@@ -630,7 +630,7 @@ async fn relay_interim<S: ClientStream>(
 /// tunnel.
 #[allow(clippy::too_many_arguments)]
 async fn answer_upgrade<S: ClientStream>(
-    w: &Worker,
+    w: &Core,
     c: &mut ClientConn<S>,
     route: &Rc<Route>,
     conn: BackendConn,
@@ -679,7 +679,7 @@ async fn answer_upgrade<S: ClientStream>(
 /// Sends the response head and body to the client; returns the backend connection to its pool when clean.
 #[allow(clippy::too_many_arguments)]
 async fn relay_response<S: ClientStream>(
-    w: &Worker,
+    w: &Core,
     c: &mut ClientConn<S>,
     route: &Rc<Route>,
     conn: BackendConn,
@@ -938,7 +938,7 @@ impl ReadAhead {
 /// the read-ahead has room, then hands the connection back to its pool at once (or closes it).
 #[allow(clippy::too_many_arguments)]
 async fn read_ahead(
-    w: &Worker,
+    w: &Core,
     mut conn: BackendConn,
     framing: &mut BodyFraming,
     until_close: bool,
@@ -985,7 +985,7 @@ async fn read_ahead(
 
 /// Writes what [`read_ahead`] queued to the client, paced; `Err` if the client failed or was too slow.
 async fn write_behind<S: ClientStream>(
-    w: &Worker,
+    w: &Core,
     io: &mut S,
     ahead: &ReadAhead,
     mut pace: BodyPace,

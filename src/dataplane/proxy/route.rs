@@ -4,15 +4,14 @@
 //! (single flight): concurrent requests for the same host wait for it. When the driver fails, a stale
 //! entry is served (docs/compatibility.md §3 FIX) and otherwise the request gets 503 quickly.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::common::local_sync::Notify;
 use crate::common::metrics::{Counter, Hist};
+use crate::dataplane::core::Core;
 use crate::dataplane::routing::cache::CacheHit;
+use crate::dataplane::routing::flight::Joined;
 use crate::dataplane::routing::{Lookup, Route};
-use crate::dataplane::worker::Worker;
 use crate::drivers::redis::RedisError;
 
 /// What the route phase decided.
@@ -33,32 +32,8 @@ impl From<Lookup> for RouteOutcome {
     }
 }
 
-/// A lookup in progress, shared by the requests waiting for it.
-#[derive(Default)]
-pub struct Flight {
-    result: RefCell<Option<Result<Lookup, RedisError>>>,
-    done: Notify,
-}
-
-/// Removes the flight and wakes its waiters even if the leading request is dropped mid-lookup.
-struct FlightGuard<'a> {
-    worker: &'a Worker,
-    host: &'a str,
-    flight: Rc<Flight>,
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        self.worker.inflight.borrow_mut().remove(self.host);
-        if self.flight.result.borrow().is_none() {
-            *self.flight.result.borrow_mut() = Some(Err(RedisError::ConnectionLost));
-        }
-        self.flight.done.notify_all();
-    }
-}
-
 /// Resolves a normalised host to a route.
-pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
+pub async fn find_route(w: &Core, host: &str) -> RouteOutcome {
     let stale = match w.cache.borrow().get(host, Instant::now()) {
         CacheHit::Fresh(lookup, age) => {
             let m = w.m();
@@ -70,24 +45,12 @@ pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
         CacheHit::Miss => None,
     };
     w.m().inc(Counter::CacheMisses);
-    let existing = w.inflight.borrow().get(host).cloned();
-    let result = match existing {
-        Some(flight) => {
-            let notified = flight.done.notified();
-            if flight.result.borrow().is_none() {
-                notified.await;
-            }
-            let r = flight.result.borrow().clone();
-            r.unwrap_or(Err(RedisError::ConnectionLost))
-        }
-        None => {
-            let flight = Rc::new(Flight::default());
-            w.inflight.borrow_mut().insert(host.into(), flight.clone());
-            let guard = FlightGuard {
-                worker: w,
-                host,
-                flight: flight.clone(),
-            };
+    let result = match w.inflight.join(host) {
+        Joined::Wait(flight) => flight
+            .wait()
+            .await
+            .unwrap_or(Err(RedisError::ConnectionLost)),
+        Joined::Lead(leader) => {
             let redis = matches!(
                 *w.store,
                 crate::dataplane::routing::store::RouteStore::Redis(_)
@@ -112,8 +75,7 @@ pub async fn find_route(w: &Worker, host: &str) -> RouteOutcome {
                 Err(_) if redis => w.m().inc(Counter::RedisErrors),
                 Err(_) => {}
             }
-            *flight.result.borrow_mut() = Some(result.clone());
-            drop(guard);
+            leader.finish(result.clone());
             result
         }
     };

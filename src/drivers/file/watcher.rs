@@ -154,14 +154,14 @@ pub fn spawn(
         .spawn(move || {
             // Supervised like a worker: a panic (say, in a parser on odd content) restarts the loop
             // with back-off; the routes in force stay with the workers meanwhile.
-            crate::process::supervisor::supervise_thread("the routes-file watcher", &latch, || {
+            crate::process::restart::supervise_thread("the routes-file watcher", &latch, || {
                 while !latch.is_triggered() {
                     std::thread::sleep(POLL);
                     if let Some(table) = state.poll(Instant::now()) {
                         fan.fan_out(Arc::new(table));
                     }
                 }
-                crate::process::supervisor::Ended::Done
+                crate::process::restart::Ended::Done
             });
         })?;
     Ok((subscriptions, handle))

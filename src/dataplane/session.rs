@@ -1,0 +1,111 @@
+//! One client connection as every phase sees it: the stream it arrived on ([`ClientStream`]: plain TCP,
+//! TLS, or one HTTP/2 stream), the listener's facts ([`ListenerInfo`]), the connection's buffers and
+//! peer ([`ClientConn`]), and what the access-log line needs to know about the exchange in progress
+//! ([`Exchange`]).
+//!
+//! Only the types: the connection loop is `http1::connection`, the phases are `proxy`. Keeping them
+//! here lets both import them without importing each other.
+
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+
+use crate::dataplane::http1::head::{RequestHead, ResponseHead};
+use crate::dataplane::routing::Route;
+
+/// A client byte stream the proxy can serve: plain TCP, TLS, or one HTTP/2 stream.
+pub trait ClientStream: AsyncReadRent + AsyncWriteRent + Sized {
+    /// The protocol written in the access log, when it is not the request line's (HTTP/2 streams).
+    const LOG_VERSION: Option<&'static str> = None;
+    /// The halves a tunnel reads from and writes to.
+    type TunnelRead: AsyncReadRent + 'static;
+    type TunnelWrite: AsyncWriteRent + 'static;
+    /// Gives the stream up to a tunnel (by value), or `None` when it cannot carry one.
+    fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)>;
+}
+
+/// A byte stream that splits into owned halves (a socket, or TLS over one).
+macro_rules! splitting_client_stream {
+    ($t:ty) => {
+        impl ClientStream for $t {
+            type TunnelRead = monoio::io::OwnedReadHalf<$t>;
+            type TunnelWrite = monoio::io::OwnedWriteHalf<$t>;
+            fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)> {
+                Some(monoio::io::Splitable::into_split(self))
+            }
+        }
+    };
+}
+
+splitting_client_stream!(TcpStream);
+splitting_client_stream!(monoio_rustls::ServerTlsStream<TcpStream>);
+splitting_client_stream!(monoio::io::PrefixedReadIo<TcpStream, std::io::Cursor<Vec<u8>>>);
+
+/// Facts about the listener a connection arrived on.
+pub struct ListenerInfo {
+    pub local: SocketAddr,
+    /// The local port as text, for X-Forwarded-Port.
+    pub port: String,
+    /// `http` or `https`.
+    pub proto: &'static str,
+}
+
+impl ListenerInfo {
+    pub fn new(local: SocketAddr, tls: bool) -> Self {
+        ListenerInfo {
+            local,
+            port: local.port().to_string(),
+            proto: if tls { "https" } else { "http" },
+        }
+    }
+}
+
+/// One client connection and the request being served on it.
+pub struct ClientConn<S> {
+    pub io: S,
+    /// Received bytes. During an exchange the request head is at `buf[..head.len]`.
+    pub buf: Vec<u8>,
+    /// First byte not yet consumed by the current exchange (the next request starts here).
+    pub pos: usize,
+    pub head: RequestHead,
+    /// The peer address as written in headers and logs.
+    pub peer_ip: String,
+    /// The peer address, as counted by `server.maxSocketsPerClient` (IPv4-mapped IPv6 as IPv4).
+    pub peer_addr: std::net::IpAddr,
+    pub listener: Rc<ListenerInfo>,
+    /// The current request's normalised host.
+    pub host: String,
+    /// Scratch buffer for outgoing heads.
+    pub out: Vec<u8>,
+    /// The backend's response head, reused across exchanges (no allocation per request).
+    pub resp: ResponseHead,
+    /// A write to the client that makes no progress for this long fails (`server.tcpTimeout`).
+    pub send_timeout: Option<Duration>,
+    /// The client's TCP socket (under TLS too), to shut a tunnel down from outside.
+    pub fd: RawFd,
+}
+
+/// What the log line needs to know about an exchange.
+pub struct Exchange {
+    pub start: Instant,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub route: Option<Rc<Route>>,
+    pub backend_secs: f64,
+}
+
+impl Exchange {
+    pub(crate) fn new() -> Self {
+        Exchange {
+            start: Instant::now(),
+            status: 0,
+            bytes_sent: 0,
+            route: None,
+            backend_secs: 0.0,
+        }
+    }
+}
