@@ -11,7 +11,9 @@
 //! - [`proxy`]: the request phases: route, choose a backend, forward, error pages.
 //! - [`routing`]: host normalisation, candidate keys, the per-worker route cache.
 //! - [`backend_pool`]: per-worker keep-alive connections to backends.
+//! - [`backend_stream`]: a backend's address and socket (TCP or unix).
 //! - [`access_log`]: per-worker buffered access log.
+//! - [`net`]: the PROXY protocol header and `trustedProxies` blocks, before HTTP starts.
 //!
 //! Control plane:
 //! - [`config`]: the Hipache-compatible configuration file.
@@ -29,6 +31,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod backend_pool;
+pub mod backend_stream;
 pub mod buffers;
 pub mod cli;
 pub mod clock;
@@ -45,6 +48,7 @@ pub mod http1;
 pub mod listeners;
 pub mod local_sync;
 pub mod metrics;
+pub mod net;
 pub mod pid_file;
 pub mod preflight;
 pub mod privileges;

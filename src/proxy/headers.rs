@@ -19,6 +19,9 @@ pub struct ClientSide<'a> {
     pub local_port: &'a str,
     /// Keep client-supplied X-Forwarded-Proto/-Protocol/-Port and X-Real-IP.
     pub trust_forwarded: bool,
+    /// Keep the client's own X-Forwarded-For values before the peer (false: a `server.trustedProxies`
+    /// list is set and the client is not in it, so only the client address is sent).
+    pub keep_client_xff: bool,
     /// Forward headers whose names contain `_` (`server.allowUnderscoresInHeaders`); dropped otherwise.
     pub allow_underscores: bool,
 }
@@ -101,7 +104,7 @@ pub fn write_request_head(
     }
     // X-Forwarded-For: every value the client sent, in order, then the peer.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if xff_values > 0 {
+    if xff_values > 0 && client.keep_client_xff {
         for h in head
             .headers
             .iter()
@@ -255,6 +258,7 @@ mod tests {
             proto: "http",
             local_port: "8080",
             trust_forwarded: trust,
+            keep_client_xff: true,
         };
         write_request_head(&mut out, raw.as_bytes(), &head, &client, true);
         String::from_utf8(out).unwrap()
@@ -305,6 +309,7 @@ mod tests {
             proto: "http",
             local_port: "8080",
             trust_forwarded: false,
+            keep_client_xff: true,
         };
         write_request_head(&mut out, raw.as_bytes(), &head, &client, true);
         let out = String::from_utf8(out).unwrap();
