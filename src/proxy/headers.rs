@@ -291,6 +291,30 @@ mod tests {
     }
 
     #[test]
+    fn client_xff_values_are_dropped_for_untrusted_clients() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
+        let mut head = RequestHead::default();
+        assert_eq!(head.parse(raw.as_bytes(), 8192), Ok(Parsed::Complete));
+        for (keep, want) in [(true, "6.6.6.6, 10.1.1.1"), (false, "10.1.1.1")] {
+            let mut out = Vec::new();
+            let client = ClientSide {
+                allow_underscores: false,
+                peer_ip: "10.1.1.1",
+                proto: "http",
+                local_port: "8080",
+                trust_forwarded: false,
+                keep_client_xff: keep,
+            };
+            write_request_head(&mut out, raw.as_bytes(), &head, &client, true);
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                out.contains(&format!("X-Forwarded-For: {want}\r\n")),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
     fn underscore_headers_are_dropped_unless_allowed() {
         let raw =
             "GET / HTTP/1.1\r\nHost: a\r\nX_Real_IP: 6.6.6.6\r\nMy_Header: 1\r\nX-Ok: 2\r\n\r\n";
