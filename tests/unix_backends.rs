@@ -88,7 +88,7 @@ fn a_dead_socket_path_is_marked_dead_and_retried_on_tcp() {
     let missing = format!("unix:{}", dir.path().join("nobody.sock").display());
     let tcp = Backend::start("tcp");
     redis.set_frontend("mix.test", "mix", &[missing.clone(), tcp.url()]);
-    redis.set_frontend("alone.test", "alone", &[missing.clone()]);
+    redis.set_frontend("alone.test", "alone", std::slice::from_ref(&missing));
     let long = format!("unix:/{}", "x".repeat(120));
     redis.set_frontend("long.test", "long", &[long, tcp.url()]);
     let proxy = Proxy::start(&redis, json!({}));
