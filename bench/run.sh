@@ -16,7 +16,7 @@ usage: bench/run.sh [options]
   --warmup S          unmeasured wrk run before each measured run       [WARMUP=1]
   --rounds N          interleaved rounds (median over rounds)           [ROUNDS=3]
   --connections N     wrk connections                                   [CONNECTIONS=64]
-  --scenarios LIST    comma list of: small,paced,16k,1m,close,vhosts,churn
+  --scenarios LIST    comma list of: small,paced,16k,1m,close,vhosts,churn,unix
                                                                         [SCENARIOS=all of them]
   --log-scenarios L   scenarios of the access-log pass                  [LOG_SCENARIOS=same]
   --targets LIST      comma list of: direct,floor,hipache-tpc,nginx,haproxy, and optionally
@@ -61,7 +61,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
-ALL_SCENARIOS="small,paced,16k,1m,close,vhosts,churn"
+ALL_SCENARIOS="small,paced,16k,1m,close,vhosts,churn,unix"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 LOG_SCENARIOS=${LOG_SCENARIOS:-}
 TARGETS=${TARGETS:-direct,floor,hipache-tpc,nginx,haproxy}
@@ -191,10 +191,15 @@ start_redis "$CLIENT_CPU" "$P_REDIS" "$OUT"
 start_backend "$CLIENT_CPU" "$P_BACK_A" "$P_BACK_B" "$OUT"
 BACKEND_A="http://127.0.0.1:$P_BACK_A"
 BACKEND_B="http://127.0.0.1:$P_BACK_B"
+# The unix scenario: the same backend on a unix socket, behind Host unix.bench.test.
+BENCH_UNIX_SOCK="$OUT/backend/http.sock"
+export BENCH_UNIX_SOCK
 
 say "registering frontends in Redis: 127.0.0.1, $VHOSTS vhosts, $CHURN_HOSTS churn hosts"
 python3 "$PY" redis-setup --port "$P_REDIS" --backend "$BACKEND_A" --host 127.0.0.1 \
     --vhosts "$VHOSTS" --churn-hosts "$CHURN_HOSTS"
+redis-cli -p "$P_REDIS" del frontend:unix.bench.test >/dev/null
+redis-cli -p "$P_REDIS" rpush frontend:unix.bench.test unix "unix:$BENCH_UNIX_SOCK" >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 # Proxies (each on the proxy core, one worker).
@@ -237,9 +242,13 @@ frontend fe
     http-request set-header X-Forwarded-Proto http
     http-request set-header X-Forwarded-Protocol http
     http-request set-header X-Forwarded-Port %[dst_port]
+    # The unix scenario: Host unix.bench.test goes to the backend's unix socket.
+    use_backend be_unix if { hdr(host) -i unix.bench.test }
     default_backend be
 backend be
     server s1 127.0.0.1:$P_BACK_A
+backend be_unix
+    server s1 $BENCH_UNIX_SOCK
 EOF
 }
 
@@ -328,6 +337,8 @@ wrk_args() {             # wrk_args SCENARIO TARGET DURATION: prints one argumen
         close) printf '%s\n' -H "Connection: close" "$url/30" ;;
         vhosts) printf '%s\n' -s "$HERE/lua/random_host.lua" "$url/30" -- "$VHOSTS" "v%d.vhost.test" /30 ;;
         churn) printf '%s\n' -s "$HERE/lua/random_host.lua" "$url/30" -- "$CHURN_HOSTS" "c%d.churn.test" /30 ;;
+        # Same requests as small, to a backend on a unix socket (direct and floor still use TCP).
+        unix) printf '%s\n' -H "Host: unix.bench.test" "$url/30" ;;
     esac
 }
 

@@ -1,5 +1,5 @@
 //! Property tests of the parsers that read hostile input (README, "Running the tests"): HTTP/1.x
-//! request heads, the chunked transfer coding, RESP frames. Any input must give an answer without a
+//! request heads, the chunked transfer coding, RESP frames, PROXY protocol headers. Any input must give an answer without a
 //! panic, within the stated bounds (no output larger than the input, no allocation that grows with a
 //! declared length), and the head parser must agree with httparse, its reference, wherever httparse
 //! accepts a head.
@@ -346,6 +346,80 @@ proptest! {
             ),
             Ok(Some(_)) => prop_assert!(n == 0),
             Err(_) => {}
+        }
+    }
+}
+
+/// A PROXY header (v1 or v2, with TLVs) for arbitrary addresses.
+fn proxy_header() -> impl Strategy<Value = (Vec<u8>, std::net::SocketAddr)> {
+    let v4 =
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| std::net::SocketAddr::from((ip, p)));
+    let v6 = (any::<[u8; 16]>(), any::<u16>())
+        .prop_map(|(ip, p)| std::net::SocketAddr::from((std::net::Ipv6Addr::from(ip), p)));
+    let addr = prop_oneof![v4, v6];
+    (
+        addr,
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(src, v2, tlv)| {
+            let dst = if src.is_ipv4() {
+                "10.0.0.1:80".parse().unwrap()
+            } else {
+                "[2001:db8::1]:80".parse().unwrap()
+            };
+            let bytes = if v2 {
+                hipache_tpc::dataplane::net::proxy_header::encode_v2(Some((src, dst)), &tlv)
+            } else {
+                hipache_tpc::dataplane::net::proxy_header::encode_v1(src, dst).into_bytes()
+            };
+            (bytes, src)
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any bytes: an answer, never a panic; a header never claims more bytes than given, and a
+    /// prefix is never still "incomplete" past the largest header.
+    #[test]
+    fn proxy_header_any_bytes(buf in prop::collection::vec(any::<u8>(), 0..400)) {
+        use hipache_tpc::dataplane::net::proxy_header::{parse, Parsed, MAX_HEADER};
+        match parse(&buf) {
+            Ok(Parsed::Done { len, .. }) => prop_assert!(len <= buf.len()),
+            Ok(Parsed::Incomplete) => prop_assert!(buf.len() < MAX_HEADER),
+            Err(_) => {}
+        }
+    }
+
+    /// Valid headers parse to their source at any split point: every strict prefix asks for more,
+    /// and bytes after the header are not part of it.
+    #[test]
+    fn proxy_header_round_trip((bytes, src) in proxy_header(), tail in prop::collection::vec(any::<u8>(), 0..32)) {
+        use hipache_tpc::dataplane::net::proxy_header::{parse, Parsed, ProxyHeader};
+        for n in 0..bytes.len() {
+            prop_assert_eq!(parse(&bytes[..n]), Ok(Parsed::Incomplete));
+        }
+        let mut all = bytes.clone();
+        all.extend_from_slice(&tail);
+        match parse(&all) {
+            Ok(Parsed::Done { len, header: ProxyHeader::Proxied { src: got, .. } }) => {
+                prop_assert_eq!(len, bytes.len());
+                prop_assert_eq!(got, src);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+
+    /// One byte changed in a valid header: still no panic, and never a length past the input.
+    #[test]
+    fn proxy_header_mutated((bytes, _src) in proxy_header(), at in any::<usize>(), to in any::<u8>()) {
+        use hipache_tpc::dataplane::net::proxy_header::{parse, Parsed};
+        let mut b = bytes;
+        let i = at % b.len();
+        b[i] = to;
+        if let Ok(Parsed::Done { len, .. }) = parse(&b) {
+            prop_assert!(len <= b.len());
         }
     }
 }

@@ -232,6 +232,8 @@ http {
     server {
         listen 127.0.0.1:$pa default_server backlog=4096;
         listen 127.0.0.1:$pb default_server backlog=4096;
+        # The same bodies on a unix socket, for the unix scenario (unix: backends).
+        listen unix:$dir/backend/http.sock default_server backlog=4096;
         server_name _;
         root $dir/www;
     }
@@ -255,6 +257,8 @@ write_nginx_proxy_conf() {
     mkdir -p "$d"
     [ "$4" = off ] || alog="access_log $4 combined buffer=32k flush=200ms;"
     [ "$(id -u)" = 0 ] && user="user root;"
+    local unix_upstream="127.0.0.1:$bport"
+    [ -n "${BENCH_UNIX_SOCK:-}" ] && unix_upstream="unix:$BENCH_UNIX_SOCK"
     cat >"$d/nginx.conf" <<EOF
 # Proxy: ${WORKERS:-1} nginx worker(s), upstream keep-alive, the same forwarded headers as hipache-tpc.
 $user
@@ -276,12 +280,23 @@ http {
         keepalive_requests 1000000;
         keepalive_timeout 300s;
     }
+    # The unix scenario: Host unix.bench.test goes to the backend's unix socket (BENCH_UNIX_SOCK).
+    upstream backend_unix {
+        server $unix_upstream;
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    map \$http_host \$bench_upstream {
+        default backend;
+        unix.bench.test backend_unix;
+    }
     server {
         # Catch-all: every Host (vhosts and churn scenarios included) goes to the one upstream.
         listen 127.0.0.1:$port default_server backlog=4096;
         server_name _;
         location / {
-            proxy_pass http://backend;
+            proxy_pass http://\$bench_upstream;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host \$http_host;

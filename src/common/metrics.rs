@@ -68,6 +68,10 @@ pub enum Counter {
     H2Streams,
     /// Lookups not cached because a route changed while they were in flight.
     UncachedRacingLookups,
+    /// PROXY protocol headers read (`proxyProtocol` listeners).
+    ProxyHeaders,
+    /// Connections closed for a missing, malformed, late or untrusted PROXY header.
+    ProxyHeaderErrors,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -186,9 +190,19 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_route_lookups_uncached_total",
         "Lookups not cached because a route changed meanwhile.",
     ),
+    (
+        Counter::ProxyHeaders,
+        "hipache_proxy_protocol_headers_total",
+        "PROXY protocol headers read on proxyProtocol listeners.",
+    ),
+    (
+        Counter::ProxyHeaderErrors,
+        "hipache_proxy_protocol_errors_total",
+        "Connections closed for a missing, malformed, late or untrusted PROXY protocol header.",
+    ),
 ];
 
-const N_COUNTERS: usize = 23;
+const N_COUNTERS: usize = 25;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -63,6 +63,7 @@ pub(super) const HTTPS_KEYS: &[&str] = &[
     "certificates",
     "certificatesDir",
     "handshakeTimeout",
+    "proxyProtocol",
 ];
 
 const BIND_KEYS: &[&str] = &[
@@ -74,6 +75,7 @@ const BIND_KEYS: &[&str] = &[
     "passphrase",
     "certificates",
     "certificatesDir",
+    "proxyProtocol",
 ];
 
 const OPENSSL_ONLY: &[&str] = &[
@@ -150,8 +152,13 @@ impl Builder {
                 .collect(),
             Some(other) => vec![(format!("{path}.bind"), other.clone())],
         };
+        let section_pp = section
+            .opt_bool("proxyProtocol")
+            .map_err(|(k, m)| self.err(&k, m))?
+            .unwrap_or(false);
         let mut listeners = Vec::new();
         for (origin, item) in items {
+            let mut proxy_protocol = section_pp;
             let (address, item_port, own) = match &item {
                 Value::String(a) => (a.clone(), None, CertSettings::default()),
                 Value::Object(o) => {
@@ -165,6 +172,12 @@ impl Builder {
                         None => None,
                         Some(_) => Some(self.port(&s, &format!("{origin}.port"), port)?),
                     };
+                    if let Some(pp) = s
+                        .opt_bool("proxyProtocol")
+                        .map_err(|(k, m)| self.err(&k, m))?
+                    {
+                        proxy_protocol = pp;
+                    }
                     (address, item_port, self.cert_settings(&origin, o)?)
                 }
                 other => {
@@ -193,8 +206,12 @@ impl Builder {
             let bind = super::BindItem {
                 address,
                 port: item_port,
+                proxy_protocol: Some(proxy_protocol),
             };
             for addr in self.resolve_binds(&origin, std::slice::from_ref(&bind), port)? {
+                if proxy_protocol {
+                    self.proxy_protocol.borrow_mut().push(addr);
+                }
                 listeners.push(TlsListenerConfig {
                     addr,
                     origin: origin.clone(),

@@ -62,6 +62,9 @@ pub struct Config {
     pub http: Vec<SocketAddr>,
     /// HTTPS listeners (`https` section), if any.
     pub https: Option<HttpsConfig>,
+    /// Listener addresses (`http` and `https`) with `proxyProtocol: true`: a PROXY protocol header comes
+    /// first on their connections (README, "Behind a load balancer: PROXY protocol").
+    pub proxy_protocol: Vec<SocketAddr>,
     pub driver: DriverConfig,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -117,6 +120,9 @@ pub struct ServerConfig {
     pub retry_body_buffer: usize,
     /// `server.trustForwardedHeaders`: keep client-supplied X-Forwarded-Proto/-Port and X-Real-IP.
     pub trust_forwarded_headers: bool,
+    /// `server.trustedProxies`: the peers allowed to send PROXY headers, and whose `X-Forwarded-*`
+    /// headers are kept; `None` when unset (README, "Behind a load balancer: PROXY protocol").
+    pub trusted_proxies: Option<Vec<crate::dataplane::net::cidr::Cidr>>,
     /// `server.allowUnderscoresInHeaders`: forward request headers whose names contain `_` (dropped by
     /// default, as nginx does: `X_Forwarded_For` could otherwise pass for `X-Forwarded-For` behind a
     /// backend that maps `-` to `_`, as CGI-style frameworks do).
@@ -226,6 +232,7 @@ const SERVER_KEYS: &[&str] = &[
     "minBodyRate",
     "maxSocketsPerClient",
     "trustForwardedHeaders",
+    "trustedProxies",
     "allowUnderscoresInHeaders",
     "drainTimeout",
     "redisTimeout",
@@ -242,7 +249,7 @@ const SERVER_KEYS: &[&str] = &[
 ];
 
 const LRU_KEYS: &[&str] = &["size", "ttl", "trackedTtl"];
-const HTTP_KEYS: &[&str] = &["port", "bind"];
+const HTTP_KEYS: &[&str] = &["port", "bind", "proxyProtocol"];
 /// The legacy `redis` object; `db` is read as `database` (with a warning).
 const REDIS_KEYS: &[&str] = &["host", "port", "password", "database", "db"];
 
@@ -341,6 +348,7 @@ impl Config {
         let mut builder = Builder {
             file,
             warnings: RefCell::new(Vec::new()),
+            proxy_protocol: RefCell::new(Vec::new()),
         };
         // Unknown keys are named first, so that they are reported even when an error stops the build.
         builder.scan_unknown_keys(root);
@@ -396,6 +404,7 @@ impl Config {
                 "minBodyRate": s.min_body_rate,
                 "maxSocketsPerClient": s.max_sockets_per_client,
                 "trustForwardedHeaders": s.trust_forwarded_headers,
+                "trustedProxies": s.trusted_proxies.as_ref().map(|l| l.iter().map(|c| c.to_string()).collect::<Vec<_>>()),
                 "allowUnderscoresInHeaders": s.allow_underscores_in_headers,
                 "drainTimeout": secs(s.drain_timeout),
                 "redisTimeout": secs(s.redis_timeout),
@@ -404,6 +413,7 @@ impl Config {
                 "http2MaxStreams": s.http2_max_streams,
             },
             "http": { "bind": self.http.iter().map(|a| a.to_string()).collect::<Vec<_>>() },
+            "proxyProtocol": self.proxy_protocol.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "https": self.https.as_ref().map(|h| serde_json::json!({
                 "handshakeTimeout": secs(h.handshake_timeout),
                 "listeners": h.listeners.iter().map(|l| serde_json::json!({
@@ -430,6 +440,8 @@ struct Builder {
     file: PathBuf,
     /// In a cell so that path resolution (`&self`) can warn too.
     warnings: RefCell<Vec<String>>,
+    /// Addresses of listeners with `proxyProtocol: true`, gathered while the sections are read.
+    proxy_protocol: RefCell<Vec<SocketAddr>>,
 }
 
 impl Builder {
@@ -547,6 +559,9 @@ impl Builder {
                 ));
             }
         }
+        if !self.proxy_protocol.borrow().is_empty() && server.trusted_proxies.is_none() {
+            self.warn("`proxyProtocol` is on and `server.trustedProxies` is not set: any peer that can reach those listeners can claim any client address; list your load balancers in `server.trustedProxies`");
+        }
         let healthcheck = self.healthcheck(&top)?;
         if healthcheck.enabled {
             if let DriverConfig::File { .. } = driver {
@@ -561,6 +576,7 @@ impl Builder {
             server,
             http,
             https,
+            proxy_protocol: self.proxy_protocol.take(),
             driver,
             user,
             group,
@@ -770,6 +786,7 @@ impl Builder {
                 .opt_bool("trustForwardedHeaders")
                 .map_err(e)?
                 .unwrap_or(false),
+            trusted_proxies: self.trusted_proxies(s)?,
             allow_underscores_in_headers: s
                 .opt_bool("allowUnderscoresInHeaders")
                 .map_err(e)?
@@ -808,10 +825,27 @@ impl Builder {
             }
             let section = self.section("http", obj, HTTP_KEYS);
             let port = self.port(&section, "http.port", 80)?;
+            let section_pp = section
+                .opt_bool("proxyProtocol")
+                .map_err(|(k, m)| self.err(&k, m))?
+                .unwrap_or(false);
             let binds = match section.get("bind") {
                 None => vec![BindItem::address("0.0.0.0")],
                 Some(v) => self.bind_items("http.bind", v)?,
             };
+            let with_pp: Vec<BindItem> = binds
+                .iter()
+                .filter(|b| b.proxy_protocol.unwrap_or(section_pp))
+                .map(|b| BindItem {
+                    address: b.address.clone(),
+                    port: b.port,
+                    proxy_protocol: Some(true),
+                })
+                .collect();
+            if !with_pp.is_empty() {
+                let addrs = self.resolve_binds("http.bind", &with_pp, port)?;
+                self.proxy_protocol.borrow_mut().extend(addrs);
+            }
             return self.resolve_binds("http.bind", &binds, port);
         }
         // Legacy 0.3: server.port / server.address / server.address6.
@@ -838,6 +872,50 @@ impl Builder {
             binds.push(BindItem::address("0.0.0.0"));
         }
         self.resolve_binds(key, &binds, port)
+    }
+
+    /// `server.trustedProxies`: a list of CIDR blocks (or bare addresses), each checked strictly.
+    fn trusted_proxies(
+        &self,
+        s: &Section,
+    ) -> Result<Option<Vec<crate::dataplane::net::cidr::Cidr>>, ConfigError> {
+        let Some(v) = s.get("trustedProxies") else {
+            return Ok(None);
+        };
+        let items: Vec<(String, &Value)> = match v {
+            Value::Array(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("server.trustedProxies[{i}]"), v))
+                .collect(),
+            one => vec![("server.trustedProxies".to_string(), one)],
+        };
+        if items.len() > crate::dataplane::net::cidr::MAX_TRUSTED_PROXIES {
+            return Err(self.err(
+                "server.trustedProxies",
+                format!(
+                    "{} entries: at most {} accepted",
+                    items.len(),
+                    crate::dataplane::net::cidr::MAX_TRUSTED_PROXIES
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (key, v) in items {
+            let Value::String(text) = v else {
+                return Err(self.err(
+                    &key,
+                    format!(
+                        "expected a CIDR string like \"10.0.0.0/8\", found {}",
+                        v.kind()
+                    ),
+                ));
+            };
+            out.push(
+                crate::dataplane::net::cidr::Cidr::parse(text).map_err(|m| self.err(&key, m))?,
+            );
+        }
+        Ok(Some(out))
     }
 
     fn port(&self, section: &Section, key: &str, default: u16) -> Result<u16, ConfigError> {
@@ -877,7 +955,21 @@ impl Builder {
                             )
                         })?),
                     };
-                    Ok(BindItem { address, port })
+                    let proxy_protocol = match obj.get("proxyProtocol") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::Bool(b)) => Some(*b),
+                        Some(other) => {
+                            return Err(self.err(
+                                &format!("{k}.proxyProtocol"),
+                                format!("expected true or false, found {}", other.render()),
+                            ))
+                        }
+                    };
+                    Ok(BindItem {
+                        address,
+                        port,
+                        proxy_protocol,
+                    })
                 }
                 other => Err(self.err(
                     k,
@@ -1104,6 +1196,8 @@ impl Builder {
 struct BindItem {
     address: String,
     port: Option<u16>,
+    /// The item's own `proxyProtocol`; `None` = the section's.
+    proxy_protocol: Option<bool>,
 }
 
 impl BindItem {
@@ -1111,6 +1205,7 @@ impl BindItem {
         BindItem {
             address: a.to_string(),
             port: None,
+            proxy_protocol: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   the proxy's own error answers.
 //! - [`routing`]: host normalisation, candidate keys, the per-core route cache and its driver look-up.
 //! - [`upstream`]: keep-alive connections to backends and name resolution.
+//! - [`net`]: what comes before HTTP on a connection: the PROXY protocol header, `trustedProxies`.
 //! - [`access_log`]: the per-core buffered access log; [`buffers`]: per-core I/O buffer pools.
 //!
 //! Nothing here shares mutable state with another core, blocks its thread, or talks to the control
@@ -21,6 +22,7 @@ pub mod buffers;
 pub mod core;
 pub mod h2;
 pub mod http1;
+pub mod net;
 pub mod proxy;
 pub mod routing;
 pub mod session;

@@ -44,6 +44,10 @@ macro_rules! splitting_client_stream {
 splitting_client_stream!(TcpStream);
 splitting_client_stream!(monoio_rustls::ServerTlsStream<TcpStream>);
 splitting_client_stream!(monoio::io::PrefixedReadIo<TcpStream, std::io::Cursor<Vec<u8>>>);
+// TLS after a PROXY protocol header whose read also took the first ClientHello bytes.
+splitting_client_stream!(
+    monoio_rustls::ServerTlsStream<monoio::io::PrefixedReadIo<TcpStream, std::io::Cursor<Vec<u8>>>>
+);
 
 /// Facts about the listener a connection arrived on.
 pub struct ListenerInfo {
@@ -52,6 +56,8 @@ pub struct ListenerInfo {
     pub port: String,
     /// `http` or `https`.
     pub proto: &'static str,
+    /// `proxyProtocol`: connections start with a PROXY protocol header (see `crate::dataplane::net`).
+    pub proxy_protocol: bool,
 }
 
 impl ListenerInfo {
@@ -60,6 +66,7 @@ impl ListenerInfo {
             local,
             port: local.port().to_string(),
             proto: if tls { "https" } else { "http" },
+            proxy_protocol: false,
         }
     }
 }
@@ -72,9 +79,12 @@ pub struct ClientConn<S> {
     /// First byte not yet consumed by the current exchange (the next request starts here).
     pub pos: usize,
     pub head: RequestHead,
-    /// The peer address as written in headers and logs.
+    /// The client address as written in headers and logs: the PROXY protocol source on a
+    /// `proxyProtocol` listener, else the socket peer (README, "Behind a load balancer").
     pub peer_ip: String,
-    /// The peer address, as counted by `server.maxSocketsPerClient` (IPv4-mapped IPv6 as IPv4).
+    /// The client address (same origin as `peer_ip`), as counted by `server.maxSocketsPerClient`
+    /// and matched against `server.trustedProxies` (IPv4-mapped IPv6 as IPv4). This is the one client
+    /// address of the connection: use it (not the socket's peer) for anything per client.
     pub peer_addr: std::net::IpAddr,
     pub listener: Rc<ListenerInfo>,
     /// The current request's normalised host.

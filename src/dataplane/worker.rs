@@ -221,7 +221,9 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
                 return WorkerEnd::FailedToStart;
             }
         };
-        let info = Rc::new(ListenerInfo::new(local, tls.is_some()));
+        let mut info = ListenerInfo::new(local, tls.is_some());
+        info.proxy_protocol = config.proxy_protocol.contains(&local);
+        let info = Rc::new(info);
         let tls = tls.map(|acceptor| {
             Rc::new(TlsSetup {
                 acceptor,
@@ -392,12 +394,36 @@ fn spawn_connection(
     let task = async move {
         let guard = ConnectionGuard(w.clone(), fd);
         let http2 = w.config.server.http2;
+        let mut stream = stream;
+        // On a `proxyProtocol` listener the client address is the header's (README, "Behind a load
+        // balancer"); bytes read past the header are the client's first bytes, in `first`.
+        let mut first = Vec::new();
+        let mut peer = peer;
+        if info.proxy_protocol {
+            first = w.head_bufs.get();
+            match crate::dataplane::net::proxy_accept::read_client(
+                &mut stream,
+                peer,
+                &mut first,
+                &w,
+            )
+            .await
+            {
+                Some(client) => peer = client,
+                None => {
+                    w.head_bufs.put(first);
+                    drop(guard);
+                    return;
+                }
+            }
+        }
         match tls {
             None if http2 => {
                 // The first bytes say whether this is HTTP/1.x or h2c with prior knowledge; they are
                 // handed on, not read twice.
-                let mut stream = stream;
-                let mut first = w.head_bufs.get();
+                if first.capacity() == 0 {
+                    first = w.head_bufs.get();
+                }
                 match crate::dataplane::h2::sniff(
                     &mut stream,
                     &mut first,
@@ -417,9 +443,14 @@ fn spawn_connection(
                     crate::dataplane::h2::Sniffed::Closed => w.head_bufs.put(first),
                 }
             }
-            None => serve_client(stream, fd, peer, info, &w, Vec::new()).await,
+            None => serve_client(stream, fd, peer, info, &w, first).await,
             // Boxed: the handshake and TLS stream states would otherwise enlarge every plain
             // connection's task too (a task is as large as its largest branch).
+            Some(tls) if info.proxy_protocol => {
+                // The ClientHello may have started in the PROXY header's read: replayed first.
+                let io = monoio::io::PrefixedReadIo::new(stream, std::io::Cursor::new(first));
+                Box::pin(serve_tls(io, fd, peer, info, tls, &w, http2)).await
+            }
             Some(tls) => Box::pin(serve_tls(stream, fd, peer, info, tls, &w, http2)).await,
         }
         drop(guard);
@@ -429,15 +460,18 @@ fn spawn_connection(
 
 /// Completes the TLS handshake (within `handshakeTimeout`), then serves HTTP/2 or HTTP/1.1 as ALPN
 /// decided.
-async fn serve_tls(
-    stream: monoio::net::TcpStream,
+async fn serve_tls<IO>(
+    stream: IO,
     fd: std::os::fd::RawFd,
     peer: SocketAddr,
     info: Rc<ListenerInfo>,
     tls: Rc<TlsSetup>,
     w: &Rc<Core>,
     http2: bool,
-) {
+) where
+    IO: monoio::io::AsyncReadRent + monoio::io::AsyncWriteRent + Unpin + 'static,
+    monoio_rustls::ServerTlsStream<IO>: crate::dataplane::session::ClientStream,
+{
     // A client that sends garbage is dropped at once; one that sends nothing, at the timeout.
     match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => {

@@ -4,6 +4,7 @@
 //! - [`Backend`]: a small HTTP/1.1 server in a thread, with scripted behaviours chosen by path.
 //! - [`Proxy`]: the real `hipache-tpc` binary with a generated configuration (SIGTERM on drop).
 //! - [`client`]: raw-socket HTTP clients (so malformed input can be sent byte for byte).
+//! - [`unix_backend`]: an HTTP/1.1 backend on a unix socket (for `unix:` entries).
 //! - [`admin`]: a client of the admin listener; [`pybackend`]: a backend in its own (freezable) process.
 #![allow(dead_code)]
 
@@ -16,6 +17,7 @@ pub mod pybackend;
 pub mod redis_server;
 pub mod sentinel;
 pub mod tls;
+pub mod unix_backend;
 pub mod ws;
 
 #[allow(unused_imports)]

@@ -44,6 +44,25 @@ pub async fn probe(
     connect_timeout: Duration,
     io_timeout: Duration,
 ) -> Result<u16, String> {
+    if let Some(path) = &target.unix {
+        // A unix-socket backend (README, "Unix-socket backends"): the same check over its socket.
+        let stream =
+            match monoio::time::timeout(connect_timeout, monoio::net::UnixStream::connect(&**path))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(format!("connect to unix:{path}: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "connect to unix:{path} timed out after {connect_timeout:?}"
+                    ))
+                }
+            };
+        return match monoio::time::timeout(io_timeout, exchange(stream, request.to_vec())).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {io_timeout:?}")),
+        };
+    }
     let addrs = match target.addr {
         Some(a) => vec![a],
         None => match monoio::time::timeout(
@@ -84,7 +103,10 @@ pub async fn probe(
     }
 }
 
-async fn exchange(mut stream: TcpStream, request: Vec<u8>) -> Result<u16, String> {
+async fn exchange<S: AsyncReadRent + monoio::io::AsyncWriteRent>(
+    mut stream: S,
+    request: Vec<u8>,
+) -> Result<u16, String> {
     let (res, _) = stream.write_all(request).await;
     res.map_err(|e| format!("sending the check failed: {e}"))?;
     let mut buf: Vec<u8> = Vec::with_capacity(MAX_STATUS_LINE);

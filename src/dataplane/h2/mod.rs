@@ -274,18 +274,21 @@ pub async fn sniff<S: AsyncReadRent>(
 ) -> Sniffed {
     let deadline = Instant::now() + limit;
     loop {
+        // `buf` may start with bytes read already (after a PROXY protocol header).
+        if !buf.is_empty() {
+            let n = buf.len().min(PREFACE.len());
+            if buf[..n] != PREFACE[..n] {
+                return Sniffed::Http1;
+            }
+            if n == PREFACE.len() {
+                return Sniffed::H2;
+            }
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero()
             || !crate::dataplane::http1::connection::read_idle(io, buf, Some(left), w).await
         {
             return Sniffed::Closed;
-        }
-        let n = buf.len().min(PREFACE.len());
-        if buf[..n] != PREFACE[..n] {
-            return Sniffed::Http1;
-        }
-        if n == PREFACE.len() {
-            return Sniffed::H2;
         }
     }
 }

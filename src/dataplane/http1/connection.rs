@@ -64,7 +64,8 @@ enum ReadEnd {
 
 /// Serves one client connection until it closes.
 ///
-/// `initial` holds bytes already read from the connection (it may be empty).
+/// `initial` holds bytes already read from the connection (it may be empty). `peer` is the client
+/// address: the PROXY protocol source when the listener has one, else the socket peer.
 pub async fn serve_client<S: ClientStream + 'static>(
     io: S,
     fd: RawFd,

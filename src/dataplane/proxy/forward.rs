@@ -31,9 +31,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::dataplane::upstream::stream::BackendStream;
 use log::{debug, warn};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::net::TcpStream;
 
 use crate::common::metrics::Counter;
 use crate::dataplane::core::Core;
@@ -107,11 +107,18 @@ pub async fn forward<S: ClientStream>(
 
     // The head (and a small body) for the backend, built once and re-sent as is on retries.
     c.out.clear();
+    // README, "Behind a load balancer": with `server.trustedProxies`, only clients inside it keep
+    // their X-Forwarded-* headers; `trustForwardedHeaders: true` still trusts everyone.
+    let listed = s
+        .trusted_proxies
+        .as_deref()
+        .map(|t| crate::dataplane::net::cidr::any_contains(t, c.peer_addr));
     let client = ClientSide {
         peer_ip: &c.peer_ip,
         proto: c.listener.proto,
         local_port: &c.listener.port,
-        trust_forwarded: s.trust_forwarded_headers,
+        trust_forwarded: s.trust_forwarded_headers || listed == Some(true),
+        keep_client_xff: s.trust_forwarded_headers || listed != Some(false),
         allow_underscores: s.allow_underscores_in_headers,
     };
     write_request_head(&mut c.out, &c.buf, &c.head, &client, s.http_keep_alive);
@@ -498,7 +505,7 @@ async fn send_continue<S: ClientStream>(c: &mut ClientConn<S>) -> Result<(), For
 
 async fn send_request<S: ClientStream>(
     c: &mut ClientConn<S>,
-    stream: &mut TcpStream,
+    stream: &mut BackendStream,
     body: &RequestBody,
     body_in_out: bool,
     timeout: Option<Duration>,
@@ -522,7 +529,7 @@ enum BodyStreamError {
 async fn stream_request_body<S: ClientStream>(
     w: &Core,
     c: &mut ClientConn<S>,
-    backend: &mut TcpStream,
+    backend: &mut BackendStream,
     body: &mut RequestBody,
     relay: &mut Vec<u8>,
 ) -> Result<(), BodyStreamError> {
@@ -560,7 +567,7 @@ async fn stream_request_body<S: ClientStream>(
 
 /// Reads a response head into `relay[..resp.len]` (body bytes may follow it).
 async fn read_response_head(
-    stream: &mut TcpStream,
+    stream: &mut BackendStream,
     relay: &mut Vec<u8>,
     resp: &mut ResponseHead,
     timeout: Option<Duration>,

@@ -21,6 +21,9 @@ pub struct ClientSide<'a> {
     pub local_port: &'a str,
     /// Keep client-supplied X-Forwarded-Proto/-Protocol/-Port and X-Real-IP.
     pub trust_forwarded: bool,
+    /// Keep the client's own X-Forwarded-For values before the peer (false: a `server.trustedProxies`
+    /// list is set and the client is not in it, so only the client address is sent).
+    pub keep_client_xff: bool,
     /// Forward headers whose names contain `_` (`server.allowUnderscoresInHeaders`); dropped otherwise.
     pub allow_underscores: bool,
 }
@@ -103,7 +106,7 @@ pub fn write_request_head(
     }
     // X-Forwarded-For: every value the client sent, in order, then the peer.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if xff_values > 0 {
+    if xff_values > 0 && client.keep_client_xff {
         for h in head
             .headers
             .iter()
@@ -257,6 +260,7 @@ mod tests {
             proto: "http",
             local_port: "8080",
             trust_forwarded: trust,
+            keep_client_xff: true,
         };
         write_request_head(&mut out, raw.as_bytes(), &head, &client, true);
         String::from_utf8(out).unwrap()
@@ -289,6 +293,30 @@ mod tests {
     }
 
     #[test]
+    fn client_xff_values_are_dropped_for_untrusted_clients() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
+        let mut head = RequestHead::default();
+        assert_eq!(head.parse(raw.as_bytes(), 8192), Ok(Parsed::Complete));
+        for (keep, want) in [(true, "6.6.6.6, 10.1.1.1"), (false, "10.1.1.1")] {
+            let mut out = Vec::new();
+            let client = ClientSide {
+                allow_underscores: false,
+                peer_ip: "10.1.1.1",
+                proto: "http",
+                local_port: "8080",
+                trust_forwarded: false,
+                keep_client_xff: keep,
+            };
+            write_request_head(&mut out, raw.as_bytes(), &head, &client, true);
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                out.contains(&format!("X-Forwarded-For: {want}\r\n")),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
     fn underscore_headers_are_dropped_unless_allowed() {
         let raw =
             "GET / HTTP/1.1\r\nHost: a\r\nX_Real_IP: 6.6.6.6\r\nMy_Header: 1\r\nX-Ok: 2\r\n\r\n";
@@ -307,6 +335,7 @@ mod tests {
             proto: "http",
             local_port: "8080",
             trust_forwarded: false,
+            keep_client_xff: true,
         };
         write_request_head(&mut out, raw.as_bytes(), &head, &client, true);
         let out = String::from_utf8(out).unwrap();

@@ -12,8 +12,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::dataplane::upstream::stream::BackendStream;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
 
 use crate::common::local_sync::Notify;
 use crate::common::task::OnPanic;
@@ -43,7 +43,7 @@ pub async fn run<R, W>(
     client_read: R,
     client_write: W,
     early: Vec<u8>,
-    backend: TcpStream,
+    backend: BackendStream,
     idle: Option<Duration>,
 ) -> TunnelBytes
 where

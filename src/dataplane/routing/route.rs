@@ -162,6 +162,9 @@ pub struct BackendTarget {
     pub addr: Option<SocketAddr>,
     /// The entry said `https://`; we still speak plain HTTP to it (docs/compatibility.md §1).
     pub https_scheme: bool,
+    /// `unix:/path`: an HTTP/1.1 backend on this unix socket (README, "Unix-socket backends");
+    /// `host` is then the path and `port` 0.
+    pub unix: Option<std::sync::Arc<str>>,
 }
 
 impl Backend {
@@ -176,6 +179,9 @@ impl Backend {
 /// Parses `http://host:port[/path]`, `https://...`, or a scheme-less `host:port` (docs/compatibility.md §1 FIX).
 pub fn parse_backend_url(url: &str) -> Result<BackendTarget, String> {
     let trimmed = url.trim();
+    if let Some(path) = strip_prefix_ci(trimmed, "unix:") {
+        return parse_unix_path(url, path);
+    }
     let (rest, https_scheme, default_port) = if let Some(r) = strip_prefix_ci(trimmed, "http://") {
         (r, false, 80)
     } else if let Some(r) = strip_prefix_ci(trimmed, "https://") {
@@ -215,6 +221,34 @@ pub fn parse_backend_url(url: &str) -> Result<BackendTarget, String> {
         port,
         addr,
         https_scheme,
+        unix: None,
+    })
+}
+
+/// `unix:/abs/path`: absolute, at most `sun_path`'s 107 bytes, no NUL or control bytes.
+fn parse_unix_path(url: &str, path: &str) -> Result<BackendTarget, String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "backend {url:?}: a unix socket path must be absolute"
+        ));
+    }
+    if path.len() > crate::dataplane::upstream::stream::MAX_UNIX_PATH {
+        return Err(format!(
+            "backend {url:?}: unix socket path longer than {} bytes",
+            crate::dataplane::upstream::stream::MAX_UNIX_PATH
+        ));
+    }
+    if path.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(format!(
+            "backend {url:?}: control byte in the unix socket path"
+        ));
+    }
+    Ok(BackendTarget {
+        host: path.into(),
+        port: 0,
+        addr: None,
+        https_scheme: false,
+        unix: Some(path.into()),
     })
 }
 
@@ -251,6 +285,14 @@ mod tests {
         assert!(parse_backend_url("http://").is_err());
         assert!(parse_backend_url("http://h:0").is_err());
         assert!(parse_backend_url("not a url").is_err());
+        let t = parse_backend_url("unix:/run/app/http.sock").unwrap();
+        assert_eq!(t.unix.as_deref(), Some("/run/app/http.sock"));
+        assert!(parse_backend_url("UNIX:/a").unwrap().unix.is_some());
+        assert!(parse_backend_url("unix:relative.sock").is_err());
+        assert!(parse_backend_url("unix:").is_err());
+        assert!(parse_backend_url(&format!("unix:/{}", "a".repeat(106))).is_ok());
+        assert!(parse_backend_url(&format!("unix:/{}", "a".repeat(107))).is_err());
+        assert!(parse_backend_url("unix:/a\u{1}b").is_err());
     }
 
     #[test]

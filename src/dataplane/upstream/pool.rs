@@ -1,4 +1,5 @@
-//! Per-worker keep-alive connections to backends, at most `server.maxSockets` per backend address.
+//! Per-worker keep-alive connections to backends, at most `server.maxSockets` per backend address
+//! (a TCP address, or a unix socket path: see `backend_stream`).
 //!
 //! `acquire` returns the most recently used idle connection (LIFO keeps few connections warm), or
 //! connects a new one within the connect timeout, or, when the limit is reached, waits briefly for one to
@@ -31,11 +32,10 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use crate::common::fast_hash::FxBuild;
 use crate::common::local_sync::{oneshot, Sender};
 use crate::dataplane::routing::BackendTarget;
+use crate::dataplane::upstream::stream::{BackendAddr, BackendStream};
 
 /// How long a name resolution is trusted.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -148,7 +148,7 @@ impl Drop for ClientPermit {
 }
 
 struct Idle {
-    stream: TcpStream,
+    stream: BackendStream,
     since: Instant,
     /// The slot this idle connection occupies; freed with it.
     _permit: Permit,
@@ -162,25 +162,26 @@ struct Pool {
 
 struct Inner {
     /// Backend addresses come from the driver, not from clients: a fast unkeyed hash is safe here.
-    pools: HashMap<SocketAddr, Pool, FxBuild>,
+    /// Unix backends are keyed by their path, so each socket path has its own pool.
+    pools: HashMap<BackendAddr, Pool, FxBuild>,
     dns: HashMap<(Box<str>, u16), (SocketAddr, Instant)>,
 }
 
 impl Inner {
     /// The pool of `addr`, created if needed within [`MAX_POOLS`]: when full, a pool with no
     /// connection in use is dropped to make room (idle ones closed); `None` if all are in use.
-    fn pool_for(&mut self, addr: SocketAddr) -> Option<&mut Pool> {
-        if !self.pools.contains_key(&addr) && self.pools.len() >= MAX_POOLS {
+    fn pool_for(&mut self, addr: &BackendAddr) -> Option<&mut Pool> {
+        if !self.pools.contains_key(addr) && self.pools.len() >= MAX_POOLS {
             let unused = self
                 .pools
                 .iter()
                 .find(|(_, p)| {
                     p.slots.taken.get() == p.idle.len() && p.slots.waiters.borrow().is_empty()
                 })
-                .map(|(a, _)| *a)?;
+                .map(|(a, _)| a.clone())?;
             self.pools.remove(&unused);
         }
-        Some(self.pools.entry(addr).or_default())
+        Some(self.pools.entry(addr.clone()).or_default())
     }
 }
 
@@ -201,8 +202,8 @@ pub struct BackendPools {
 /// A connection to a backend, checked out of its pool. Holds its slot (and its client's) until
 /// released or dropped.
 pub struct BackendConn {
-    stream: Option<TcpStream>,
-    addr: SocketAddr,
+    stream: Option<BackendStream>,
+    addr: BackendAddr,
     /// Came from the idle list (it may turn out to be closed by the backend).
     pub reused: bool,
     permit: Option<Permit>,
@@ -234,14 +235,17 @@ impl BackendPools {
     }
 
     /// The address to connect to for a backend (IP literals directly, names through a cached lookup).
-    pub async fn address_of(&self, target: &BackendTarget) -> io::Result<SocketAddr> {
+    pub async fn address_of(&self, target: &BackendTarget) -> io::Result<BackendAddr> {
+        if let Some(path) = &target.unix {
+            return Ok(BackendAddr::Unix(path.clone()));
+        }
         if let Some(addr) = target.addr {
-            return Ok(addr);
+            return Ok(BackendAddr::Tcp(addr));
         }
         let key = (target.host.clone(), target.port);
         if let Some((addr, at)) = self.inner.borrow().dns.get(&key) {
             if at.elapsed() < DNS_TTL {
-                return Ok(*addr);
+                return Ok(BackendAddr::Tcp(*addr));
             }
         }
         let addrs =
@@ -252,7 +256,7 @@ impl BackendPools {
             inner.dns.clear();
         }
         inner.dns.insert(key, (addr, Instant::now()));
-        Ok(addr)
+        Ok(BackendAddr::Tcp(addr))
     }
 
     /// Counts one more backend connection for `client`, unless it is at its cap.
@@ -276,7 +280,7 @@ impl BackendPools {
     /// none.
     pub async fn acquire(
         &self,
-        addr: SocketAddr,
+        addr: BackendAddr,
         fresh_only: bool,
         client: Option<IpAddr>,
     ) -> Result<BackendConn, AcquireError> {
@@ -285,7 +289,7 @@ impl BackendPools {
         let permit = loop {
             let rx = {
                 let mut inner = self.inner.borrow_mut();
-                let Some(pool) = inner.pool_for(addr) else {
+                let Some(pool) = inner.pool_for(&addr) else {
                     return Err(AcquireError::Saturated);
                 };
                 if !fresh_only {
@@ -330,17 +334,14 @@ impl BackendPools {
             }
         };
         // We hold a slot: connect. On failure the permit drops and frees it.
-        match monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Ok(BackendConn {
-                    stream: Some(stream),
-                    addr,
-                    reused: false,
-                    permit: Some(permit),
-                    _client: client,
-                })
-            }
+        match monoio::time::timeout(self.connect_timeout, BackendStream::connect(&addr)).await {
+            Ok(Ok(stream)) => Ok(BackendConn {
+                stream: Some(stream),
+                addr,
+                reused: false,
+                permit: Some(permit),
+                _client: client,
+            }),
             Ok(Err(e)) => Err(AcquireError::Connect(e)),
             Err(_) => Err(AcquireError::ConnectTimeout),
         }
@@ -358,7 +359,7 @@ impl BackendPools {
         let slots = permit.slots.clone();
         {
             let mut inner = self.inner.borrow_mut();
-            let pool = inner.pools.entry(conn.addr).or_default();
+            let pool = inner.pools.entry(conn.addr.clone()).or_default();
             if !Rc::ptr_eq(&pool.slots, &slots) {
                 // The pool entry was swept and re-created meanwhile: this slot is not counted there.
                 return;
@@ -414,26 +415,26 @@ impl BackendPools {
 }
 
 impl BackendConn {
-    pub fn stream(&mut self) -> &mut TcpStream {
+    pub fn stream(&mut self) -> &mut BackendStream {
         // Present until release/drop; both consume self.
         self.stream
             .as_mut()
             .expect("backend stream present until release")
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &BackendAddr {
+        &self.addr
     }
 
     /// Takes the connection out of its pool for good (an upgraded tunnel): it no longer counts
     /// toward `maxSockets` nor `maxSocketsPerClient` (its permits drop with `self`).
-    pub fn into_stream(mut self) -> Option<TcpStream> {
+    pub fn into_stream(mut self) -> Option<BackendStream> {
         self.stream.take()
     }
 }
 
 /// Non-blocking check that an idle connection was not closed by the backend (and holds no stray bytes).
-fn looks_open(stream: &TcpStream) -> bool {
+fn looks_open(stream: &BackendStream) -> bool {
     let mut byte = 0u8;
     // SAFETY: recv into a 1-byte stack buffer on a socket we own; MSG_PEEK leaves data in place.
     let n = unsafe {
