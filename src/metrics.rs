@@ -68,6 +68,13 @@ pub enum Counter {
     H2Streams,
     /// Lookups not cached because a route changed while they were in flight.
     UncachedRacingLookups,
+    /// Requests refused by a per-frontend option (README "Per-frontend options").
+    RejectedMaintenance,
+    RejectedMaxConnections,
+    RejectedRate,
+    RejectedMaxBody,
+    /// `https_redirect` answers.
+    Redirects,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -186,9 +193,34 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_route_lookups_uncached_total",
         "Lookups not cached because a route changed meanwhile.",
     ),
+    (
+        Counter::RejectedMaintenance,
+        "hipache_policy_rejections_total{reason=\"maintenance\"}",
+        "Requests refused by a per-frontend option, by option.",
+    ),
+    (
+        Counter::RejectedMaxConnections,
+        "hipache_policy_rejections_total{reason=\"max_connections\"}",
+        "",
+    ),
+    (
+        Counter::RejectedRate,
+        "hipache_policy_rejections_total{reason=\"rate\"}",
+        "",
+    ),
+    (
+        Counter::RejectedMaxBody,
+        "hipache_policy_rejections_total{reason=\"max_body\"}",
+        "",
+    ),
+    (
+        Counter::Redirects,
+        "hipache_redirects_total",
+        "Requests redirected to HTTPS by https_redirect.",
+    ),
 ];
 
-const N_COUNTERS: usize = 23;
+const N_COUNTERS: usize = 28;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -70,6 +70,8 @@ pub struct Worker {
     /// Set when one of this worker's tasks panicked: the worker stops so that it can be replaced.
     pub crashed: Cell<bool>,
     pub crash_notify: Notify,
+    /// Per-core state of `rate` and `max_connections` (README "Per-frontend options").
+    pub policy: crate::proxy::policy::PolicyState,
 }
 
 impl Worker {
@@ -164,6 +166,7 @@ impl Worker {
             config,
             crashed: Cell::new(false),
             crash_notify: Notify::new(),
+            policy: Default::default(),
         })
     }
 
@@ -760,7 +763,11 @@ fn on_route_event(w: &Worker, prefix: &str, event: TrackingEvent) {
                 let Some(rest) = key.strip_prefix(prefix) else {
                     continue;
                 };
-                let evicted = if let Some(frontend) = rest.strip_prefix("frontend:") {
+                // `frontend-options:<key>` follows its list: the same cached hosts depend on it.
+                let evicted = if let Some(frontend) = rest
+                    .strip_prefix("frontend:")
+                    .or_else(|| rest.strip_prefix("frontend-options:"))
+                {
                     cache.invalidate_frontend(frontend)
                 } else if let Some(host) = rest.strip_prefix("dead:") {
                     cache.invalidate_host(host)

@@ -98,7 +98,7 @@ pub async fn forward<S: ClientStream>(
     ex: &mut Exchange,
 ) -> Forwarded {
     let s = &w.config.server;
-    let mut body = match prepare_body(w, c).await {
+    let mut body = match prepare_body(w, c, route.options.max_body).await {
         Ok(b) => b,
         Err(f) => return f,
     };
@@ -152,6 +152,8 @@ async fn attempts<S: ClientStream>(
     resp: &mut ResponseHead,
 ) -> Forwarded {
     let s = &w.config.server;
+    // `backend_timeout` of the frontend's options overrides the server's (README "Per-frontend options").
+    let backend_timeout = route.options.backend_timeout.or(s.backend_timeout);
     let max_attempts = 1 + s.retry_on_error as usize;
     let mut attempt = 0;
     // Set when a pooled connection turned out closed: retry this backend once on a fresh connection.
@@ -181,13 +183,24 @@ async fn attempts<S: ClientStream>(
                 if attempt > max_attempts {
                     return failed(502, "backends failed (retries exhausted)", body);
                 }
-                match choose_backend(route, &w.rng) {
+                let chosen = if route.options.is_default() {
+                    choose_backend(route, &w.rng)
+                } else {
+                    let facts = crate::proxy::balance::Facts {
+                        client: crate::proxy::policy::client_addr(c, s.trust_forwarded_headers),
+                        sticky: crate::proxy::policy::sticky_cookie(&c.head, &c.buf),
+                    };
+                    crate::proxy::balance::choose(route, &w.rng, &facts)
+                };
+                match chosen {
                     Some(i) => (i, false),
-                    None => return failed(502, "all backends are marked dead", body),
+                    None => return failed(502, "all backends are marked dead (or drained)", body),
                 }
             }
         };
         let backend = &route.backends[index];
+        // Counted for `balance leastconn` until this attempt ends.
+        let _in_flight = crate::proxy::balance::InFlight::enter(route, index);
         let target = match &backend.target {
             Ok(t) => t,
             Err(why) => {
@@ -233,7 +246,7 @@ async fn attempts<S: ClientStream>(
         };
 
         // Send the head and the body in hand (still in the client buffer: a failure here can be retried).
-        if let Err(e) = send_request(c, conn.stream(), body, body_in_out, s.backend_timeout).await {
+        if let Err(e) = send_request(c, conn.stream(), body, body_in_out, backend_timeout).await {
             if conn.reused && !fresh_retry_used {
                 fresh_retry_used = true;
                 fresh_retry = Some(index);
@@ -246,12 +259,21 @@ async fn attempts<S: ClientStream>(
         // Stream the rest of a large body. From here on the request cannot be re-sent.
         if !body.complete {
             streamed = true;
-            let result = stream_request_body(w, c, conn.stream(), body, relay).await;
+            let result = stream_request_body(
+                w,
+                c,
+                conn.stream(),
+                body,
+                relay,
+                route.options.max_body,
+            )
+            .await;
             // The relay buffer held request bytes; the response starts afresh.
             relay.clear();
             match result {
                 Ok(()) => {}
                 Err(BodyStreamError::Client) => return Forwarded::Broken,
+                Err(BodyStreamError::TooLarge) => return too_large(w),
                 Err(BodyStreamError::Malformed) => {
                     return Forwarded::Failed {
                         status: 400,
@@ -298,7 +320,7 @@ async fn attempts<S: ClientStream>(
                 conn.stream(),
                 relay,
                 resp,
-                s.backend_timeout,
+                backend_timeout,
                 s.max_header_size,
                 c.head.is_head_method,
             )
@@ -327,7 +349,7 @@ async fn attempts<S: ClientStream>(
                     "backend {} of {} sent no response head within {:?}",
                     backend.url,
                     c.host,
-                    s.backend_timeout.unwrap_or_default()
+                    backend_timeout.unwrap_or_default()
                 );
                 backend_failed(w, route, &c.host, index);
                 return failed(504, "backend timed out", body);
@@ -393,6 +415,7 @@ fn backend_failed(w: &Worker, route: &Route, host: &str, index: usize) {
 async fn prepare_body<S: ClientStream>(
     w: &Worker,
     c: &mut ClientConn<S>,
+    max_body: Option<u64>,
 ) -> Result<RequestBody, Forwarded> {
     let s = &w.config.server;
     let start = c.head.len;
@@ -422,6 +445,9 @@ async fn prepare_body<S: ClientStream>(
             c.buf.drain(at + progress.produced..at + progress.consumed);
         }
         scanned += progress.produced;
+        if max_body.is_some_and(|max| scanned as u64 > max) {
+            return Err(too_large(w));
+        }
         if progress.done {
             return Ok(RequestBody {
                 in_hand: scanned,
@@ -448,6 +474,17 @@ async fn prepare_body<S: ClientStream>(
             Ok(0) | Err(_) => return Err(Forwarded::Broken),
             Ok(_) => {}
         }
+    }
+}
+
+/// A body over the frontend's `max_body` (README "Per-frontend options"), found while reading it: 413,
+/// and the connection closes (the rest of the body is not read).
+fn too_large(w: &Worker) -> Forwarded {
+    w.m().inc(Counter::RejectedMaxBody);
+    Forwarded::Failed {
+        status: 413,
+        reason: "request body over the frontend's max_body",
+        close_client: true,
     }
 }
 
@@ -513,6 +550,8 @@ async fn send_request<S: ClientStream>(
 
 enum BodyStreamError {
     Client,
+    /// Over the frontend's `max_body`.
+    TooLarge,
     Backend,
     Malformed,
 }
@@ -525,9 +564,11 @@ async fn stream_request_body<S: ClientStream>(
     backend: &mut TcpStream,
     body: &mut RequestBody,
     relay: &mut Vec<u8>,
+    max_body: Option<u64>,
 ) -> Result<(), BodyStreamError> {
     // Everything in the client buffer so far was head or body.
     c.pos = c.buf.len();
+    let mut total = body.in_hand as u64;
     let s = &w.config.server;
     let mut pace = BodyPace::new(s.min_body_rate, s.tcp_timeout);
     while !body.rest.is_done() {
@@ -543,6 +584,10 @@ async fn stream_request_body<S: ClientStream>(
             .map_err(|_| BodyStreamError::Malformed)?;
         if p.consumed < n {
             c.buf.extend_from_slice(&relay[p.consumed..n]);
+        }
+        total += p.produced as u64;
+        if max_body.is_some_and(|max| total > max) {
+            return Err(BodyStreamError::TooLarge);
         }
         write_range(
             backend,
@@ -720,6 +765,9 @@ async fn relay_response<S: ClientStream>(
     };
     c.out.clear();
     write_response_head(&mut c.out, relay, resp, &how, debug);
+    if !route.options.is_default() {
+        crate::proxy::policy::extend_response_head(c, route, index, relay, resp);
+    }
     ex.status = resp.status;
 
     // The body bytes that came with the head.
@@ -765,6 +813,7 @@ async fn relay_response<S: ClientStream>(
     let reader = read_ahead(
         w,
         conn,
+        route.options.backend_timeout.or(s.backend_timeout),
         &mut framing,
         resp.framing == Framing::UntilClose,
         clean_head,
@@ -940,6 +989,7 @@ impl ReadAhead {
 async fn read_ahead(
     w: &Worker,
     mut conn: BackendConn,
+    timeout: Option<Duration>,
     framing: &mut BodyFraming,
     until_close: bool,
     clean_head: bool,
@@ -947,7 +997,6 @@ async fn read_ahead(
     ahead: &ReadAhead,
     backend_start: Instant,
 ) {
-    let timeout = w.config.server.backend_timeout;
     let mut buf = w.body_bufs.get();
     let clean = loop {
         ahead.room().await;

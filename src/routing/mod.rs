@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod host;
+pub mod options;
 pub mod route;
 
 pub use route::{Backend, BackendTarget, Lookup, Route};
