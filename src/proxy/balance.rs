@@ -219,7 +219,11 @@ mod tests {
         r.mark_dead(2, std::time::Duration::from_secs(10));
         assert_eq!(choose(&r, &rng, &facts(1)), Some(0));
         r.mark_dead(0, std::time::Duration::from_secs(10));
-        assert_eq!(choose(&r, &rng, &facts(1)), None, "the drained one is never chosen");
+        assert_eq!(
+            choose(&r, &rng, &facts(1)),
+            None,
+            "the drained one is never chosen"
+        );
     }
 
     #[test]

@@ -259,15 +259,8 @@ async fn attempts<S: ClientStream>(
         // Stream the rest of a large body. From here on the request cannot be re-sent.
         if !body.complete {
             streamed = true;
-            let result = stream_request_body(
-                w,
-                c,
-                conn.stream(),
-                body,
-                relay,
-                route.options.max_body,
-            )
-            .await;
+            let result =
+                stream_request_body(w, c, conn.stream(), body, relay, route.options.max_body).await;
             // The relay buffer held request bytes; the response starts afresh.
             relay.clear();
             match result {

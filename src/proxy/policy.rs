@@ -55,7 +55,13 @@ impl PolicyState {
 
     /// Takes a token for `client` on frontend `key`; `Err(seconds)` to wait when there is none.
     /// The bucket holds one second of requests (at least one) and refills at `rate` per second.
-    pub fn take_token(&self, key: &str, client: IpAddr, rate: u32, now: Instant) -> Result<(), u64> {
+    pub fn take_token(
+        &self,
+        key: &str,
+        client: IpAddr,
+        rate: u32,
+        now: Instant,
+    ) -> Result<(), u64> {
         let mut h = crate::fast_hash::FxHasher::default();
         key.hash(&mut h);
         let id = (h.finish(), client);
@@ -191,7 +197,11 @@ fn https_port(w: &Worker) -> u16 {
 }
 
 /// Decides what happens to a request routed to `route`, before any backend is touched.
-pub fn admit<'w, S: ClientStream>(w: &'w Worker, c: &ClientConn<S>, route: &Route) -> Admission<'w> {
+pub fn admit<'w, S: ClientStream>(
+    w: &'w Worker,
+    c: &ClientConn<S>,
+    route: &Route,
+) -> Admission<'w> {
     let o = &route.options;
     if o.is_default() {
         return Admission::Proceed(None);
@@ -301,11 +311,7 @@ pub fn extend_response_head<S>(
                 .eq_ignore_ascii_case(b"strict-transport-security")
         });
     let cookie = o.sticky
-        && !crate::proxy::balance::sticky_matches(
-            route,
-            index,
-            sticky_cookie(&c.head, &c.buf),
-        );
+        && !crate::proxy::balance::sticky_matches(route, index, sticky_cookie(&c.head, &c.buf));
     let out = &mut c.out;
     if (!hsts && !cookie) || !out.ends_with(b"\r\n\r\n") {
         return;

@@ -266,7 +266,9 @@ mod tests {
         let (_, problems) = FrontendOptions::parse(&many, 1);
         assert_eq!(problems.len(), MAX_FIELDS + 1);
         assert!(check_field("weights", "1,2,3,4").is_ok());
-        assert!(check_field("weights", "1,x").unwrap_err().contains("weights"));
+        assert!(check_field("weights", "1,x")
+            .unwrap_err()
+            .contains("weights"));
         assert!(check_field("nope", "1").unwrap_err().contains("nope"));
     }
 }
