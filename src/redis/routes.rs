@@ -118,11 +118,17 @@ fn option_fields(v: Value) -> Vec<(String, String)> {
             }
         }
         Value::ServerError(e) => {
-            log::debug!(
-                "HGETALL of frontend options failed: {} {}",
-                e.code(),
-                e.details().unwrap_or("")
-            );
+            // NOPERM: an ACL user without `+hgetall ~frontend-options:*` (README "Running Redis for a
+            // fleet"); the frontend is served without options. Said once per process.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!(
+                    "HGETALL of frontend options refused by Redis ({} {}): frontends are served without their options",
+                    e.code(),
+                    e.details().unwrap_or("")
+                );
+            }
         }
         _ => {}
     }
