@@ -700,6 +700,9 @@ async fn answer_upgrade<S: ClientStream>(
     };
     c.out.clear();
     write_response_head(&mut c.out, relay, resp, &how, debug);
+    if !route.options.is_default() {
+        crate::proxy::policy::extend_response_head(c, route, index, relay, resp);
+    }
     // Bytes the backend sent right after its 101 belong to the tunnel.
     c.out.extend_from_slice(&relay[resp.len..]);
     ex.status = 101;
