@@ -298,9 +298,11 @@ fn sticky_cookie_holds_across_connections_reorderings_and_moves_when_gone() {
     // Reordered list: the cookie names the URL, not the position.
     let index_of = |r: &common::Response| r.header("x-debug-backend-id").map(str::to_string);
     let old_index = index_of(&req(&[]));
-    let mut reversed = vec!["st".to_string()];
-    reversed.extend(urls.iter().rev().cloned());
-    replace_list(&redis, "st.test", &reversed);
+    // Rotated (not reversed: the middle one would keep its index), so every index changes.
+    let mut rotated = vec!["st".to_string()];
+    rotated.extend(urls[1..].iter().cloned());
+    rotated.push(urls[0].clone());
+    replace_list(&redis, "st.test", &rotated);
     assert!(
         wait_until(Duration::from_secs(5), || index_of(&req(&[])) != old_index),
         "the reordered list was never seen"
