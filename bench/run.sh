@@ -16,7 +16,9 @@ usage: bench/run.sh [options]
   --warmup S          unmeasured wrk run before each measured run       [WARMUP=1]
   --rounds N          interleaved rounds (median over rounds)           [ROUNDS=3]
   --connections N     wrk connections                                   [CONNECTIONS=64]
-  --scenarios LIST    comma list of: small,paced,16k,1m,close,vhosts,churn,unix
+  --scenarios LIST    comma list of: small,paced,16k,1m,close,vhosts,churn,unix,small-rr,small-sticky
+                      (small-rr: small with frontend option balance=roundrobin over two backends;
+                      small-sticky: sticky=cookie, the client sending its cookie)
                                                                         [SCENARIOS=all of them]
   --log-scenarios L   scenarios of the access-log pass                  [LOG_SCENARIOS=same]
   --targets LIST      comma list of: direct,floor,hipache-tpc,nginx,haproxy, and optionally
@@ -61,7 +63,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
-ALL_SCENARIOS="small,paced,16k,1m,close,vhosts,churn,unix"
+ALL_SCENARIOS="small,paced,16k,1m,close,vhosts,churn,unix,small-rr,small-sticky"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 LOG_SCENARIOS=${LOG_SCENARIOS:-}
 TARGETS=${TARGETS:-direct,floor,hipache-tpc,nginx,haproxy}
@@ -200,6 +202,20 @@ python3 "$PY" redis-setup --port "$P_REDIS" --backend "$BACKEND_A" --host 127.0.
     --vhosts "$VHOSTS" --churn-hosts "$CHURN_HOSTS"
 redis-cli -p "$P_REDIS" del frontend:unix.bench.test >/dev/null
 redis-cli -p "$P_REDIS" rpush frontend:unix.bench.test unix "unix:$BENCH_UNIX_SOCK" >/dev/null
+# Per-frontend options (README "Per-frontend options"): two frontends over both backends, set before
+# any run. Other targets route every Host to backend A, so for them these are the small scenario.
+redis_opts() { redis-cli -p "$P_REDIS" "$@" >/dev/null; }
+for h in rr.opts.test sticky.opts.test; do
+    redis_opts del "frontend:$h"
+    redis_opts rpush "frontend:$h" "$h" "$BACKEND_A" "$BACKEND_B"
+done
+redis_opts hset frontend-options:rr.opts.test balance roundrobin
+redis_opts hset frontend-options:sticky.opts.test sticky cookie
+# The cookie of backend A: the first 12 hex digits of FNV-1a 64 of its URL.
+STICKY_A=$(python3 -c 'import sys
+h = 0xcbf29ce484222325
+for b in sys.argv[1].encode(): h = ((h ^ b) * 0x100000001b3) % (1 << 64)
+print(f"{h:016x}"[:12])' "$BACKEND_A")
 
 # ---------------------------------------------------------------------------------------------
 # Proxies (each on the proxy core, one worker).
@@ -331,6 +347,8 @@ wrk_args() {             # wrk_args SCENARIO TARGET DURATION: prints one argumen
     printf '%s\n' "-t$WRK_THREADS" -c "$c" -d "${d}s" --timeout 5s --latency
     case "$s" in
         small) printf '%s\n' "$url/30" ;;
+        small-rr) printf '%s\n' -H "Host: rr.opts.test" "$url/30" ;;
+        small-sticky) printf '%s\n' -H "Host: sticky.opts.test" -H "Cookie: hipache_tpc_backend=$STICKY_A" "$url/30" ;;
         paced) printf '%s\n' -s "$HERE/lua/paced.lua" "$url/30" -- "$PACED_DELAY_MS" ;;
         16k) printf '%s\n' "$url/16k" ;;
         1m) printf '%s\n' "$url/1m" ;;

@@ -139,8 +139,8 @@ fn rediss_without_the_ca_is_refused_and_named_in_status() {
 }
 
 /// The rule README "Running Redis for a fleet" gives for proxies (no admin API, no health checker).
-const PROXY_ACL: &str = "on >proxy-secret ~frontend:* ~dead:* ~hipache-tpc-probe:* ~hchecker_ping &dead \
-    +auth +hello +select +ping +client|setname +client|tracking +lrange +smembers +get +set +sadd +expire +publish";
+const PROXY_ACL: &str = "on >proxy-secret ~frontend:* ~frontend-options:* ~dead:* ~hipache-tpc-probe:* ~hchecker_ping &dead \
+    +auth +hello +select +ping +client|setname +client|tracking +lrange +hgetall +smembers +get +set +sadd +expire +publish";
 
 /// `redis-server` arguments creating the user `proxy` with [`PROXY_ACL`].
 fn proxy_user() -> Vec<String> {

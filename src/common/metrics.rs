@@ -72,6 +72,13 @@ pub enum Counter {
     ProxyHeaders,
     /// Connections closed for a missing, malformed, late or untrusted PROXY header.
     ProxyHeaderErrors,
+    /// Requests refused by a per-frontend option (README "Per-frontend options").
+    RejectedMaintenance,
+    RejectedMaxConnections,
+    RejectedRate,
+    RejectedMaxBody,
+    /// `https_redirect` answers.
+    Redirects,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -200,9 +207,34 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_proxy_protocol_errors_total",
         "Connections closed for a missing, malformed, late or untrusted PROXY protocol header.",
     ),
+    (
+        Counter::RejectedMaintenance,
+        "hipache_policy_rejections_total{reason=\"maintenance\"}",
+        "Requests refused by a per-frontend option, by option.",
+    ),
+    (
+        Counter::RejectedMaxConnections,
+        "hipache_policy_rejections_total{reason=\"max_connections\"}",
+        "",
+    ),
+    (
+        Counter::RejectedRate,
+        "hipache_policy_rejections_total{reason=\"rate\"}",
+        "",
+    ),
+    (
+        Counter::RejectedMaxBody,
+        "hipache_policy_rejections_total{reason=\"max_body\"}",
+        "",
+    ),
+    (
+        Counter::Redirects,
+        "hipache_redirects_total",
+        "Requests redirected to HTTPS by https_redirect.",
+    ),
 ];
 
-const N_COUNTERS: usize = 25;
+const N_COUNTERS: usize = 30;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -57,6 +57,8 @@ pub struct Core {
     /// Set when one of this worker's tasks panicked: the worker stops so that it can be replaced.
     pub crashed: Cell<bool>,
     pub crash_notify: Notify,
+    /// Per-core state of `rate` and `max_connections` (README "Per-frontend options").
+    pub policy: crate::dataplane::proxy::policy::PolicyState,
 }
 
 impl Core {
@@ -151,6 +153,7 @@ impl Core {
             config,
             crashed: Cell::new(false),
             crash_notify: Notify::new(),
+            policy: Default::default(),
         })
     }
 

@@ -643,7 +643,11 @@ fn on_route_event(w: &Core, prefix: &str, event: TrackingEvent) {
                 let Some(rest) = key.strip_prefix(prefix) else {
                     continue;
                 };
-                let evicted = if let Some(frontend) = rest.strip_prefix("frontend:") {
+                // `frontend-options:<key>` follows its list: the same cached hosts depend on it.
+                let evicted = if let Some(frontend) = rest
+                    .strip_prefix("frontend:")
+                    .or_else(|| rest.strip_prefix("frontend-options:"))
+                {
                     cache.invalidate_frontend(frontend)
                 } else if let Some(host) = rest.strip_prefix("dead:") {
                     cache.invalidate_host(host)

@@ -99,6 +99,13 @@ end
 return removed
 "#;
 
+/// Replaces a hash with the field/value pairs in ARGV (none: deletes it). KEYS: the hash.
+const REPLACE_HASH: &str = r#"
+redis.call('DEL', KEYS[1])
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return 1
+"#;
+
 /// A Redis failure as an answer.
 fn redis_error(e: RedisError) -> Response {
     match e {
@@ -710,6 +717,102 @@ impl ApiStore {
                 Ok(()) => Response::message("Backend removed"),
                 Err(r) => r,
             },
+            Err(r) => r,
+        }
+    }
+
+    fn options_key(&self, name: &str) -> String {
+        format!("{}frontend-options:{name}", self.prefix)
+    }
+
+    /// GET /frontends/:name/options: the `frontend-options:<name>` hash as a JSON object ({} when
+    /// there is none).
+    pub async fn options(&self, name: &str) -> Response {
+        let name = match frontend_name(name) {
+            Ok(n) => n,
+            Err(m) => return Response::error(400, m),
+        };
+        let packed = redis::cmd("HGETALL")
+            .arg(self.options_key(&name))
+            .get_packed_command();
+        let fields = match self.one(&self.read, &packed).await.and_then(strings) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let mut obj = serde_json::Map::new();
+        for pair in fields.chunks_exact(2) {
+            obj.insert(pair[0].clone(), serde_json::Value::String(pair[1].clone()));
+        }
+        Response::json(200, &serde_json::Value::Object(obj))
+    }
+
+    /// PUT /frontends/:name/options: replaces the hash with the fields given (a JSON object or a
+    /// form), each validated as the proxy reads it (README "Per-frontend options"); 400 names the
+    /// first bad field. An empty object removes the options.
+    pub async fn put_options(&self, name: &str, req: &Request) -> Response {
+        use crate::dataplane::routing::options::{check_field, MAX_FIELDS};
+        let name = match frontend_name(name) {
+            Ok(n) => n,
+            Err(m) => return Response::error(400, m),
+        };
+        if req.params.len() > MAX_FIELDS {
+            return Response::error(400, format!("more than {MAX_FIELDS} fields"));
+        }
+        let mut seen = BTreeSet::new();
+        for (field, value) in &req.params {
+            if let Err(m) = check_field(field, value) {
+                return Response::error(400, format!("Invalid option: {m}"));
+            }
+            if !seen.insert(field.as_str()) {
+                return Response::error(
+                    400,
+                    format!("Invalid option: field {field:?} given twice"),
+                );
+            }
+        }
+        // Weights are one per backend: more than the list has is refused.
+        if let Some((_, w)) = req.params.iter().find(|(f, _)| f == "weights") {
+            let list = match self.read_list(&self.read, &name).await {
+                Ok(l) => l,
+                Err(r) => return r,
+            };
+            let backends = list.len().saturating_sub(1);
+            if !list.is_empty() && w.split(',').count() > backends {
+                return Response::error(
+                    400,
+                    format!(
+                        "Invalid option: field \"weights\": more weights than the {backends} backends"
+                    ),
+                );
+            }
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REPLACE_HASH).arg(1).arg(self.options_key(&name));
+        for (field, value) in &req.params {
+            cmd.arg(field).arg(value.trim());
+        }
+        if let Err(r) = self
+            .one(&self.write, &cmd.get_packed_command())
+            .await
+            .and_then(|v| int(&v))
+        {
+            return r;
+        }
+        self.options(&name).await
+    }
+
+    /// DELETE /frontends/:name/options.
+    pub async fn delete_options(&self, name: &str) -> Response {
+        let name = match frontend_name(name) {
+            Ok(n) => n,
+            Err(m) => return Response::error(400, m),
+        };
+        let packed = redis::cmd("DEL")
+            .arg(self.options_key(&name))
+            .get_packed_command();
+        match self.one(&self.write, &packed).await.and_then(|v| int(&v)) {
+            Ok(0) => Response::error(404, "Frontend has no options"),
+            Ok(_) => Response::message("Frontend options have been deleted"),
             Err(r) => r,
         }
     }

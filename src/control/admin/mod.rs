@@ -126,6 +126,7 @@ enum Route {
     Frontends,
     Frontend,
     FrontendBackend,
+    FrontendOptions,
     Flush,
     Index,
     Console,
@@ -141,6 +142,7 @@ impl Route {
             ["frontends"] => Some(Route::Frontends),
             ["frontends", name] if !name.is_empty() => Some(Route::Frontend),
             ["frontends", name, "backend"] if !name.is_empty() => Some(Route::FrontendBackend),
+            ["frontends", name, "options"] if !name.is_empty() => Some(Route::FrontendOptions),
             ["flush"] => Some(Route::Flush),
             ["console", ..] => Some(Route::Console),
             _ => None,
@@ -153,6 +155,7 @@ impl Route {
             Route::Frontends => &["GET", "POST"],
             Route::Frontend => &["GET", "POST", "DELETE"],
             Route::FrontendBackend => &["DELETE"],
+            Route::FrontendOptions => &["GET", "PUT", "DELETE"],
             Route::Flush => &["POST"],
         }
     }
@@ -160,7 +163,11 @@ impl Route {
     fn needs_store(self) -> bool {
         matches!(
             self,
-            Route::Frontends | Route::Frontend | Route::FrontendBackend | Route::Flush
+            Route::Frontends
+                | Route::Frontend
+                | Route::FrontendBackend
+                | Route::FrontendOptions
+                | Route::Flush
         )
     }
 }
@@ -248,6 +255,9 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
             (Route::Frontend, "POST") => store.append(name, req).await,
             (Route::Frontend, _) => store.delete(name).await,
             (Route::FrontendBackend, _) => store.remove_backend(name, req).await,
+            (Route::FrontendOptions, "GET") => store.options(name).await,
+            (Route::FrontendOptions, "PUT") => store.put_options(name, req).await,
+            (Route::FrontendOptions, _) => store.delete_options(name).await,
             _ => store.flush().await,
         };
     }

@@ -24,6 +24,7 @@ use crate::dataplane::access_log::{push_u64, LogFields};
 use crate::dataplane::core::{Core, HEAD_BUF};
 use crate::dataplane::proxy::error_pages::reason_phrase;
 use crate::dataplane::proxy::forward::{forward, Forwarded};
+use crate::dataplane::proxy::policy::Admission;
 use crate::dataplane::proxy::route::{find_route, RouteOutcome};
 use crate::dataplane::routing::host::{normalize_host_into, HostError};
 use crate::dataplane::session::{ClientConn, ClientStream, Exchange, ListenerInfo};
@@ -313,6 +314,22 @@ async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Core, ex: &mut E
         }
     };
     ex.route = Some(route.clone());
+    // Per-frontend options (README "Per-frontend options"): redirects and refusals touch no backend.
+    // The max_connections slot, if any, is held until the exchange is over.
+    let _slot = match crate::dataplane::proxy::policy::admit(w, c, &route) {
+        Admission::Proceed(slot) => slot,
+        Admission::Redirect(status, location) => {
+            return Next::from_keep(
+                respond_skipping_body_with(c, w, ex, status, "redirected to https", &location)
+                    .await,
+            )
+        }
+        Admission::Reject(status, reason, extra) => {
+            return Next::from_keep(
+                respond_skipping_body_with(c, w, ex, status, reason, &extra).await,
+            )
+        }
+    };
     if route.backends.is_empty() {
         return Next::from_keep(
             respond_error_skipping_body(c, w, ex, 502, "frontend has no backend").await,
@@ -380,6 +397,19 @@ async fn respond_error_skipping_body<S: ClientStream>(
     respond_error(c, w, ex, status, reason, close).await
 }
 
+/// As [`respond_error_skipping_body`], with extra header lines (`Location`, `Retry-After`).
+async fn respond_skipping_body_with<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    w: &Core,
+    ex: &mut Exchange,
+    status: u16,
+    reason: &'static str,
+    extra: &[u8],
+) -> bool {
+    let close = !skip_buffered_body(c) || !c.head.keep_alive;
+    respond_error_with(c, w, ex, status, reason, close, extra).await
+}
+
 /// The reason of the 400 for a host no frontend serves (the only 400 with the "No Application
 /// Configured" page).
 const NO_FRONTEND: &str = "no frontend for this host";
@@ -393,6 +423,20 @@ pub async fn respond_error<S: ClientStream>(
     status: u16,
     reason: &str,
     close: bool,
+) -> bool {
+    respond_error_with(c, w, ex, status, reason, close, b"").await
+}
+
+/// As [`respond_error`], with extra header lines (each ending in CRLF). On HTTPS, a route with the
+/// `hsts` option adds `Strict-Transport-Security` to the proxy's own answers too.
+pub async fn respond_error_with<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    w: &Core,
+    ex: &mut Exchange,
+    status: u16,
+    reason: &str,
+    close: bool,
+    extra: &[u8],
 ) -> bool {
     let close = close || w.draining.get();
     // "No Application Configured" is the page for an unknown host; any other 400 means the request
@@ -413,6 +457,10 @@ pub async fn respond_error<S: ClientStream>(
     push_u64(&mut c.out, body.len() as u64);
     c.out.extend_from_slice(b"\r\n");
     push_connection(&mut c.out, close, c.head.minor_version == 0);
+    c.out.extend_from_slice(extra);
+    if let Some(route) = &ex.route {
+        crate::dataplane::proxy::policy::push_hsts(&mut c.out, route, c.listener.proto == "https");
+    }
     if w.config.server.debug && c.head.x_debug {
         c.out.extend_from_slice(b"X-Debug-Error: ");
         c.out.extend_from_slice(reason.as_bytes());

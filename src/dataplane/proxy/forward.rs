@@ -98,7 +98,7 @@ pub async fn forward<S: ClientStream>(
     ex: &mut Exchange,
 ) -> Forwarded {
     let s = &w.config.server;
-    let mut body = match prepare_body(w, c).await {
+    let mut body = match prepare_body(w, c, route.options.max_body).await {
         Ok(b) => b,
         Err(f) => return f,
     };
@@ -159,6 +159,8 @@ async fn attempts<S: ClientStream>(
     resp: &mut ResponseHead,
 ) -> Forwarded {
     let s = &w.config.server;
+    // `backend_timeout` of the frontend's options overrides the server's (README "Per-frontend options").
+    let backend_timeout = route.options.backend_timeout.or(s.backend_timeout);
     let max_attempts = 1 + s.retry_on_error as usize;
     let mut attempt = 0;
     // Set when a pooled connection turned out closed: retry this backend once on a fresh connection.
@@ -188,13 +190,27 @@ async fn attempts<S: ClientStream>(
                 if attempt > max_attempts {
                     return failed(502, "backends failed (retries exhausted)", body);
                 }
-                match choose_backend(route, &w.rng) {
+                let chosen = if route.options.is_default() {
+                    choose_backend(route, &w.rng)
+                } else {
+                    let facts = crate::dataplane::proxy::balance::Facts {
+                        client: crate::dataplane::proxy::policy::client_addr(
+                            c,
+                            s.trust_forwarded_headers,
+                        ),
+                        sticky: crate::dataplane::proxy::policy::sticky_cookie(&c.head, &c.buf),
+                    };
+                    crate::dataplane::proxy::balance::choose(route, &w.rng, &facts)
+                };
+                match chosen {
                     Some(i) => (i, false),
-                    None => return failed(502, "all backends are marked dead", body),
+                    None => return failed(502, "all backends are marked dead (or drained)", body),
                 }
             }
         };
         let backend = &route.backends[index];
+        // Counted for `balance leastconn` until this attempt ends.
+        let _in_flight = crate::dataplane::proxy::balance::InFlight::enter(route, index);
         let target = match &backend.target {
             Ok(t) => t,
             Err(why) => {
@@ -240,7 +256,7 @@ async fn attempts<S: ClientStream>(
         };
 
         // Send the head and the body in hand (still in the client buffer: a failure here can be retried).
-        if let Err(e) = send_request(c, conn.stream(), body, body_in_out, s.backend_timeout).await {
+        if let Err(e) = send_request(c, conn.stream(), body, body_in_out, backend_timeout).await {
             if conn.reused && !fresh_retry_used {
                 fresh_retry_used = true;
                 fresh_retry = Some(index);
@@ -253,12 +269,14 @@ async fn attempts<S: ClientStream>(
         // Stream the rest of a large body. From here on the request cannot be re-sent.
         if !body.complete {
             streamed = true;
-            let result = stream_request_body(w, c, conn.stream(), body, relay).await;
+            let result =
+                stream_request_body(w, c, conn.stream(), body, relay, route.options.max_body).await;
             // The relay buffer held request bytes; the response starts afresh.
             relay.clear();
             match result {
                 Ok(()) => {}
                 Err(BodyStreamError::Client) => return Forwarded::Broken,
+                Err(BodyStreamError::TooLarge) => return too_large(w),
                 Err(BodyStreamError::Malformed) => {
                     return Forwarded::Failed {
                         status: 400,
@@ -305,7 +323,7 @@ async fn attempts<S: ClientStream>(
                 conn.stream(),
                 relay,
                 resp,
-                s.backend_timeout,
+                backend_timeout,
                 s.max_header_size,
                 c.head.is_head_method,
             )
@@ -334,7 +352,7 @@ async fn attempts<S: ClientStream>(
                     "backend {} of {} sent no response head within {:?}",
                     backend.url,
                     c.host,
-                    s.backend_timeout.unwrap_or_default()
+                    backend_timeout.unwrap_or_default()
                 );
                 backend_failed(w, route, &c.host, index);
                 return failed(504, "backend timed out", body);
@@ -400,6 +418,7 @@ fn backend_failed(w: &Core, route: &Route, host: &str, index: usize) {
 async fn prepare_body<S: ClientStream>(
     w: &Core,
     c: &mut ClientConn<S>,
+    max_body: Option<u64>,
 ) -> Result<RequestBody, Forwarded> {
     let s = &w.config.server;
     let start = c.head.len;
@@ -429,6 +448,9 @@ async fn prepare_body<S: ClientStream>(
             c.buf.drain(at + progress.produced..at + progress.consumed);
         }
         scanned += progress.produced;
+        if max_body.is_some_and(|max| scanned as u64 > max) {
+            return Err(too_large(w));
+        }
         if progress.done {
             return Ok(RequestBody {
                 in_hand: scanned,
@@ -455,6 +477,17 @@ async fn prepare_body<S: ClientStream>(
             Ok(0) | Err(_) => return Err(Forwarded::Broken),
             Ok(_) => {}
         }
+    }
+}
+
+/// A body over the frontend's `max_body` (README "Per-frontend options"), found while reading it: 413,
+/// and the connection closes (the rest of the body is not read).
+fn too_large(w: &Core) -> Forwarded {
+    w.m().inc(Counter::RejectedMaxBody);
+    Forwarded::Failed {
+        status: 413,
+        reason: "request body over the frontend's max_body",
+        close_client: true,
     }
 }
 
@@ -520,6 +553,8 @@ async fn send_request<S: ClientStream>(
 
 enum BodyStreamError {
     Client,
+    /// Over the frontend's `max_body`.
+    TooLarge,
     Backend,
     Malformed,
 }
@@ -532,9 +567,11 @@ async fn stream_request_body<S: ClientStream>(
     backend: &mut BackendStream,
     body: &mut RequestBody,
     relay: &mut Vec<u8>,
+    max_body: Option<u64>,
 ) -> Result<(), BodyStreamError> {
     // Everything in the client buffer so far was head or body.
     c.pos = c.buf.len();
+    let mut total = body.in_hand as u64;
     let s = &w.config.server;
     let mut pace = BodyPace::new(s.min_body_rate, s.tcp_timeout);
     while !body.rest.is_done() {
@@ -550,6 +587,10 @@ async fn stream_request_body<S: ClientStream>(
             .map_err(|_| BodyStreamError::Malformed)?;
         if p.consumed < n {
             c.buf.extend_from_slice(&relay[p.consumed..n]);
+        }
+        total += p.produced as u64;
+        if max_body.is_some_and(|max| total > max) {
+            return Err(BodyStreamError::TooLarge);
         }
         write_range(
             backend,
@@ -669,6 +710,9 @@ async fn answer_upgrade<S: ClientStream>(
     };
     c.out.clear();
     write_response_head(&mut c.out, relay, resp, &how, debug);
+    if !route.options.is_default() {
+        crate::dataplane::proxy::policy::extend_response_head(c, route, index, relay, resp);
+    }
     // Bytes the backend sent right after its 101 belong to the tunnel.
     c.out.extend_from_slice(&relay[resp.len..]);
     ex.status = 101;
@@ -727,6 +771,9 @@ async fn relay_response<S: ClientStream>(
     };
     c.out.clear();
     write_response_head(&mut c.out, relay, resp, &how, debug);
+    if !route.options.is_default() {
+        crate::dataplane::proxy::policy::extend_response_head(c, route, index, relay, resp);
+    }
     ex.status = resp.status;
 
     // The body bytes that came with the head.
@@ -772,6 +819,7 @@ async fn relay_response<S: ClientStream>(
     let reader = read_ahead(
         w,
         conn,
+        route.options.backend_timeout.or(s.backend_timeout),
         &mut framing,
         resp.framing == Framing::UntilClose,
         clean_head,
@@ -947,6 +995,7 @@ impl ReadAhead {
 async fn read_ahead(
     w: &Core,
     mut conn: BackendConn,
+    timeout: Option<Duration>,
     framing: &mut BodyFraming,
     until_close: bool,
     clean_head: bool,
@@ -954,7 +1003,6 @@ async fn read_ahead(
     ahead: &ReadAhead,
     backend_start: Instant,
 ) {
-    let timeout = w.config.server.backend_timeout;
     let mut buf = w.body_bufs.get();
     let clean = loop {
         ahead.room().await;

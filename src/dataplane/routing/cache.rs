@@ -375,6 +375,11 @@ fn entry_bytes(host: &str, depth: usize, lookup: &Lookup) -> usize {
                     .iter()
                     .map(|b| 2 * b.url.len() + 64)
                     .sum::<usize>()
+                // Per-frontend options: the parsed value and its per-backend tables.
+                + std::mem::size_of::<crate::dataplane::routing::options::FrontendOptions>()
+                + r.options.weights.as_ref().map_or(0, |w| 4 * w.len())
+                + r.in_flight.len() * 4
+                + r.sticky_ids.len() * crate::dataplane::routing::route::STICKY_ID_LEN
         }
         Lookup::NoFrontend => 0,
     };

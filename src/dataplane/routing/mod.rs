@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod flight;
 pub mod host;
+pub mod options;
 pub mod route;
 pub mod store;
 

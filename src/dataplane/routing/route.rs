@@ -58,6 +58,28 @@ fn warn_once_per_change(frontend_key: &str, list: &[String], backends: &[Backend
     }
 }
 
+/// Logs the problems of a `frontend-options:` hash once per worker and per version of the hash.
+fn warn_options_once(frontend_key: &str, fields: &[(String, String)], problems: &[String]) {
+    use std::hash::{Hash, Hasher};
+    let mut h = crate::common::fast_hash::FxHasher::default();
+    "options".hash(&mut h);
+    frontend_key.hash(&mut h);
+    fields.hash(&mut h);
+    let key = h.finish();
+    let first = WARNED.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.len() >= 4096 {
+            w.clear();
+        }
+        w.insert(key)
+    });
+    if first {
+        for p in problems {
+            log::warn!("frontend-options:{frontend_key}: {p}; ignored");
+        }
+    }
+}
+
 /// The outcome of looking a host up.
 #[derive(Clone)]
 pub enum Lookup {
@@ -81,11 +103,47 @@ pub struct Route {
     marked_until: Box<[Cell<Option<Instant>>]>,
     /// Some local mark exists (so the common path reads no clock).
     any_marked: Cell<bool>,
+    /// `frontend-options:<frontend_key>`, parsed (README "Per-frontend options").
+    pub options: super::options::FrontendOptions,
+    /// This worker's round-robin position (`balance roundrobin`).
+    pub rr_next: Cell<u64>,
+    /// Requests in flight from this worker to each backend (`balance leastconn`; empty otherwise).
+    pub in_flight: Box<[Cell<u32>]>,
+    /// The sticky cookie value of each backend (`sticky cookie`; empty otherwise).
+    pub sticky_ids: Box<[[u8; STICKY_ID_LEN]]>,
+}
+
+/// Length of a sticky cookie value: hex digits of a hash of the backend URL.
+pub const STICKY_ID_LEN: usize = 12;
+
+/// The sticky cookie value of a backend URL: the first 12 hex digits of its FNV-1a 64 hash, the same
+/// in every worker and instance (README "Per-frontend options").
+pub fn sticky_id(url: &str) -> [u8; STICKY_ID_LEN] {
+    let h = crate::dataplane::proxy::balance::fnv1a(
+        crate::dataplane::proxy::balance::FNV_OFFSET,
+        url.as_bytes(),
+    );
+    let mut out = [0u8; STICKY_ID_LEN];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 impl Route {
     /// Builds a route from the raw list (identifier first) and the dead indexes of the requested host.
     pub fn new(frontend_key: &str, list: &[String], dead_indexes: &[usize]) -> Route {
+        Self::with_options(frontend_key, list, dead_indexes, &[])
+    }
+
+    /// As [`Route::new`], with the fields of `frontend-options:<frontend_key>` (bad ones ignored, with
+    /// one warning per worker and per version of the hash).
+    pub fn with_options(
+        frontend_key: &str,
+        list: &[String],
+        dead_indexes: &[usize],
+        option_fields: &[(String, String)],
+    ) -> Route {
         let identifier = list.first().map(|s| s.as_str()).unwrap_or("");
         let backends: Box<[Backend]> = list.iter().skip(1).map(|url| Backend::parse(url)).collect();
         // An entry that is not a usable URL is never chosen (as if dead), so a list with one stays
@@ -106,6 +164,26 @@ impl Route {
         if backends.is_empty() || backends.iter().any(|b| b.target.is_err()) {
             warn_once_per_change(frontend_key, list, &backends);
         }
+        let options = if option_fields.is_empty() {
+            super::options::FrontendOptions::default()
+        } else {
+            let (options, problems) =
+                super::options::FrontendOptions::parse(option_fields, backends.len());
+            if !problems.is_empty() {
+                warn_options_once(frontend_key, option_fields, &problems);
+            }
+            options
+        };
+        let in_flight = if options.balance == super::options::Balance::LeastConn {
+            (0..backends.len()).map(|_| Cell::new(0)).collect()
+        } else {
+            Box::default()
+        };
+        let sticky_ids = if options.sticky {
+            backends.iter().map(|b| sticky_id(&b.url)).collect()
+        } else {
+            Box::default()
+        };
         Route {
             identifier: identifier.into(),
             frontend_key: frontend_key.into(),
@@ -113,6 +191,10 @@ impl Route {
             listed_dead,
             marked_until,
             any_marked: Cell::new(false),
+            options,
+            rr_next: Cell::new(0),
+            in_flight,
+            sticky_ids,
         }
     }
 

@@ -54,7 +54,12 @@ impl FileRoutes {
         } else {
             dead.indexes(host, list, Instant::now())
         };
-        Lookup::Found(Rc::new(Route::new(key, list, indexes)))
+        Lookup::Found(Rc::new(Route::with_options(
+            key,
+            list,
+            indexes,
+            table.options(key),
+        )))
     }
 
     /// Records a passive failure of backend `index` (whose entry is `url`) for `host`, in this worker's

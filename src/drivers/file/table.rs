@@ -6,9 +6,15 @@
 //!     "//": "keys starting with // are comments",
 //!     "www.example.com": ["mysite", "http://10.0.0.7:8080", "http://10.0.0.8:8080"],
 //!     "*.example.org":   ["wildcard-site", "http://10.0.0.9"],
-//!     "*":               ["default-site", "http://10.0.0.10:8000"]
+//!     "*":               ["default-site", "http://10.0.0.10:8000"],
+//!     "api.example.com": {"backends": ["api", "http://10.0.0.11:8080", "http://10.0.0.12:8080"],
+//!                         "options": {"balance": "roundrobin", "weights": "3,1", "hsts": 31536000}}
 //! }
 //! ```
+//!
+//! The object form carries, beside the same list (identifier first) under `backends`, the frontend's
+//! options (README "Per-frontend options": the fields of `frontend-options:<name>` in Redis). Options
+//! are checked like the rest: an unknown field or a bad value is an error naming frontend and field.
 //!
 //! Parsing is strict and streams straight into the table (no intermediate JSON tree): every problem is
 //! an error carrying the line and column where it was found, never a panic. A table is built on the
@@ -32,6 +38,8 @@ pub type FrontendList = Arc<[String]>;
 #[derive(Debug, Default)]
 pub struct RouteTable {
     frontends: HashMap<Box<str>, FrontendList>,
+    /// The options of frontends written in the object form, as field/value text.
+    options: HashMap<Box<str>, Arc<[(String, String)]>>,
     /// Entries that are valid but can never match a request (logged when the table is loaded).
     warnings: Vec<String>,
 }
@@ -102,6 +110,11 @@ impl RouteTable {
         self.frontends.get(name)
     }
 
+    /// The option fields of frontend `name` (empty without options).
+    pub fn options(&self, name: &str) -> &[(String, String)] {
+        self.options.get(name).map_or(&[], |o| &o[..])
+    }
+
     /// The first candidate of a normalised host that has a list (docs/compatibility.md §2: exact, `*.suffix` longest
     /// first, `*`), with the key that matched. The same candidate order as the Redis driver, from
     /// [`for_each_candidate`].
@@ -167,7 +180,12 @@ impl<'de> Visitor<'de> for TableSeed {
                     "frontend {name:?} appears twice"
                 )));
             }
-            let list = map.next_value_seed(ListSeed { name: &name })?;
+            let (list, options) = map.next_value_seed(FrontendSeed { name: &name })?;
+            if !options.is_empty() {
+                table
+                    .options
+                    .insert(name.clone().into_boxed_str(), options.into());
+            }
             if name.bytes().any(|b| b.is_ascii_uppercase()) {
                 table.warnings.push(format!(
                     "frontend {name:?} has upper-case letters and never matches: hosts are lower-cased before the look-up; write {:?}",
@@ -181,6 +199,92 @@ impl<'de> Visitor<'de> for TableSeed {
             table.frontends.insert(name.into_boxed_str(), list.into());
         }
         Ok(table)
+    }
+}
+
+/// One frontend: its list, or `{"backends": <list>, "options": {...}}`.
+struct FrontendSeed<'a> {
+    name: &'a str,
+}
+
+type FrontendValue = (Vec<String>, Vec<(String, String)>);
+
+impl<'de> DeserializeSeed<'de> for FrontendSeed<'_> {
+    type Value = FrontendValue;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<FrontendValue, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FrontendSeed<'_> {
+    type Value = FrontendValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "a list for frontend {:?} (its identifier, then backend URLs), or an object with \"backends\" (that list) and \"options\"",
+            self.name
+        )
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<FrontendValue, A::Error> {
+        let list = ListSeed { name: self.name }.visit_seq(seq)?;
+        Ok((list, Vec::new()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FrontendValue, A::Error> {
+        let name = self.name;
+        let mut list: Option<Vec<String>> = None;
+        let mut options = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "backends" if list.is_none() => {
+                    list = Some(map.next_value_seed(ListSeed { name })?);
+                }
+                "options" => {
+                    let obj: serde_json::Map<String, serde_json::Value> = map.next_value()?;
+                    for (field, value) in obj {
+                        let text = match value {
+                            serde_json::Value::String(s) => s,
+                            serde_json::Value::Number(n) => n.to_string(),
+                            serde_json::Value::Bool(b) => u8::from(b).to_string(),
+                            serde_json::Value::Array(items) => items
+                                .iter()
+                                .map(|i| match i {
+                                    serde_json::Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            other => other.to_string(),
+                        };
+                        crate::dataplane::routing::options::check_field(&field, &text)
+                            .map_err(|e| de::Error::custom(format!("frontend {name:?}: options: {e}")))?;
+                        options.push((field, text));
+                    }
+                }
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "frontend {name:?}: unknown key {other:?} (an object holds \"backends\" and \"options\")"
+                    )))
+                }
+            }
+        }
+        let list = list.ok_or_else(|| {
+            de::Error::custom(format!(
+                "frontend {name:?}: the object has no \"backends\" list"
+            ))
+        })?;
+        if let Some((_, w)) = options.iter().find(|(f, _)| f == "weights") {
+            if w.split(',').count() > list.len().saturating_sub(1) {
+                return Err(de::Error::custom(format!(
+                    "frontend {name:?}: options: field \"weights\": more weights than the {} backends",
+                    list.len().saturating_sub(1)
+                )));
+            }
+        }
+        Ok((list, options))
     }
 }
 
@@ -344,6 +448,34 @@ mod tests {
         assert!(parse("\u{feff}{}").unwrap().is_empty());
         let bad_utf8 = RouteTable::parse(Path::new("r"), b"{\"a\xff\": [\"x\"]}");
         assert!(bad_utf8.is_err());
+    }
+
+    #[test]
+    fn object_form_carries_options() {
+        let t = parse(
+            r#"{"a.com": {"backends": ["a", "http://h:1", "http://h:2"],
+                          "options": {"balance": "roundrobin", "weights": [3, 1], "hsts": 60, "maintenance": false}},
+                "b.com": ["b", "http://h:3"]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.get("a.com").unwrap().len(), 3);
+        let o = t.options("a.com");
+        assert!(o.contains(&("weights".into(), "3,1".into())), "{o:?}");
+        assert!(o.contains(&("maintenance".into(), "0".into())), "{o:?}");
+        assert!(t.options("b.com").is_empty());
+        let err = parse(
+            r#"{"a.com": {"backends": ["a", "http://h:1"], "options": {"balance": "best"}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("balance"), "{err}");
+        let err =
+            parse(r#"{"a.com": {"backends": ["a", "http://h:1"], "options": {"weights": "1,1"}}}"#)
+                .unwrap_err();
+        assert!(err.message.contains("weights"), "{err}");
+        let err = parse(r#"{"a.com": {"options": {}}}"#).unwrap_err();
+        assert!(err.message.contains("no \"backends\""), "{err}");
+        let err = parse(r#"{"a.com": {"backend": []}}"#).unwrap_err();
+        assert!(err.message.contains("unknown key"), "{err}");
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub const MAX_ENTRY_BYTES: usize = 1024;
 /// Longest identifier kept (longer ones are cut).
 pub const MAX_IDENTIFIER_BYTES: usize = 256;
 
-/// Packs `LRANGE <prefix>frontend:<candidate> 0 256` for each candidate and
-/// `SMEMBERS <prefix>dead:<host>`. Returns the bytes and the number of replies to expect.
+/// Packs `LRANGE <prefix>frontend:<candidate> 0 256` for each candidate, then `HGETALL
+/// <prefix>frontend-options:<candidate>` for each candidate (README "Per-frontend options": the options
+/// of the list that matches), then `SMEMBERS <prefix>dead:<host>`. Returns the bytes and the number of
+/// replies to expect.
 pub fn pack_lookup(prefix: &str, host: &str, candidates: &[String]) -> (Vec<u8>, usize) {
     let mut pipe = redis::pipe();
     for c in candidates {
@@ -32,38 +34,105 @@ pub fn pack_lookup(prefix: &str, host: &str, candidates: &[String]) -> (Vec<u8>,
             .arg(0)
             .arg(MAX_FRONTEND_ENTRIES - 1);
     }
+    for c in candidates {
+        pipe.cmd("HGETALL")
+            .arg(format!("{prefix}frontend-options:{c}"));
+    }
     pipe.cmd("SMEMBERS").arg(format!("{prefix}dead:{host}"));
-    (pipe.get_packed_pipeline(), candidates.len() + 1)
+    (pipe.get_packed_pipeline(), 2 * candidates.len() + 1)
 }
 
-/// Interprets the replies of [`pack_lookup`]: the first non-empty list wins.
+/// Interprets the replies of [`pack_lookup`]: the first non-empty list wins, with the options hash of
+/// the same candidate.
 pub fn parse_lookup(candidates: &[String], replies: Vec<Value>) -> Result<Lookup, RedisError> {
-    if replies.len() != candidates.len() + 1 {
+    let n = candidates.len();
+    if replies.len() != 2 * n + 1 {
         return Err(RedisError::Protocol(format!(
             "expected {} replies, got {}",
-            candidates.len() + 1,
+            2 * n + 1,
             replies.len()
         )));
     }
     let mut replies = replies.into_iter();
-    let mut matched: Option<(&str, Vec<String>)> = None;
-    for candidate in candidates {
+    let mut matched: Option<(usize, Vec<String>)> = None;
+    for (i, _) in candidates.iter().enumerate() {
         let reply = replies.next().unwrap_or(Value::Nil);
         let mut list = string_list(reply, "LRANGE")?;
         if matched.is_none() && !list.is_empty() {
             bound_list(&mut list);
-            matched = Some((candidate.as_str(), list));
+            matched = Some((i, list));
+        }
+    }
+    let mut options = Vec::new();
+    for i in 0..n {
+        let reply = replies.next().unwrap_or(Value::Nil);
+        if matched.as_ref().is_some_and(|(m, _)| *m == i) {
+            options = option_fields(reply);
         }
     }
     let dead_reply = replies.next().unwrap_or(Value::Nil);
-    let Some((key, list)) = matched else {
+    let Some((index, list)) = matched else {
         return Ok(Lookup::NoFrontend);
     };
+    let key = candidates[index].as_str();
     let dead: Vec<usize> = string_list(dead_reply, "SMEMBERS")?
         .iter()
         .filter_map(|s| s.trim().parse::<usize>().ok())
         .collect();
-    Ok(Lookup::Found(Rc::new(Route::new(key, &list, &dead))))
+    Ok(Lookup::Found(Rc::new(Route::with_options(
+        key, &list, &dead, &options,
+    ))))
+}
+
+/// The field/value pairs of an HGETALL reply (RESP2 flat array or RESP3 map), bounded: at most
+/// `MAX_FIELDS + 1` pairs are kept (the extra one makes the parser warn), a field name over 64 bytes
+/// or a value over the limit is cut (and then reported as malformed). A missing key, a wrong type or
+/// anything unexpected is no options: the frontend is served as without them.
+fn option_fields(v: Value) -> Vec<(String, String)> {
+    use crate::dataplane::routing::options::{MAX_FIELDS, MAX_VALUE_BYTES};
+    let cut = |v: Value, max: usize| -> Option<String> {
+        let mut s = value_string(v)?;
+        if s.len() > max + 1 {
+            s.truncate(s.floor_char_boundary(max + 1));
+        }
+        Some(s)
+    };
+    let mut out = Vec::new();
+    let mut push = |k: Value, v: Value| {
+        if out.len() <= MAX_FIELDS {
+            if let (Some(k), Some(v)) = (cut(k, 64), cut(v, MAX_VALUE_BYTES)) {
+                out.push((k, v));
+            }
+        }
+    };
+    match v {
+        Value::Array(items) => {
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                push(k, v);
+            }
+        }
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                push(k, v);
+            }
+        }
+        Value::ServerError(e) => {
+            // NOPERM: an ACL user without `+hgetall ~frontend-options:*` (README "Running Redis for a
+            // fleet"); the frontend is served without options. Said once per process.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!(
+                    "HGETALL of frontend options refused by Redis ({} {}): frontends are served without their options",
+                    e.code(),
+                    e.details().unwrap_or("")
+                );
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// Applies the size limits to a frontend list (see the module doc).
@@ -127,7 +196,18 @@ mod tests {
                 format!("http://10.0.0.1:{}", 1000 + i).into_bytes(),
             ));
         }
-        let replies = vec![Value::Array(items), Value::Nil, Value::Set(vec![])];
+        let mut opts = Vec::new();
+        for i in 0..10_000 {
+            opts.push(Value::BulkString(format!("f{i}").into_bytes()));
+            opts.push(Value::BulkString(vec![b'v'; 100_000]));
+        }
+        let replies = vec![
+            Value::Array(items),
+            Value::Nil,
+            Value::Array(opts),
+            Value::Nil,
+            Value::Set(vec![]),
+        ];
         let Ok(Lookup::Found(route)) = parse_lookup(&cands, replies) else {
             panic!("a route");
         };
@@ -139,6 +219,7 @@ mod tests {
             "the huge entry is unusable"
         );
         assert!(route.backends[1].target.is_ok());
+        assert!(route.options.is_default(), "a hostile hash is ignored");
         let (packed, _) = pack_lookup("", "a.test", &cands);
         let text = String::from_utf8_lossy(&packed);
         assert!(text.contains("\r\n$1\r\n0\r\n$3\r\n256\r\n"), "{text}");

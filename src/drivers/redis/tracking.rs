@@ -1,5 +1,6 @@
 //! Route-change notifications: a dedicated RESP3 connection per worker with client-side caching in
-//! broadcast mode (`CLIENT TRACKING ON BCAST PREFIX <p>frontend: PREFIX <p>dead: ...`), so Redis pushes
+//! broadcast mode (`CLIENT TRACKING ON BCAST PREFIX <p>frontend: PREFIX <p>frontend-options: PREFIX
+//! <p>dead: ...`), so Redis pushes
 //! the name of every changed key. It works wherever Redis 6+ does, managed services included: no
 //! `CONFIG SET`, no keyspace notifications.
 //!
@@ -201,6 +202,8 @@ async fn subscribe(
             .arg("BCAST")
             .arg("PREFIX")
             .arg(format!("{prefix}frontend:"))
+            .arg("PREFIX")
+            .arg(format!("{prefix}frontend-options:"))
             .arg("PREFIX")
             .arg(format!("{prefix}dead:"))
             .arg("PREFIX")
