@@ -68,6 +68,12 @@ pub enum Counter {
     H2Streams,
     /// Lookups not cached because a route changed while they were in flight.
     UncachedRacingLookups,
+    /// Certificates from Redis skipped (unparsable, key mismatch, expired, not covering the name).
+    TlsCertificateErrors,
+    /// Handshakes whose Redis certificate choice the per-core cache answered.
+    TlsCertificateCacheHits,
+    /// Handshakes whose Redis certificate choice needed a Redis lookup.
+    TlsCertificateCacheMisses,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -186,9 +192,24 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_route_lookups_uncached_total",
         "Lookups not cached because a route changed meanwhile.",
     ),
+    (
+        Counter::TlsCertificateErrors,
+        "hipache_tls_certificate_errors_total",
+        "Certificates from Redis skipped: unparsable, key mismatch, expired or not covering the name.",
+    ),
+    (
+        Counter::TlsCertificateCacheHits,
+        "hipache_tls_certificate_cache_hits_total",
+        "Certificate choices answered by the per-core certificate cache.",
+    ),
+    (
+        Counter::TlsCertificateCacheMisses,
+        "hipache_tls_certificate_cache_misses_total",
+        "Certificate choices that needed a Redis lookup.",
+    ),
 ];
 
-const N_COUNTERS: usize = 23;
+const N_COUNTERS: usize = 26;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +225,8 @@ pub enum Gauge {
     NotificationsUp,
     /// Sentinel failovers (`+switch-master`) this worker has followed.
     RedisFailovers,
+    /// Names (with or without a certificate) in the per-core certificate cache.
+    TlsCertificateCacheEntries,
 }
 
 const GAUGES: &[(Gauge, &str, &str)] = &[
@@ -242,9 +265,14 @@ const GAUGES: &[(Gauge, &str, &str)] = &[
         "hipache_redis_failovers_seen",
         "Sentinel failovers (+switch-master) followed, summed over workers (each follows the sentinels itself).",
     ),
+    (
+        Gauge::TlsCertificateCacheEntries,
+        "hipache_tls_certificate_cache_entries",
+        "Names in the per-core certificate caches (certificates and remembered misses).",
+    ),
 ];
 
-const N_GAUGES: usize = 7;
+const N_GAUGES: usize = 8;
 
 /// Latency histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -70,6 +70,11 @@ pub struct Worker {
     /// Set when one of this worker's tasks panicked: the worker stops so that it can be replaced.
     pub crashed: Cell<bool>,
     pub crash_notify: Notify,
+    /// Certificates from Redis (`tls:<name>`, README "Certificates in Redis"): with the Redis driver,
+    /// an HTTPS listener and `https.redisCertificates` on.
+    pub certs: Option<crate::tls::redis_certs::CertStore>,
+    /// Names this core queued for on-demand ACME, and when (bounded, see `redis_certs::MAX_QUEUED`).
+    pub acme_queued: RefCell<HashMap<String, Instant>>,
 }
 
 impl Worker {
@@ -132,6 +137,12 @@ impl Worker {
                 ))
             }
         };
+        let certs = match (&store, &config.https) {
+            (RouteStore::Redis(r), Some(h)) if h.redis_certificates => Some(
+                crate::tls::redis_certs::CertStore::new(r.read.clone(), r.prefix.clone()),
+            ),
+            _ => None,
+        };
         let access_log = AccessLog::open(s.access_log.as_deref())
             .map_err(|e| format!("worker {id}: cannot open the access log: {e}"))?;
         Ok(Worker {
@@ -164,6 +175,8 @@ impl Worker {
             config,
             crashed: Cell::new(false),
             crash_notify: Notify::new(),
+            certs,
+            acme_queued: RefCell::new(HashMap::new()),
         })
     }
 
@@ -351,11 +364,10 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
         .https
         .as_ref()
         .map_or(Duration::from_secs(10), |h| h.handshake_timeout);
-    let all = listeners.into_iter().map(|l| (l, None)).chain(
-        tls_listeners
-            .into_iter()
-            .map(|(l, cfg)| (l, Some(monoio_rustls::TlsAcceptor::from(cfg)))),
-    );
+    let all = listeners
+        .into_iter()
+        .map(|l| (l, None))
+        .chain(tls_listeners.into_iter().map(|(l, cfg)| (l, Some(cfg))));
     for (std_listener, tls) in all {
         let local = match std_listener.local_addr() {
             Ok(a) => a,
@@ -374,11 +386,12 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
             }
         };
         let info = Rc::new(ListenerInfo::new(local, tls.is_some()));
-        let tls = tls.map(|acceptor| {
-            Rc::new(TlsSetup {
-                acceptor,
+        let tls = tls.map(|cfg| {
+            Rc::new(TlsSetup::new(
+                cfg,
                 handshake_timeout,
-            })
+                config.server.first_byte_timeout(),
+            ))
         });
         accepting.push(crate::task::spawn(
             OnPanic::StopThread,
@@ -460,10 +473,7 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
 }
 
 /// What a TLS listener needs to turn a TCP connection into a TLS one.
-struct TlsSetup {
-    acceptor: monoio_rustls::TlsAcceptor,
-    handshake_timeout: Duration,
-}
+type TlsSetup = crate::tls::accept::TlsListener;
 
 /// Accepts connections until draining starts; a connection accepted while stopping is still served.
 async fn accept_loop(
@@ -591,8 +601,25 @@ async fn serve_tls(
     http2: bool,
 ) {
     // A client that sends garbage is dropped at once; one that sends nothing, at the timeout.
-    match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await {
-        Ok(Ok(tls_stream)) => {
+    let sources = crate::tls::accept::CertSources {
+        redis: w.certs.as_ref(),
+        on_demand: w
+            .config
+            .acme
+            .as_ref()
+            .filter(|a| a.on_demand)
+            .map(|a| (a.handshake_wait, &w.acme_queued)),
+        metrics: w.m(),
+    };
+    // The on-demand ACME wait may be longer than `handshakeTimeout`.
+    let limit = tls.handshake_timeout + sources.on_demand.map_or(Duration::ZERO, |(d, _)| d);
+    let handshake = crate::tls::accept::accept(stream, &tls, &sources);
+    match monoio::time::timeout(limit, handshake).await {
+        Ok(Ok(crate::tls::accept::Accepted::AcmeChallenge)) => {
+            w.m().inc(Counter::TlsHandshakes);
+        }
+        Ok(Ok(crate::tls::accept::Accepted::Stream(tls_stream))) => {
+            let tls_stream = *tls_stream;
             w.m().inc(Counter::TlsHandshakes);
             if http2 && tls_stream.alpn_protocol().as_deref() == Some(crate::h2::ALPN_H2) {
                 crate::h2::serve(tls_stream, fd, peer, info, w.clone()).await
@@ -743,15 +770,24 @@ fn on_route_event(w: &Worker, prefix: &str, event: TrackingEvent) {
     let m = w.m();
     match event {
         TrackingEvent::Up => {
+            if let Some(certs) = &w.certs {
+                certs.tracking(true);
+            }
             cache.tracking_up(Instant::now());
             m.set(Gauge::NotificationsUp, 1);
         }
         TrackingEvent::Down => {
+            if let Some(certs) = &w.certs {
+                certs.tracking(false);
+            }
             cache.tracking_down();
             m.set(Gauge::NotificationsUp, 0);
         }
         TrackingEvent::All => {
             m.inc(Counter::Invalidations);
+            if let Some(certs) = &w.certs {
+                certs.invalidate_all();
+            }
             cache.invalidate_all(Instant::now());
         }
         TrackingEvent::Keys(keys) => {
@@ -760,6 +796,15 @@ fn on_route_event(w: &Worker, prefix: &str, event: TrackingEvent) {
                 let Some(rest) = key.strip_prefix(prefix) else {
                     continue;
                 };
+                if let Some(name) = rest.strip_prefix("tls:") {
+                    if let Some(certs) = &w.certs {
+                        certs.invalidate(name);
+                    }
+                    continue;
+                }
+                if rest.starts_with("acme:alpn:") {
+                    continue; // challenge certificates are not cached
+                }
                 let evicted = if let Some(frontend) = rest.strip_prefix("frontend:") {
                     cache.invalidate_frontend(frontend)
                 } else if let Some(host) = rest.strip_prefix("dead:") {
@@ -782,6 +827,9 @@ async fn housekeeping(w: Rc<Worker>) {
         w.access_log.borrow_mut().flush();
         let m = w.m();
         m.set(Gauge::CacheEntries, w.cache.borrow().len() as i64);
+        if let Some(certs) = &w.certs {
+            m.set(Gauge::TlsCertificateCacheEntries, certs.cache_len() as i64);
+        }
         m.set(Gauge::BackendConnections, w.pools.counts().1 as i64);
         m.set(Gauge::RedisUp, i64::from(w.store.is_up()));
         m.set(

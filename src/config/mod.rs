@@ -411,6 +411,7 @@ impl Config {
             "http": { "bind": self.http.iter().map(|a| a.to_string()).collect::<Vec<_>>() },
             "https": self.https.as_ref().map(|h| serde_json::json!({
                 "handshakeTimeout": secs(h.handshake_timeout),
+                "redisCertificates": h.redis_certificates,
                 "listeners": h.listeners.iter().map(|l| serde_json::json!({
                     "address": l.addr.to_string(),
                     "from": l.origin,
