@@ -17,6 +17,7 @@
 //! (atomics) and talks to Redis through the control runtime's own connections.
 
 pub mod api;
+pub mod certificates;
 pub mod console;
 pub mod http;
 
@@ -127,6 +128,8 @@ enum Route {
     Frontend,
     FrontendBackend,
     Flush,
+    Certificates,
+    Certificate,
     Index,
     Console,
 }
@@ -142,6 +145,8 @@ impl Route {
             ["frontends", name] if !name.is_empty() => Some(Route::Frontend),
             ["frontends", name, "backend"] if !name.is_empty() => Some(Route::FrontendBackend),
             ["flush"] => Some(Route::Flush),
+            ["certificates"] => Some(Route::Certificates),
+            ["certificates", name] if !name.is_empty() => Some(Route::Certificate),
             ["console", ..] => Some(Route::Console),
             _ => None,
         }
@@ -154,13 +159,20 @@ impl Route {
             Route::Frontend => &["GET", "POST", "DELETE"],
             Route::FrontendBackend => &["DELETE"],
             Route::Flush => &["POST"],
+            Route::Certificates => &["GET"],
+            Route::Certificate => &["GET", "PUT", "DELETE"],
         }
     }
 
     fn needs_store(self) -> bool {
         matches!(
             self,
-            Route::Frontends | Route::Frontend | Route::FrontendBackend | Route::Flush
+            Route::Frontends
+                | Route::Frontend
+                | Route::FrontendBackend
+                | Route::Flush
+                | Route::Certificates
+                | Route::Certificate
         )
     }
 }
@@ -248,6 +260,10 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
             (Route::Frontend, "POST") => store.append(name, req).await,
             (Route::Frontend, _) => store.delete(name).await,
             (Route::FrontendBackend, _) => store.remove_backend(name, req).await,
+            (Route::Certificates, _) => store.certificates().await,
+            (Route::Certificate, "GET") => store.certificate(name).await,
+            (Route::Certificate, "PUT") => store.put_certificate(name, req).await,
+            (Route::Certificate, _) => store.delete_certificate(name).await,
             _ => store.flush().await,
         };
     }
@@ -388,7 +404,9 @@ fn index() -> Response {
             "endpoints": [
                 "GET /frontends", "GET /frontends/:name", "POST /frontends",
                 "POST /frontends/:name", "DELETE /frontends/:name",
-                "DELETE /frontends/:name/backend", "POST /flush", "GET /metrics", "GET /status"
+                "DELETE /frontends/:name/backend", "POST /flush", "GET /metrics", "GET /status",
+                "GET /certificates", "GET /certificates/:name", "PUT /certificates/:name",
+                "DELETE /certificates/:name"
             ],
         }),
     )

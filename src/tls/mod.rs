@@ -72,6 +72,23 @@ pub fn listener_config(
 static FILE_RESOLVERS: std::sync::Mutex<Vec<(usize, Arc<sni::SniResolver>)>> =
     std::sync::Mutex::new(Vec::new());
 
+/// The names served from certificate files by the listeners of this process (control plane only: the
+/// admin API's list).
+pub fn file_certificates() -> Vec<(String, Arc<rustls::sign::CertifiedKey>)> {
+    let Ok(r) = FILE_RESOLVERS.lock() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Arc<rustls::sign::CertifiedKey>)> = Vec::new();
+    for (_, res) in r.iter() {
+        for (name, key) in res.entries() {
+            if !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, key));
+            }
+        }
+    }
+    out
+}
+
 /// The file-certificate resolver behind a listener configuration built by [`listener_config`].
 pub fn file_resolver(config: &Arc<ServerConfig>) -> Option<Arc<sni::SniResolver>> {
     let key = Arc::as_ptr(config) as usize;

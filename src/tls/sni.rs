@@ -96,6 +96,15 @@ impl SniResolver {
         }
     }
 
+    /// Every name with its certificate (wildcards as `*.<parent>`), for the admin API.
+    pub fn entries(&self) -> Vec<(String, Arc<CertifiedKey>)> {
+        self.exact
+            .iter()
+            .map(|(n, k)| (n.clone(), k.clone()))
+            .chain(self.wildcard.iter().map(|(p, k)| (format!("*.{p}"), k.clone())))
+            .collect()
+    }
+
     /// Whether a (normalized) name has a certificate of its own here: exact or wildcard, not only the
     /// default.
     pub fn has_name(&self, name: &str) -> bool {
