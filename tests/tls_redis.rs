@@ -193,10 +193,19 @@ fn choice_order_chain_changes_and_bad_certificates() {
         log.contains("tls:uncovered.wild.test skipped: the certificate does not cover"),
         "{log}"
     );
-    // Logged once per change of the key, not once per handshake.
-    s.names(Some("expired.wild.test"));
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(s.metric("hipache_tls_certificate_cache_hits_total") > 0);
+    // Logged once per change of the key, not once per handshake; repeated handshakes hit the cache.
+    let hits = s.metric("hipache_tls_certificate_cache_hits_total");
+    for _ in 0..6 {
+        assert_eq!(s.names(Some("expired.wild.test")), vec!["*.wild.test"]);
+    }
+    assert!(s.metric("hipache_tls_certificate_cache_hits_total") > hits);
+    // Each core parses for itself: at most once per core (2 workers).
+    let logged = s
+        .proxy
+        .log()
+        .matches("tls:expired.wild.test skipped")
+        .count();
+    assert!((1..=2).contains(&logged), "logged {logged} times");
 }
 
 #[test]
@@ -232,8 +241,13 @@ fn switched_off() {
 fn simultaneous_handshakes_share_one_lookup() {
     let redis = RedisServer::start();
     let s = start(&redis.url(0), json!({}));
+    // Notifications on first: their start marks everything fetched before as stale.
+    common::proxy::wait_for_notifications(&s.proxy, 2);
     let (c, k) = s.ca.issue_pem(&["many.test"]);
     hset_cert(&redis, "tls:many.test", &c, &k);
+    // The key's own invalidation (one per worker) must not race the lookups counted below.
+    let seen = |s: &Setup| s.metric("hipache_cache_invalidations_total");
+    assert!(wait_until(Duration::from_secs(2), || seen(&s) >= 2));
     redis.cmd::<()>(&["CONFIG", "RESETSTAT"]);
     let https = s.https;
     let threads: Vec<_> = (0..20)
@@ -253,9 +267,10 @@ fn simultaneous_handshakes_share_one_lookup() {
         .and_then(|r| r.split(',').next())
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
-    // One lookup per core at most (2 workers), whatever the interleaving.
+    // One lookup per core at most (2 workers), whatever the interleaving; a lookup is one round
+    // trip of two HMGET (the exact key and the wildcard).
     assert!(
-        (1..=2).contains(&calls),
+        (2..=4).contains(&calls),
         "{calls} HMGET for 20 handshakes:\n{stats}"
     );
 }
@@ -276,12 +291,11 @@ fn memory_follows_certificates_in_use_not_stored() {
                 .arg("key")
                 .arg(&k)
                 .ignore();
-            if i % 1000 == 999 {
+            if i % 1000 == 999 || i + 1 == stored {
                 pipe.query::<()>(&mut con).unwrap();
                 pipe = redis::pipe();
             }
         }
-        pipe.query::<()>(&mut con).unwrap();
         let s = start(&redis.url(0), json!({}));
         for i in 0..50 {
             assert_eq!(
@@ -398,7 +412,8 @@ fn admin_certificates_endpoints() {
     let a = put("api.test", &json_body(&c, &k));
     assert_eq!(a.status, 200, "{}", a.response.text());
     assert_eq!(a.json["issuer"], "hipache-tpc test CA");
-    assert!(wait_until(Duration::from_secs(1), || s.names(Some("api.test"))
+    assert!(wait_until(Duration::from_secs(1), || s
+        .names(Some("api.test"))
         == vec!["api.test"]));
     // Invalid: 400 naming the reason, nothing written.
     let (other, _) = s.ca.issue_pem(&["api.test"]);
@@ -407,7 +422,11 @@ fn admin_certificates_endpoints() {
     assert!(a.error().contains("key does not belong"), "{}", a.error());
     let a = put("nope.test", &json_body(&c, &k));
     assert_eq!(a.status, 400);
-    assert!(a.error().contains("does not cover nope.test"), "{}", a.error());
+    assert!(
+        a.error().contains("does not cover nope.test"),
+        "{}",
+        a.error()
+    );
     let (xc, xk) = s.ca.issue_pem_with(&["old.test"], |p| {
         p.not_before = rcgen::date_time_ymd(2019, 1, 1);
         p.not_after = rcgen::date_time_ymd(2020, 1, 1);
@@ -421,7 +440,16 @@ fn admin_certificates_endpoints() {
     assert_eq!(exists, 0);
     // ACME-issued ones say so.
     let (ac, ak) = s.ca.issue_pem(&["issued.test"]);
-    redis.cmd::<()>(&["HSET", "tls:issued.test", "certificate", &ac, "key", &ak, "acme", "1"]);
+    redis.cmd::<()>(&[
+        "HSET",
+        "tls:issued.test",
+        "certificate",
+        &ac,
+        "key",
+        &ak,
+        "acme",
+        "1",
+    ]);
     // List: Redis, ACME and file certificates, with notAfter and issuer.
     let a = admin.get("/certificates");
     assert_eq!(a.status, 200);
@@ -440,12 +468,19 @@ fn admin_certificates_endpoints() {
     assert!(find("api.test")["notAfter"].as_str().is_some());
     let a = admin.get("/certificates/api.test");
     assert_eq!(a.status, 200);
-    assert!(a.json["certificate"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
-    assert!(a.json.get("key").is_none(), "the private key is never shown");
+    assert!(a.json["certificate"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    assert!(
+        a.json.get("key").is_none(),
+        "the private key is never shown"
+    );
     // Delete.
     assert_eq!(admin.delete("/certificates/api.test").status, 200);
     assert_eq!(admin.delete("/certificates/api.test").status, 404);
     assert_eq!(admin.get("/certificates/api.test").status, 404);
-    assert!(wait_until(Duration::from_secs(1), || s.names(Some("api.test"))
+    assert!(wait_until(Duration::from_secs(1), || s
+        .names(Some("api.test"))
         == vec!["default.test"]));
 }

@@ -27,7 +27,9 @@ fn cert_name(raw: &str) -> Result<String, Response> {
     if crate::tls::redis_certs::normalize(host).as_deref() != Some(host) || host.contains('*') {
         return Err(Response::error(
             400,
-            format!("Invalid certificate name {raw:?}: a host name (www.a.com) or a wildcard (*.a.com)"),
+            format!(
+                "Invalid certificate name {raw:?}: a host name (www.a.com) or a wildcard (*.a.com)"
+            ),
         ));
     }
     Ok(name)
@@ -88,7 +90,11 @@ impl ApiStore {
                     .arg("certificate")
                     .arg("acme");
             }
-            let replies = match self.read.query(&pipe.get_packed_pipeline(), batch.len()).await {
+            let replies = match self
+                .read
+                .query(&pipe.get_packed_pipeline(), batch.len())
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => return Response::error(503, format!("{e}; try again")),
             };
@@ -103,7 +109,10 @@ impl ApiStore {
                     "redis"
                 };
                 let leaf = leaf_of(pem);
-                out.insert(((*n).to_string(), source), describe(n, leaf.as_deref(), source));
+                out.insert(
+                    ((*n).to_string(), source),
+                    describe(n, leaf.as_deref(), source),
+                );
             }
         }
         for (name, key) in crate::tls::file_certificates() {
@@ -142,7 +151,8 @@ impl ApiStore {
                     "redis"
                 };
                 let mut d = describe(&name, leaf_of(pem).as_deref(), source);
-                d["certificate"] = serde_json::Value::String(String::from_utf8_lossy(pem).into_owned());
+                d["certificate"] =
+                    serde_json::Value::String(String::from_utf8_lossy(pem).into_owned());
                 return Response::json(200, &d);
             }
         }
@@ -153,7 +163,10 @@ impl ApiStore {
             let leaf = key.cert.first().map(|c| c.as_ref().to_vec());
             return Response::json(200, &describe(&name, leaf.as_deref(), "file"));
         }
-        Response::error(404, format!("No certificate {name} in Redis or in the files"))
+        Response::error(
+            404,
+            format!("No certificate {name} in Redis or in the files"),
+        )
     }
 
     /// PUT /certificates/:name with `certificate` and `key` (JSON or form).
@@ -175,7 +188,9 @@ impl ApiStore {
             crate::clock::unix_now() as i64,
         ) {
             Ok(c) => c,
-            Err(why) => return Response::error(400, format!("Certificate for {name} refused: {why}")),
+            Err(why) => {
+                return Response::error(400, format!("Certificate for {name} refused: {why}"))
+            }
         };
         // A replaced hash loses the ACME fields: it is the operator's certificate now.
         let mut pipe = redis::pipe();
@@ -190,8 +205,13 @@ impl ApiStore {
         // MULTI, DEL, HSET, EXEC: four replies.
         match self.write.query(&pipe.get_packed_pipeline(), 4).await {
             Ok(replies) => {
-                if let Some(Value::ServerError(e)) = replies.iter().find(|v| matches!(v, Value::ServerError(_))) {
-                    return Response::error(500, format!("Redis: {} {}", e.code(), e.details().unwrap_or("")));
+                if let Some(Value::ServerError(e)) =
+                    replies.iter().find(|v| matches!(v, Value::ServerError(_)))
+                {
+                    return Response::error(
+                        500,
+                        format!("Redis: {} {}", e.code(), e.details().unwrap_or("")),
+                    );
                 }
             }
             Err(e) => return Response::error(503, format!("{e}; try again")),
@@ -214,7 +234,9 @@ impl ApiStore {
             Ok(n) => n,
             Err(r) => return r,
         };
-        let packed = redis::cmd("DEL").arg(self.tls_key(&name)).get_packed_command();
+        let packed = redis::cmd("DEL")
+            .arg(self.tls_key(&name))
+            .get_packed_command();
         match self.write.query(&packed, 1).await {
             Ok(r) if matches!(r.first(), Some(Value::Int(1))) => {
                 Response::message(&format!("Certificate {name} deleted"))

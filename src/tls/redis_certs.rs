@@ -265,8 +265,11 @@ impl CertCache {
         self.missing.insert(name.to_string(), now);
     }
 
-    fn invalidate(&mut self, name: &str) {
-        self.epoch += 1;
+    /// Drops `name`; `racing` says a lookup is in flight, which must then not cache its answer.
+    fn invalidate(&mut self, name: &str, racing: bool) {
+        if racing {
+            self.epoch += 1;
+        }
         self.missing.remove(name);
         if let Some(old) = self.certs.remove(name) {
             self.bytes -= old.bytes;
@@ -318,7 +321,8 @@ impl CertStore {
 
     /// A notification said `tls:<name>` changed.
     pub fn invalidate(&self, name: &str) {
-        self.cache.borrow_mut().invalidate(name);
+        let racing = !self.inflight.borrow().is_empty();
+        self.cache.borrow_mut().invalidate(name, racing);
     }
 
     /// Notifications flow again (`up`), or stopped: everything fetched before may have missed a change.
@@ -614,7 +618,7 @@ impl CertStore {
                 ON_DEMAND_POLL.min(deadline.saturating_duration_since(Instant::now())),
             )
             .await;
-            self.cache.borrow_mut().invalidate(name);
+            self.cache.borrow_mut().invalidate(name, false);
             if let Some(k) = self.choose(name, m).await {
                 return Some(k);
             }

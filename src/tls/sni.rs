@@ -101,7 +101,11 @@ impl SniResolver {
         self.exact
             .iter()
             .map(|(n, k)| (n.clone(), k.clone()))
-            .chain(self.wildcard.iter().map(|(p, k)| (format!("*.{p}"), k.clone())))
+            .chain(
+                self.wildcard
+                    .iter()
+                    .map(|(p, k)| (format!("*.{p}"), k.clone())),
+            )
             .collect()
     }
 
