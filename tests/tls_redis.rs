@@ -484,3 +484,51 @@ fn admin_certificates_endpoints() {
         .names(Some("api.test"))
         == vec!["default.test"]));
 }
+
+#[test]
+fn on_demand_acme_queues_routed_names_and_waits_for_the_certificate() {
+    let redis = RedisServer::start();
+    let backend = Backend::start("b");
+    redis.set_frontend("od.test", "od", &[backend.url()]);
+    redis.set_frontend("*.wildonly.test", "w", &[backend.url()]);
+    redis.set_frontend("failed.test", "f", &[backend.url()]);
+    redis.cmd::<()>(&["SET", "acme:fail:failed.test", "1"]);
+    let s = start(
+        &redis.url(0),
+        json!({ "acme": { "directory": "https://127.0.0.1:9/directory", "handshakeWait": 3 } }),
+    );
+    // A name only a wildcard routes, an unrouted name, a name whose order failed: never queued,
+    // never waiting.
+    for name in ["a.wildonly.test", "unrouted.test", "failed.test"] {
+        let t = Instant::now();
+        assert_eq!(s.names(Some(name)), vec!["default.test"]);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{name}: {:?}",
+            t.elapsed()
+        );
+    }
+    let queue: Vec<String> = redis.cmd(&["LRANGE", "acme:queue", "0", "-1"]);
+    assert!(queue.is_empty(), "{queue:?}");
+    // A routed name: queued, and the handshake completes with the certificate issued meanwhile.
+    let https = s.https;
+    let waiting = std::thread::spawn(move || {
+        connect(https, ClientOptions::sni("od.test")).map(|t| t.leaf_names())
+    });
+    assert!(wait_until(Duration::from_secs(2), || {
+        let q: Vec<String> = redis.cmd(&["LRANGE", "acme:queue", "0", "-1"]);
+        q == vec!["od.test".to_string()]
+    }));
+    let (c, k) = s.ca.issue_pem(&["od.test"]);
+    hset_cert(&redis, "tls:od.test", &c, &k);
+    assert_eq!(waiting.join().unwrap().unwrap(), vec!["od.test"]);
+    // Queued once per core per minute: another name that never gets one falls back after the wait.
+    redis.set_frontend("slow.test", "s", &[backend.url()]);
+    let t = Instant::now();
+    assert_eq!(s.names(Some("slow.test")), vec!["default.test"]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+}
