@@ -79,6 +79,12 @@ pub enum Counter {
     RejectedMaxBody,
     /// `https_redirect` answers.
     Redirects,
+    /// Certificates from Redis skipped (unparsable, key mismatch, expired, not covering the name).
+    TlsCertificateErrors,
+    /// Handshakes whose Redis certificate choice the per-core cache answered.
+    TlsCertificateCacheHits,
+    /// Handshakes whose Redis certificate choice needed a Redis lookup.
+    TlsCertificateCacheMisses,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -232,9 +238,24 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_redirects_total",
         "Requests redirected to HTTPS by https_redirect.",
     ),
+    (
+        Counter::TlsCertificateErrors,
+        "hipache_tls_certificate_errors_total",
+        "Certificates from Redis skipped: unparsable, key mismatch, expired or not covering the name.",
+    ),
+    (
+        Counter::TlsCertificateCacheHits,
+        "hipache_tls_certificate_cache_hits_total",
+        "Certificate choices answered by the per-core certificate cache.",
+    ),
+    (
+        Counter::TlsCertificateCacheMisses,
+        "hipache_tls_certificate_cache_misses_total",
+        "Certificate choices that needed a Redis lookup.",
+    ),
 ];
 
-const N_COUNTERS: usize = 30;
+const N_COUNTERS: usize = 33;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +271,8 @@ pub enum Gauge {
     NotificationsUp,
     /// Sentinel failovers (`+switch-master`) this worker has followed.
     RedisFailovers,
+    /// Names (with or without a certificate) in the per-core certificate cache.
+    TlsCertificateCacheEntries,
 }
 
 const GAUGES: &[(Gauge, &str, &str)] = &[
@@ -288,9 +311,14 @@ const GAUGES: &[(Gauge, &str, &str)] = &[
         "hipache_redis_failovers_seen",
         "Sentinel failovers (+switch-master) followed, summed over workers (each follows the sentinels itself).",
     ),
+    (
+        Gauge::TlsCertificateCacheEntries,
+        "hipache_tls_certificate_cache_entries",
+        "Names in the per-core certificate caches (certificates and remembered misses).",
+    ),
 ];
 
-const N_GAUGES: usize = 7;
+const N_GAUGES: usize = 8;
 
 /// Latency histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,13 +374,24 @@ struct Histogram {
 
 /// One worker's metrics. Aligned so that two workers' slots never share a cache line.
 #[repr(align(128))]
-#[derive(Default)]
 pub struct WorkerSlot {
     counters: [AtomicU64; N_COUNTERS],
     gauges: [AtomicI64; N_GAUGES],
     hists: [Histogram; N_HISTS],
     /// Unix seconds of the worker's last housekeeping tick (liveness for /status).
     pub heartbeat: AtomicU64,
+}
+
+impl Default for WorkerSlot {
+    // By hand: `Default` is derived for arrays of at most 32 elements.
+    fn default() -> Self {
+        WorkerSlot {
+            counters: std::array::from_fn(|_| AtomicU64::new(0)),
+            gauges: std::array::from_fn(|_| AtomicI64::new(0)),
+            hists: std::array::from_fn(|_| Histogram::default()),
+            heartbeat: AtomicU64::new(0),
+        }
+    }
 }
 
 #[inline]

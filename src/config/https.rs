@@ -21,6 +21,9 @@ pub struct HttpsConfig {
     pub listeners: Vec<TlsListenerConfig>,
     /// A client must finish its TLS handshake within this time.
     pub handshake_timeout: Duration,
+    /// `https.redisCertificates` (default true): with the Redis driver, certificates are also looked up
+    /// in `tls:<name>` hashes (README "Certificates in Redis").
+    pub redis_certificates: bool,
 }
 
 /// One HTTPS listening address and the certificates it serves.
@@ -64,6 +67,7 @@ pub(super) const HTTPS_KEYS: &[&str] = &[
     "certificatesDir",
     "handshakeTimeout",
     "proxyProtocol",
+    "redisCertificates",
 ];
 
 const BIND_KEYS: &[&str] = &[
@@ -143,6 +147,10 @@ impl Builder {
             }
             Some(Some(d)) => d,
         };
+        let redis_certificates = section
+            .opt_bool("redisCertificates")
+            .map_err(|(k, m)| self.err(&k, m))?
+            .unwrap_or(true);
         let items: Vec<(String, Value)> = match section.get("bind") {
             None => vec![(format!("{path}.bind"), Value::String("0.0.0.0".into()))],
             Some(Value::Array(list)) => list
@@ -224,6 +232,7 @@ impl Builder {
         Ok(Some(HttpsConfig {
             listeners,
             handshake_timeout,
+            redis_certificates,
         }))
     }
 

@@ -5,6 +5,7 @@
 //! (shared by all workers through an `Arc`) or a [`ConfigError`] naming the file and the key. Unknown keys
 //! become warnings naming them. Sockets are not bound here; `server` does that.
 
+mod acme;
 mod control;
 pub mod driver_url;
 mod https;
@@ -19,6 +20,7 @@ use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
+pub use acme::{AcmeChallenge, AcmeConfig};
 pub use control::{AdminConfig, HealthCheckConfig, ADMIN_DEFAULT_PORT};
 pub use driver_url::{RedisEndpoint, RedisUrl};
 pub use https::{CertSpec, HttpsConfig, TlsListenerConfig};
@@ -72,6 +74,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `healthcheck`: the built-in active health checker (off by default).
     pub healthcheck: HealthCheckConfig,
+    /// `acme`: automatic certificates (README "Automatic certificates (ACME)"), when configured.
+    pub acme: Option<AcmeConfig>,
     /// Non-fatal remarks (unknown keys, legacy keys, ignored keys), logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -207,6 +211,7 @@ const TOP_KEYS: &[&str] = &[
     "redis",
     "admin",
     "healthcheck",
+    "acme",
 ];
 
 const SERVER_KEYS: &[&str] = &[
@@ -416,6 +421,7 @@ impl Config {
             "proxyProtocol": self.proxy_protocol.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "https": self.https.as_ref().map(|h| serde_json::json!({
                 "handshakeTimeout": secs(h.handshake_timeout),
+                "redisCertificates": h.redis_certificates,
                 "listeners": h.listeners.iter().map(|l| serde_json::json!({
                     "address": l.addr.to_string(),
                     "from": l.origin,
@@ -432,6 +438,7 @@ impl Config {
             "group": self.group,
             "admin": control::admin_json(&self.admin),
             "healthcheck": control::healthcheck_json(&self.healthcheck),
+            "acme": acme::acme_json(&self.acme),
         })
     }
 }
@@ -479,6 +486,7 @@ impl Builder {
             ("admin", control::ADMIN_KEYS),
             ("healthcheck", control::HEALTHCHECK_KEYS),
             ("https", https::HTTPS_KEYS),
+            ("acme", acme::ACME_KEYS),
         ] {
             if let Some(obj) = object(root.get(name)) {
                 self.section(name, &obj, keys);
@@ -563,6 +571,7 @@ impl Builder {
             self.warn("`proxyProtocol` is on and `server.trustedProxies` is not set: any peer that can reach those listeners can claim any client address; list your load balancers in `server.trustedProxies`");
         }
         let healthcheck = self.healthcheck(&top)?;
+        let acme = self.acme(&top)?;
         if healthcheck.enabled {
             if let DriverConfig::File { .. } = driver {
                 return Err(self.err(
@@ -582,6 +591,7 @@ impl Builder {
             group,
             admin,
             healthcheck,
+            acme,
             warnings: self.warnings.take(),
         })
     }

@@ -8,9 +8,10 @@
 //! shutdown latch, and nothing in it blocks.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::local_sync::Notify;
 use crate::common::metrics::{Counter, Metrics, WorkerSlot};
@@ -59,6 +60,11 @@ pub struct Core {
     pub crash_notify: Notify,
     /// Per-core state of `rate` and `max_connections` (README "Per-frontend options").
     pub policy: crate::dataplane::proxy::policy::PolicyState,
+    /// Certificates from Redis (`tls:<name>`, README "Certificates in Redis"): with the Redis driver,
+    /// an HTTPS listener and `https.redisCertificates` on.
+    pub certs: Option<crate::tls::redis_certs::CertStore>,
+    /// Names this core queued for on-demand ACME, and when (bounded, see `redis_certs::MAX_QUEUED`).
+    pub acme_queued: RefCell<HashMap<String, Instant>>,
 }
 
 impl Core {
@@ -121,6 +127,12 @@ impl Core {
                 ))
             }
         };
+        let certs = match (&store, &config.https) {
+            (RouteStore::Redis(r), Some(h)) if h.redis_certificates => Some(
+                crate::tls::redis_certs::CertStore::new(r.read.clone(), r.prefix.clone()),
+            ),
+            _ => None,
+        };
         let access_log = AccessLog::open(s.access_log.as_deref())
             .map_err(|e| format!("worker {id}: cannot open the access log: {e}"))?;
         Ok(Core {
@@ -154,6 +166,8 @@ impl Core {
             crashed: Cell::new(false),
             crash_notify: Notify::new(),
             policy: Default::default(),
+            certs,
+            acme_queued: RefCell::new(HashMap::new()),
         })
     }
 

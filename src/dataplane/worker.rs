@@ -199,11 +199,10 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
         .https
         .as_ref()
         .map_or(Duration::from_secs(10), |h| h.handshake_timeout);
-    let all = listeners.into_iter().map(|l| (l, None)).chain(
-        tls_listeners
-            .into_iter()
-            .map(|(l, cfg)| (l, Some(monoio_rustls::TlsAcceptor::from(cfg)))),
-    );
+    let all = listeners
+        .into_iter()
+        .map(|l| (l, None))
+        .chain(tls_listeners.into_iter().map(|(l, cfg)| (l, Some(cfg))));
     for (std_listener, tls) in all {
         let local = match std_listener.local_addr() {
             Ok(a) => a,
@@ -224,11 +223,12 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
         let mut info = ListenerInfo::new(local, tls.is_some());
         info.proxy_protocol = config.proxy_protocol.contains(&local);
         let info = Rc::new(info);
-        let tls = tls.map(|acceptor| {
-            Rc::new(TlsSetup {
-                acceptor,
+        let tls = tls.map(|cfg| {
+            Rc::new(TlsSetup::new(
+                cfg,
                 handshake_timeout,
-            })
+                config.server.first_byte_timeout(),
+            ))
         });
         accepting.push(crate::common::task::spawn(
             OnPanic::StopThread,
@@ -310,10 +310,7 @@ async fn worker_main(spec: WorkerSpec) -> WorkerEnd {
 }
 
 /// What a TLS listener needs to turn a TCP connection into a TLS one.
-struct TlsSetup {
-    acceptor: monoio_rustls::TlsAcceptor,
-    handshake_timeout: Duration,
-}
+type TlsSetup = crate::tls::accept::TlsListener;
 
 /// Accepts connections until draining starts; a connection accepted while stopping is still served.
 async fn accept_loop(
@@ -473,8 +470,25 @@ async fn serve_tls<IO>(
     monoio_rustls::ServerTlsStream<IO>: crate::dataplane::session::ClientStream,
 {
     // A client that sends garbage is dropped at once; one that sends nothing, at the timeout.
-    match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await {
-        Ok(Ok(tls_stream)) => {
+    let sources = crate::tls::accept::CertSources {
+        redis: w.certs.as_ref(),
+        on_demand: w
+            .config
+            .acme
+            .as_ref()
+            .filter(|a| a.on_demand)
+            .map(|a| (a.handshake_wait, &w.acme_queued)),
+        metrics: w.m(),
+    };
+    // The on-demand ACME wait may be longer than `handshakeTimeout`.
+    let limit = tls.handshake_timeout + sources.on_demand.map_or(Duration::ZERO, |(d, _)| d);
+    let handshake = crate::tls::accept::accept(stream, &tls, &sources);
+    match monoio::time::timeout(limit, handshake).await {
+        Ok(Ok(crate::tls::accept::Accepted::AcmeChallenge)) => {
+            w.m().inc(Counter::TlsHandshakes);
+        }
+        Ok(Ok(crate::tls::accept::Accepted::Stream(tls_stream))) => {
+            let tls_stream = *tls_stream;
             w.m().inc(Counter::TlsHandshakes);
             if http2 && tls_stream.alpn_protocol().as_deref() == Some(crate::dataplane::h2::ALPN_H2)
             {
@@ -626,15 +640,24 @@ fn on_route_event(w: &Core, prefix: &str, event: TrackingEvent) {
     let m = w.m();
     match event {
         TrackingEvent::Up => {
+            if let Some(certs) = &w.certs {
+                certs.tracking(true);
+            }
             cache.tracking_up(Instant::now());
             m.set(Gauge::NotificationsUp, 1);
         }
         TrackingEvent::Down => {
+            if let Some(certs) = &w.certs {
+                certs.tracking(false);
+            }
             cache.tracking_down();
             m.set(Gauge::NotificationsUp, 0);
         }
         TrackingEvent::All => {
             m.inc(Counter::Invalidations);
+            if let Some(certs) = &w.certs {
+                certs.invalidate_all();
+            }
             cache.invalidate_all(Instant::now());
         }
         TrackingEvent::Keys(keys) => {
@@ -643,6 +666,15 @@ fn on_route_event(w: &Core, prefix: &str, event: TrackingEvent) {
                 let Some(rest) = key.strip_prefix(prefix) else {
                     continue;
                 };
+                if let Some(name) = rest.strip_prefix("tls:") {
+                    if let Some(certs) = &w.certs {
+                        certs.invalidate(name);
+                    }
+                    continue;
+                }
+                if rest.starts_with("acme:alpn:") {
+                    continue; // challenge certificates are not cached
+                }
                 // `frontend-options:<key>` follows its list: the same cached hosts depend on it.
                 let evicted = if let Some(frontend) = rest
                     .strip_prefix("frontend:")
@@ -669,6 +701,9 @@ async fn housekeeping(w: Rc<Core>) {
         w.access_log.borrow_mut().flush();
         let m = w.m();
         m.set(Gauge::CacheEntries, w.cache.borrow().len() as i64);
+        if let Some(certs) = &w.certs {
+            m.set(Gauge::TlsCertificateCacheEntries, certs.cache_len() as i64);
+        }
         m.set(Gauge::BackendConnections, w.pools.counts().1 as i64);
         m.set(Gauge::RedisUp, i64::from(w.store.is_up()));
         m.set(

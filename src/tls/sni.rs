@@ -96,6 +96,28 @@ impl SniResolver {
         }
     }
 
+    /// Every name with its certificate (wildcards as `*.<parent>`), for the admin API.
+    pub fn entries(&self) -> Vec<(String, Arc<CertifiedKey>)> {
+        self.exact
+            .iter()
+            .map(|(n, k)| (n.clone(), k.clone()))
+            .chain(
+                self.wildcard
+                    .iter()
+                    .map(|(p, k)| (format!("*.{p}"), k.clone())),
+            )
+            .collect()
+    }
+
+    /// Whether a (normalized) name has a certificate of its own here: exact or wildcard, not only the
+    /// default.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.exact.contains_key(name)
+            || name
+                .split_once('.')
+                .is_some_and(|(_, parent)| self.wildcard.contains_key(parent))
+    }
+
     /// The certificate for a server name (`None`: no SNI).
     pub fn pick(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
         // The name is client input: nothing is stored by it, and one longer than a DNS name can be
@@ -117,8 +139,19 @@ impl SniResolver {
     }
 }
 
+thread_local! {
+    /// The certificate chosen asynchronously for the handshake being started on this thread (from
+    /// Redis, or an ACME challenge certificate): set by `crate::tls::accept` right before
+    /// `Accepted::into_connection`, which calls `resolve` synchronously, and taken there.
+    pub(crate) static CHOSEN: std::cell::RefCell<Option<Arc<CertifiedKey>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(chosen) = CHOSEN.with(|c| c.borrow_mut().take()) {
+            return Some(chosen);
+        }
         Some(self.pick(hello.server_name()))
     }
 }

@@ -39,12 +39,22 @@ impl TestCa {
 
     /// Issues a leaf for `names`; returns (cert PEM, key PEM).
     pub fn issue_pem(&self, names: &[&str]) -> (String, String) {
+        self.issue_pem_with(names, |_| {})
+    }
+
+    /// As [`TestCa::issue_pem`], with the parameters adjusted first (validity dates...).
+    pub fn issue_pem_with(
+        &self,
+        names: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, names.first().copied().unwrap_or("x"));
+        adjust(&mut params);
         let key = KeyPair::generate().unwrap();
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();

@@ -302,7 +302,11 @@ impl ApiStore {
     }
 
     /// Every key matching `pattern` (SCAN, duplicates removed, sorted).
-    async fn scan(&self, client: &RedisClient, pattern: &str) -> Result<Vec<String>, Response> {
+    pub(super) async fn scan(
+        &self,
+        client: &RedisClient,
+        pattern: &str,
+    ) -> Result<Vec<String>, Response> {
         let mut cursor = String::from("0");
         let mut keys = BTreeSet::new();
         loop {

@@ -17,6 +17,7 @@
 //! (atomics) and talks to Redis through the control runtime's own connections.
 
 pub mod api;
+pub mod certificates;
 pub mod console;
 pub mod http;
 
@@ -128,6 +129,8 @@ enum Route {
     FrontendBackend,
     FrontendOptions,
     Flush,
+    Certificates,
+    Certificate,
     Index,
     Console,
 }
@@ -144,6 +147,8 @@ impl Route {
             ["frontends", name, "backend"] if !name.is_empty() => Some(Route::FrontendBackend),
             ["frontends", name, "options"] if !name.is_empty() => Some(Route::FrontendOptions),
             ["flush"] => Some(Route::Flush),
+            ["certificates"] => Some(Route::Certificates),
+            ["certificates", name] if !name.is_empty() => Some(Route::Certificate),
             ["console", ..] => Some(Route::Console),
             _ => None,
         }
@@ -157,6 +162,8 @@ impl Route {
             Route::FrontendBackend => &["DELETE"],
             Route::FrontendOptions => &["GET", "PUT", "DELETE"],
             Route::Flush => &["POST"],
+            Route::Certificates => &["GET"],
+            Route::Certificate => &["GET", "PUT", "DELETE"],
         }
     }
 
@@ -168,6 +175,8 @@ impl Route {
                 | Route::FrontendBackend
                 | Route::FrontendOptions
                 | Route::Flush
+                | Route::Certificates
+                | Route::Certificate
         )
     }
 }
@@ -258,6 +267,10 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
             (Route::FrontendOptions, "GET") => store.options(name).await,
             (Route::FrontendOptions, "PUT") => store.put_options(name, req).await,
             (Route::FrontendOptions, _) => store.delete_options(name).await,
+            (Route::Certificates, _) => store.certificates().await,
+            (Route::Certificate, "GET") => store.certificate(name).await,
+            (Route::Certificate, "PUT") => store.put_certificate(name, req).await,
+            (Route::Certificate, _) => store.delete_certificate(name).await,
             _ => store.flush().await,
         };
     }
@@ -398,7 +411,9 @@ fn index() -> Response {
             "endpoints": [
                 "GET /frontends", "GET /frontends/:name", "POST /frontends",
                 "POST /frontends/:name", "DELETE /frontends/:name",
-                "DELETE /frontends/:name/backend", "POST /flush", "GET /metrics", "GET /status"
+                "DELETE /frontends/:name/backend", "POST /flush", "GET /metrics", "GET /status",
+                "GET /certificates", "GET /certificates/:name", "PUT /certificates/:name",
+                "DELETE /certificates/:name"
             ],
         }),
     )

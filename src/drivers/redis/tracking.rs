@@ -1,6 +1,6 @@
 //! Route-change notifications: a dedicated RESP3 connection per worker with client-side caching in
 //! broadcast mode (`CLIENT TRACKING ON BCAST PREFIX <p>frontend: PREFIX <p>frontend-options: PREFIX
-//! <p>dead: ...`), so Redis pushes
+//! <p>dead: PREFIX <p>tls: ...`), so Redis pushes
 //! the name of every changed key. It works wherever Redis 6+ does, managed services included: no
 //! `CONFIG SET`, no keyspace notifications.
 //!
@@ -206,6 +206,10 @@ async fn subscribe(
             .arg(format!("{prefix}frontend-options:"))
             .arg("PREFIX")
             .arg(format!("{prefix}dead:"))
+            .arg("PREFIX")
+            .arg(format!("{prefix}tls:"))
+            .arg("PREFIX")
+            .arg(format!("{prefix}acme:alpn:"))
             .arg("PREFIX")
             .arg(format!("{prefix}{PROBE_PREFIX}"))
             .clone(),
