@@ -27,6 +27,7 @@
 //! - [`sd_notify`]: systemd readiness and status notifications.
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod backend_pool;
 pub mod buffers;

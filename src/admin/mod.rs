@@ -16,6 +16,7 @@
 //! This module never runs on a worker thread and never blocks one: it reads the workers' metric slots
 //! (atomics) and talks to Redis through the control runtime's own connections.
 
+pub mod acme;
 pub mod api;
 pub mod console;
 pub mod http;
@@ -129,6 +130,7 @@ enum Route {
     Flush,
     Index,
     Console,
+    CertificateAcme,
 }
 
 impl Route {
@@ -143,6 +145,7 @@ impl Route {
             ["frontends", name, "backend"] if !name.is_empty() => Some(Route::FrontendBackend),
             ["flush"] => Some(Route::Flush),
             ["console", ..] => Some(Route::Console),
+            ["certificates", name, "acme"] if !name.is_empty() => Some(Route::CertificateAcme),
             _ => None,
         }
     }
@@ -153,7 +156,7 @@ impl Route {
             Route::Frontends => &["GET", "POST"],
             Route::Frontend => &["GET", "POST", "DELETE"],
             Route::FrontendBackend => &["DELETE"],
-            Route::Flush => &["POST"],
+            Route::Flush | Route::CertificateAcme => &["POST"],
         }
     }
 
@@ -252,6 +255,9 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
         };
     }
     match route {
+        Route::CertificateAcme => {
+            acme::order(ctx, req.segments.get(1).map(String::as_str).unwrap_or(""))
+        }
         Route::Metrics if req.param("format") == Some("json") => metrics_json(ctx),
         Route::Metrics => metrics(ctx),
         Route::Status => status(ctx),
@@ -388,7 +394,8 @@ fn index() -> Response {
             "endpoints": [
                 "GET /frontends", "GET /frontends/:name", "POST /frontends",
                 "POST /frontends/:name", "DELETE /frontends/:name",
-                "DELETE /frontends/:name/backend", "POST /flush", "GET /metrics", "GET /status"
+                "DELETE /frontends/:name/backend", "POST /flush", "POST /certificates/:name/acme",
+                "GET /metrics", "GET /status"
             ],
         }),
     )
@@ -398,6 +405,9 @@ fn metrics(ctx: &AdminCtx) -> Response {
     let mut text = ctx.metrics.render();
     if let Some(c) = &ctx.checker {
         render_checker(&mut text, c);
+    }
+    if ctx.config.acme.is_some() {
+        acme::render_metrics(&mut text);
     }
     Response {
         status: 200,

@@ -5,6 +5,7 @@
 //! (shared by all workers through an `Arc`) or a [`ConfigError`] naming the file and the key. Unknown keys
 //! become warnings naming them. Sockets are not bound here; `server` does that.
 
+mod acme;
 mod control;
 pub mod driver_url;
 mod https;
@@ -19,6 +20,7 @@ use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
+pub use acme::{AcmeChallenge, AcmeConfig};
 pub use control::{AdminConfig, HealthCheckConfig, ADMIN_DEFAULT_PORT};
 pub use driver_url::{RedisEndpoint, RedisUrl};
 pub use https::{CertSpec, HttpsConfig, TlsListenerConfig};
@@ -69,6 +71,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `healthcheck`: the built-in active health checker (off by default).
     pub healthcheck: HealthCheckConfig,
+    /// `acme`: automatic certificates (README "Automatic HTTPS (ACME)"), when configured.
+    pub acme: Option<AcmeConfig>,
     /// Non-fatal remarks (unknown keys, legacy keys, ignored keys), logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -201,6 +205,7 @@ const TOP_KEYS: &[&str] = &[
     "redis",
     "admin",
     "healthcheck",
+    "acme",
 ];
 
 const SERVER_KEYS: &[&str] = &[
@@ -422,6 +427,7 @@ impl Config {
             "group": self.group,
             "admin": control::admin_json(&self.admin),
             "healthcheck": control::healthcheck_json(&self.healthcheck),
+            "acme": acme::acme_json(&self.acme),
         })
     }
 }
@@ -466,6 +472,7 @@ impl Builder {
             ("redis", REDIS_KEYS),
             ("admin", control::ADMIN_KEYS),
             ("healthcheck", control::HEALTHCHECK_KEYS),
+            ("acme", acme::ACME_KEYS),
             ("https", https::HTTPS_KEYS),
         ] {
             if let Some(obj) = object(root.get(name)) {
@@ -556,6 +563,15 @@ impl Builder {
                 ));
             }
         }
+        let acme = self.acme(&top)?;
+        if acme.is_some() {
+            if let DriverConfig::File { .. } = driver {
+                return Err(self.err(
+                    "acme",
+                    "ACME needs the Redis driver (certificates, locks and challenges are shared through Redis)",
+                ));
+            }
+        }
         Ok(Config {
             file: self.file.clone(),
             server,
@@ -566,6 +582,7 @@ impl Builder {
             group,
             admin,
             healthcheck,
+            acme,
             warnings: self.warnings.take(),
         })
     }

@@ -7,6 +7,7 @@
 //!
 //! [`error_pages`] builds the proxy's own answers. The HTTP/1 wire format is `http1`'s business.
 
+pub mod acme_challenge;
 pub mod choose;
 pub mod error_pages;
 pub mod forward;
