@@ -197,7 +197,11 @@ impl AcmeClient {
 
     /// A signed POST (payload `None`: POST-as-GET), retried on `badNonce`. Answers of 4xx/5xx become
     /// [`AcmeError::Problem`].
-    async fn post(&mut self, url: &str, payload: Option<&Value>) -> Result<HttpResponse, AcmeError> {
+    async fn post(
+        &mut self,
+        url: &str,
+        payload: Option<&Value>,
+    ) -> Result<HttpResponse, AcmeError> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -356,10 +360,7 @@ impl AcmeClient {
                         .unwrap_or_default();
                     return Err(AcmeError::Problem {
                         status: resp.status,
-                        document: format!(
-                            "authorization {status}: {}",
-                            Value::Array(errors)
-                        ),
+                        document: format!("authorization {status}: {}", Value::Array(errors)),
                     });
                 }
             }
@@ -421,7 +422,9 @@ impl AcmeClient {
         let text = String::from_utf8(resp.body)
             .map_err(|_| protocol("the certificate is not text (PEM expected)"))?;
         if !text.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(protocol("the CA's certificate answer holds no PEM certificate"));
+            return Err(protocol(
+                "the CA's certificate answer holds no PEM certificate",
+            ));
         }
         Ok(text)
     }

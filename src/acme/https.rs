@@ -355,9 +355,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]));
-        assert!(complete(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabc", false)
-            .unwrap()
-            .is_none());
+        assert!(
+            complete(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabc", false)
+                .unwrap()
+                .is_none()
+        );
         let r = complete(
             b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n",
             false,
@@ -371,7 +373,11 @@ mod tests {
         )
         .unwrap()
         .is_none());
-        assert!(complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false).is_err());
+        assert!(complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            false
+        )
+        .is_err());
         let r = complete_at_eof(b"HTTP/1.1 200 OK\r\n\r\nxyz", false)
             .unwrap()
             .unwrap();

@@ -9,8 +9,7 @@ use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
 /// base64url without padding (RFC 4648 §5).
 pub fn b64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let n = (u32::from(chunk[0]) << 16)
@@ -128,8 +127,8 @@ impl AccountKey {
         match kid {
             Some(k) => protected["kid"] = k.into(),
             None => {
-                let jwk: serde_json::Value = serde_json::from_str(&self.jwk_json())
-                    .map_err(|e| format!("JWK: {e}"))?;
+                let jwk: serde_json::Value =
+                    serde_json::from_str(&self.jwk_json()).map_err(|e| format!("JWK: {e}"))?;
                 protected["jwk"] = jwk;
             }
         }
@@ -163,7 +162,14 @@ mod tests {
         assert_eq!(b64(b"fo"), "Zm8");
         assert_eq!(b64(b"foo"), "Zm9v");
         assert_eq!(b64(&[0xfb, 0xff]), "-_8");
-        for data in [&b""[..], b"f", b"fo", b"foob", b"fooba", &[0xfb, 0xff, 0x00, 0x10]] {
+        for data in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foob",
+            b"fooba",
+            &[0xfb, 0xff, 0x00, 0x10],
+        ] {
             assert_eq!(b64_decode(&b64(data)).unwrap(), data);
         }
         assert!(b64_decode("a b").is_none());

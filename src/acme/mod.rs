@@ -241,11 +241,9 @@ impl Acme {
             .await
             .map_err(|e| format!("Redis: {e}"))?;
         match v.pop() {
-            Some(Value::ServerError(e)) => Err(format!(
-                "Redis: {} {}",
-                e.code(),
-                e.details().unwrap_or("")
-            )),
+            Some(Value::ServerError(e)) => {
+                Err(format!("Redis: {} {}", e.code(), e.details().unwrap_or("")))
+            }
             Some(v) => Ok(v),
             None => Err("Redis: no reply".into()),
         }
@@ -341,8 +339,10 @@ impl Acme {
             Source::OnDemand => Ok(self.exists(&format!("frontend:{name}")).await?
                 && !self.exists(&format!("acme:fail:{name}")).await?
                 && !self.has_usable_certificate(name).await?),
-            Source::Renewal => Ok(!self.exists(&format!("acme:fail:{name}")).await?
-                && self.renewal_due(name).await?),
+            Source::Renewal => {
+                Ok(!self.exists(&format!("acme:fail:{name}")).await?
+                    && self.renewal_due(name).await?)
+            }
         }
     }
 
@@ -502,7 +502,8 @@ impl Acme {
             },
             Err(e) => {
                 if let AcmeError::Problem { document, .. } = &e {
-                    if document.contains("accountDoesNotExist") || document.contains("unauthorized") {
+                    if document.contains("accountDoesNotExist") || document.contains("unauthorized")
+                    {
                         // The CA forgot the account (or the key changed): register again next time.
                         self.client = None;
                     }
@@ -577,7 +578,10 @@ impl Acme {
             Some(k) => k,
             None => {
                 let lock = "acme:account-lock";
-                let got = self.take_lock(lock, ACCOUNT_WAIT).await.map_err(AcmeError::Transport)?;
+                let got = self
+                    .take_lock(lock, ACCOUNT_WAIT)
+                    .await
+                    .map_err(AcmeError::Transport)?;
                 if got {
                     let result = self.create_account_key().await;
                     self.release_lock(lock).await;
@@ -590,7 +594,8 @@ impl Acme {
                         }
                         if Instant::now() >= deadline {
                             return Err(AcmeError::Transport(
-                                "another instance holds acme:account-lock but wrote no account".into(),
+                                "another instance holds acme:account-lock but wrote no account"
+                                    .into(),
                             ));
                         }
                         monoio::time::sleep(Duration::from_millis(250)).await;
@@ -653,7 +658,10 @@ impl Acme {
             c.arg("email").arg(m);
         }
         self.cmd(&c).await.map_err(AcmeError::Transport)?;
-        info!("ACME: created the fleet's account key in {}acme:account", self.prefix);
+        info!(
+            "ACME: created the fleet's account key in {}acme:account",
+            self.prefix
+        );
         Ok(key)
     }
 
@@ -663,7 +671,10 @@ impl Acme {
         let kind = self.cfg.challenge;
         let mut order = self.client_mut()?.new_order(name).await?;
         for authz in order.authorizations.clone() {
-            let state = self.client_mut()?.authorization(&authz, kind.as_str()).await?;
+            let state = self
+                .client_mut()?
+                .authorization(&authz, kind.as_str())
+                .await?;
             let AuthzState::Pending(ch) = state else {
                 continue;
             };
@@ -874,8 +885,9 @@ fn alpn_certificate(name: &str, key_auth: &str) -> Result<(String, String), Stri
     let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot make a key: {e}"))?;
     let mut params = rcgen::CertificateParams::new(vec![name.to_string()])
         .map_err(|e| format!("bad name {name:?}: {e}"))?;
-    params.custom_extensions =
-        vec![rcgen::CustomExtension::new_acme_identifier(&jws::sha256(key_auth.as_bytes()))];
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(&jws::sha256(
+        key_auth.as_bytes(),
+    ))];
     let cert = params
         .self_signed(&key)
         .map_err(|e| format!("cannot make the challenge certificate: {e}"))?;

@@ -37,7 +37,10 @@ pub fn order(ctx: &AdminCtx, raw_name: &str) -> Response {
         ),
         Err(HandoffError::Full) => Response::error(
             503,
-            format!("{} ACME orders are already waiting; try again later", acme::MAX_HANDOFF),
+            format!(
+                "{} ACME orders are already waiting; try again later",
+                acme::MAX_HANDOFF
+            ),
         ),
     }
 }

@@ -189,3 +189,80 @@ pub(super) fn acme_json(acme: &Option<AcmeConfig>) -> Value {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_json_text(Path::new("/tmp/test-config.json"), text)
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = load(r#"{"server":{"accessLog":false}}"#).unwrap();
+        assert!(c.acme.is_none());
+        let c =
+            load(r#"{"server":{"accessLog":false},"acme":{"directory":"https://ca.test/dir"}}"#)
+                .unwrap();
+        let a = c.acme.expect("acme section");
+        assert_eq!(a.challenge, AcmeChallenge::Http01);
+        assert!(a.on_demand);
+        assert_eq!(a.renew_before_days, 30);
+        assert_eq!(a.max_orders_per_hour, 30);
+        assert_eq!(a.handshake_wait, Duration::from_secs(10));
+        assert!(a.email.is_none() && a.ca_certificate.is_none());
+        let c = load(
+            r#"{"server":{"accessLog":false},"acme":{"directory":"https://ca.test/dir","email":"a@b.c","challenge":"tls-alpn-01","onDemand":false,"renewBeforeDays":7,"maxOrdersPerHour":5,"handshakeWait":2.5}}"#,
+        )
+        .unwrap();
+        let a = c.acme.unwrap();
+        assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
+        assert!(!a.on_demand);
+        assert_eq!((a.renew_before_days, a.max_orders_per_hour), (7, 5));
+        assert_eq!(a.handshake_wait, Duration::from_millis(2500));
+        for (text, key) in [
+            (r#"{"acme":{}}"#, "acme.directory"),
+            (
+                r#"{"acme":{"directory":"http://ca/dir"}}"#,
+                "acme.directory",
+            ),
+            (
+                r#"{"acme":{"directory":"https://ca/d","challenge":"dns-01"}}"#,
+                "acme.challenge",
+            ),
+            (
+                r#"{"acme":{"directory":"https://ca/d","email":"nope"}}"#,
+                "acme.email",
+            ),
+            (
+                r#"{"acme":{"directory":"https://ca/d","maxOrdersPerHour":0}}"#,
+                "acme.maxOrdersPerHour",
+            ),
+            (
+                r#"{"acme":{"directory":"https://ca/d","caCertificate":"/nonexistent.pem"}}"#,
+                "acme.caCertificate",
+            ),
+            (
+                r#"{"acme":{"directory":"https://ca/d","handshakeWait":600}}"#,
+                "acme.handshakeWait",
+            ),
+            (r#"{"acme":true}"#, "acme"),
+            (
+                r#"{"driver":"file:///tmp/routes.json","acme":{"directory":"https://ca/d"}}"#,
+                "acme",
+            ),
+        ] {
+            let text = text.replacen('{', r#"{"server":{"accessLog":false},"#, 1);
+            let err = load(&text).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
+        }
+        let c = load(
+            r#"{"server":{"accessLog":false},"acme":{"directory":"https://ca/d","onDemnad":1}}"#,
+        )
+        .unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("acme.onDemnad")));
+    }
+}

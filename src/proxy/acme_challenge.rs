@@ -82,7 +82,10 @@ mod tests {
 
     #[test]
     fn tokens() {
-        assert_eq!(token(b"/.well-known/acme-challenge/abc_-D9"), Some("abc_-D9"));
+        assert_eq!(
+            token(b"/.well-known/acme-challenge/abc_-D9"),
+            Some("abc_-D9")
+        );
         assert_eq!(token(b"/.well-known/acme-challenge/abc?x=1"), Some("abc"));
         assert_eq!(token(b"/.well-known/acme-challenge/"), None);
         assert_eq!(token(b"/.well-known/acme-challenge/a/b"), None);
