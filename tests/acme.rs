@@ -212,6 +212,45 @@ fn on_demand_orders_pass_the_gate() {
 }
 
 #[test]
+fn a_flooded_queue_is_bounded_and_costs_no_order() {
+    let redis = RedisServer::start();
+    let http_port = free_port();
+    let pebble = Pebble::start(PebbleOptions::http(http_port));
+    let (proxy, admin) = start_proxy(&redis, &pebble, http_port, json!({}));
+    // 30,000 random names no frontend serves, as a scanner's handshakes could produce.
+    let mut conn = redis.conn(0);
+    for chunk in 0..3 {
+        let names: Vec<String> = (0..10_000)
+            .map(|i| format!("scan{chunk}-{i}.random.test"))
+            .collect();
+        let _: i64 = redis::cmd("RPUSH")
+            .arg("acme:queue")
+            .arg(&names)
+            .query(&mut conn)
+            .unwrap();
+    }
+    // Trimmed to 10,000 at the first busy poll, then drained.
+    assert!(wait_until(Duration::from_secs(5), || redis
+        .cmd::<i64>(&["LLEN", "acme:queue"])
+        <= 10_000));
+    assert!(
+        wait_until(Duration::from_secs(30), || redis
+            .cmd::<i64>(&["LLEN", "acme:queue"])
+            == 0),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(orders(&admin, "ok") + orders(&admin, "failed"), 0);
+    assert!(!proxy.log().contains("ACME: ordering"));
+    // Still serving: an explicit order goes through afterwards.
+    assert_eq!(
+        admin.post("/certificates/after.acme.test/acme", "").status,
+        202
+    );
+    wait_for_certificate(&redis, "after.acme.test", &proxy, &pebble);
+}
+
+#[test]
 fn two_instances_make_one_order_for_twenty_requests() {
     let redis = RedisServer::start();
     let http_port = free_port();

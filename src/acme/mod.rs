@@ -11,7 +11,7 @@
 //!
 //! Everything shared with other instances goes through Redis; nothing here is seen by the workers
 //! except the keys it writes. Bounds: the hand-off queue ([`MAX_HANDOFF`]), names per queue poll
-//! ([`QUEUE_BATCH`]), keys per renewal pass ([`RENEW_SCAN_STEPS`] × [`RENEW_SCAN_COUNT`]), renewals per
+//! ([`QUEUE_BATCH`]), the queue itself ([`MAX_QUEUE`]), keys per renewal pass ([`RENEW_SCAN_STEPS`] × [`RENEW_SCAN_COUNT`]), renewals per
 //! pass ([`RENEW_PER_PASS`]), and deadlines on every wait.
 
 pub mod client;
@@ -47,6 +47,9 @@ pub static ORDERS_FAILED: AtomicU64 = AtomicU64::new(0);
 pub const MAX_HANDOFF: usize = 1000;
 /// Names taken from the queue per poll.
 pub const QUEUE_BATCH: usize = 16;
+/// The queue is trimmed to this many names when it is found busy (the newest beyond it are dropped;
+/// a later handshake pushes its name again).
+pub const MAX_QUEUE: usize = 10_000;
 /// Pause between two polls of an empty queue.
 const QUEUE_POLL: Duration = Duration::from_millis(250);
 /// The per-name lock's lifetime; refreshed between the steps of an order.
@@ -299,13 +302,22 @@ impl Acme {
         let mut c = redis::cmd("LPOP");
         c.arg(self.key("acme:queue")).arg(QUEUE_BATCH);
         match self.cmd(&c).await {
-            Ok(Value::Array(items)) => items
-                .into_iter()
-                .filter_map(|v| match v {
-                    Value::BulkString(b) if b.len() <= 253 => String::from_utf8(b).ok(),
-                    _ => None,
-                })
-                .collect(),
+            Ok(Value::Array(items)) => {
+                if items.len() == QUEUE_BATCH {
+                    let mut t = redis::cmd("LTRIM");
+                    t.arg(self.key("acme:queue")).arg(0).arg(MAX_QUEUE - 1);
+                    if let Err(e) = self.cmd(&t).await {
+                        debug!("ACME: cannot trim the queue: {e}");
+                    }
+                }
+                items
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        Value::BulkString(b) if b.len() <= 253 => String::from_utf8(b).ok(),
+                        _ => None,
+                    })
+                    .collect()
+            }
             Ok(_) => Vec::new(),
             Err(e) => {
                 debug!("ACME: cannot read the queue: {e}");
