@@ -324,6 +324,11 @@ fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
         if size == 0 {
             return Ok(Some(out));
         }
+        if size > MAX_RESPONSE {
+            return Err(format!(
+                "chunk of {size} bytes is larger than an answer may be"
+            ));
+        }
         if data.len() < size + 2 {
             return Ok(None);
         }
@@ -375,6 +380,11 @@ mod tests {
         .is_none());
         assert!(complete(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            false
+        )
+        .is_err());
+        assert!(complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
             false
         )
         .is_err());
