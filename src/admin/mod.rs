@@ -406,9 +406,7 @@ fn metrics(ctx: &AdminCtx) -> Response {
     if let Some(c) = &ctx.checker {
         render_checker(&mut text, c);
     }
-    if ctx.config.acme.is_some() {
-        acme::render_metrics(&mut text);
-    }
+    acme::render_metrics(&mut text);
     Response {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
