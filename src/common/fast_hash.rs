@@ -68,3 +68,16 @@ impl Hasher for FxHasher {
 
 /// `HashMap<K, V, FxBuild>` for trusted keys.
 pub type FxBuild = BuildHasherDefault<FxHasher>;
+
+/// FNV-1a 64 offset basis.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a 64 of `bytes`, continuing from `hash` (start with [`FNV_OFFSET`]). Fixed: the same value in
+/// every process, which `iphash` and sticky cookies rely on.
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}

@@ -1,8 +1,8 @@
-//! The `acme` section (README "Automatic certificates (ACME)"): the ACME directory, account e-mail,
-//! challenge type, on-demand issuance and its limits.
+//! The `acme` section of the configuration: automatic certificates from an ACME (RFC 8555) CA
+//! (README "Automatic HTTPS (ACME)").
 //!
-//! Only reading, validating and defaults. Nothing here talks to an ACME server or to Redis: the ACME
-//! client (control plane) and the workers' on-demand hook read this struct.
+//! Only reading and validating; nothing is contacted or started here (`acme` on the control thread
+//! does that).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,17 +12,17 @@ use serde_json::Value;
 use super::json::{Section, ValueExt};
 use super::{Builder, ConfigError};
 
-/// Which challenge the ACME client answers.
+/// The challenge type used to prove control of a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcmeChallenge {
-    /// `http-01` (the default): `GET /.well-known/acme-challenge/<token>` on the HTTP listeners.
+    /// `http-01`: the key authorization served at `/.well-known/acme-challenge/<token>` on port 80.
     Http01,
     /// `tls-alpn-01`: a challenge certificate served to ClientHellos offering only `acme-tls/1`.
     TlsAlpn01,
 }
 
 impl AcmeChallenge {
-    /// The configuration spelling.
+    /// The challenge's name in ACME documents (and in the configuration).
     pub fn as_str(self) -> &'static str {
         match self {
             AcmeChallenge::Http01 => "http-01",
@@ -31,25 +31,24 @@ impl AcmeChallenge {
     }
 }
 
-/// `acme`: present (with a `directory`) means ACME is on.
+/// `acme`: present (with a `directory`) when ACME is on.
 #[derive(Debug, Clone)]
 pub struct AcmeConfig {
-    /// `acme.directory`: the ACME directory URL (`https://…/directory`).
+    /// `acme.directory`: the CA's directory URL (`https://…`).
     pub directory: String,
-    /// `acme.email`: the account contact, if any.
+    /// `acme.email`: the account's contact, if any.
     pub email: Option<String>,
     /// `acme.challenge` (default `http-01`).
     pub challenge: AcmeChallenge,
-    /// `acme.onDemand` (default true): the first handshake for a name with an exact `frontend:<name>`
-    /// and no certificate queues an order and waits up to `handshake_wait`.
+    /// `acme.onDemand` (default true): order for names seen in handshakes.
     pub on_demand: bool,
     /// `acme.renewBeforeDays` (default 30).
     pub renew_before_days: u32,
-    /// `acme.caCertificate`: an extra PEM root trusted for the directory's own HTTPS (a test CA).
+    /// `acme.caCertificate`: an extra PEM root trusted for the directory's own HTTPS.
     pub ca_certificate: Option<PathBuf>,
-    /// `acme.maxOrdersPerHour` (default 30, for the whole fleet).
+    /// `acme.maxOrdersPerHour` (default 30), for the whole fleet.
     pub max_orders_per_hour: u32,
-    /// `acme.handshakeWait` (seconds, default 10): how long an on-demand handshake waits for issuance.
+    /// `acme.handshakeWait` (default 10 s): how long a first handshake waits for issuance.
     pub handshake_wait: Duration,
 }
 
@@ -93,28 +92,22 @@ impl Builder {
         let Some(directory) = s.opt_string("directory").map_err(e)? else {
             return Err(self.err(
                 "acme.directory",
-                "missing: the ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory) turns ACME on",
+                "missing: the ACME directory URL turns ACME on, e.g. \"https://acme-staging-v02.api.letsencrypt.org/directory\"",
             ));
         };
-        let rest = directory
-            .strip_prefix("https://")
-            .or_else(|| directory.strip_prefix("http://"));
-        match rest {
-            Some(r)
-                if !r.is_empty()
-                    && !r.starts_with('/')
-                    && !directory.contains(char::is_whitespace) => {}
-            _ => {
-                return Err(self.err(
-                    "acme.directory",
-                    format!("expected an https:// URL, found {directory:?}"),
-                ))
-            }
+        if !directory.starts_with("https://") || directory.len() > 2048 {
+            return Err(self.err(
+                "acme.directory",
+                format!("expected an https:// URL, found {directory:?}"),
+            ));
         }
         let email = s.opt_string("email").map_err(e)?.filter(|m| !m.is_empty());
         if let Some(m) = &email {
-            if !m.contains('@') || m.len() > 254 || m.contains(char::is_whitespace) {
-                return Err(self.err("acme.email", format!("not an e-mail address: {m:?}")));
+            if !m.contains('@') || m.len() > 254 || m.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(self.err(
+                    "acme.email",
+                    format!("expected an e-mail address, found {m:?}"),
+                ));
             }
         }
         let challenge = match s.opt_string("challenge").map_err(e)?.as_deref() {
@@ -128,52 +121,43 @@ impl Builder {
             }
         };
         let on_demand = s.opt_bool("onDemand").map_err(e)?.unwrap_or(true);
-        let renew_before_days = match s.opt_count("renewBeforeDays").map_err(e)? {
-            None => 30,
-            Some(n) if (1..=365).contains(&n) => n as u32,
-            Some(n) => {
-                return Err(self.err(
-                    "acme.renewBeforeDays",
-                    format!("expected 1 to 365 days, found {n}"),
-                ))
+        let count = |key: &str, default: u32, max: u32| -> Result<u32, ConfigError> {
+            match s.opt_count(key).map_err(e)? {
+                None => Ok(default),
+                Some(n) if n as u64 > u64::from(max) => {
+                    Err(self.err(&format!("acme.{key}"), format!("at most {max}")))
+                }
+                Some(n) => Ok(n as u32),
             }
         };
-        let ca_certificate = s
-            .opt_string("caCertificate")
-            .map_err(e)?
-            .filter(|p| !p.is_empty())
-            .map(|p| self.resolve_path(&p));
-        if let Some(p) = &ca_certificate {
-            if !p.is_file() {
-                return Err(self.err(
-                    "acme.caCertificate",
-                    format!("{} is not a readable file", p.display()),
-                ));
-            }
+        let renew_before_days = count("renewBeforeDays", 30, 3650)?;
+        let max_orders_per_hour = count("maxOrdersPerHour", 30, 100_000)?;
+        if max_orders_per_hour == 0 {
+            return Err(self.err(
+                "acme.maxOrdersPerHour",
+                "must be at least 1 (remove the `acme` section to turn ACME off)",
+            ));
         }
-        let max_orders_per_hour = match s.opt_count("maxOrdersPerHour").map_err(e)? {
-            None => 30,
-            Some(n) if (1..=100_000).contains(&n) => n as u32,
-            Some(n) => {
-                return Err(self.err(
-                    "acme.maxOrdersPerHour",
-                    format!("expected 1 to 100000, found {n}"),
-                ))
-            }
-        };
         let handshake_wait = match s.opt_seconds("handshakeWait").map_err(e)? {
             None => Duration::from_secs(10),
-            // 0: never wait, the first handshake gets the default certificate.
             Some(None) => Duration::ZERO,
-            Some(Some(d)) if d <= Duration::from_secs(60) => d,
-            Some(Some(d)) => {
-                return Err(self.err(
-                    "acme.handshakeWait",
-                    format!(
-                        "at most 60 seconds (a client waits that long on its handshake), found {}",
-                        d.as_secs_f64()
-                    ),
-                ))
+            Some(Some(d)) if d > Duration::from_secs(120) => {
+                return Err(self.err("acme.handshakeWait", "at most 120 seconds"))
+            }
+            Some(Some(d)) => d,
+        };
+        let ca_certificate = match s.opt_string("caCertificate").map_err(e)? {
+            None => None,
+            Some(p) if p.is_empty() => None,
+            Some(p) => {
+                let path = self.resolve_path(&p);
+                if !path.is_file() {
+                    return Err(self.err(
+                        "acme.caCertificate",
+                        format!("no such file: {}", path.display()),
+                    ));
+                }
+                Some(path)
             }
         };
         Ok(Some(AcmeConfig {
@@ -189,7 +173,7 @@ impl Builder {
     }
 }
 
-/// `acme` as shown by `--dry`.
+/// The `acme` section for `--dry`.
 pub(super) fn acme_json(acme: &Option<AcmeConfig>) -> Value {
     match acme {
         None => Value::Null,
@@ -213,81 +197,72 @@ mod tests {
     use std::path::Path;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
-        let mut v: Value = serde_json::from_str(text).unwrap();
-        v["server"] = serde_json::json!({"accessLog": false});
-        Config::from_json_text(Path::new("/nonexistent/config.json"), &v.to_string())
+        Config::from_json_text(Path::new("/tmp/test-config.json"), text)
     }
 
     #[test]
-    fn absent_means_off() {
-        assert!(load("{}").unwrap().acme.is_none());
-        assert!(load(r#"{"acme": false}"#).unwrap().acme.is_none());
-    }
-
-    #[test]
-    fn defaults() {
-        let c = load(r#"{"acme": {"directory": "https://acme.test/dir"}}"#).unwrap();
-        let a = c.acme.unwrap();
-        assert_eq!(a.directory, "https://acme.test/dir");
-        assert_eq!(a.email, None);
+    fn defaults_and_errors() {
+        let c = load(r#"{"server":{"accessLog":false}}"#).unwrap();
+        assert!(c.acme.is_none());
+        let c =
+            load(r#"{"server":{"accessLog":false},"acme":{"directory":"https://ca.test/dir"}}"#)
+                .unwrap();
+        let a = c.acme.expect("acme section");
         assert_eq!(a.challenge, AcmeChallenge::Http01);
         assert!(a.on_demand);
         assert_eq!(a.renew_before_days, 30);
-        assert_eq!(a.ca_certificate, None);
         assert_eq!(a.max_orders_per_hour, 30);
         assert_eq!(a.handshake_wait, Duration::from_secs(10));
-    }
-
-    #[test]
-    fn all_fields() {
+        assert!(a.email.is_none() && a.ca_certificate.is_none());
         let c = load(
-            r#"{"acme": {"directory": "https://acme.test/dir", "email": "ops@a.com",
-                "challenge": "tls-alpn-01", "onDemand": false, "renewBeforeDays": 20,
-                "maxOrdersPerHour": 5, "handshakeWait": 2.5}}"#,
+            r#"{"server":{"accessLog":false},"acme":{"directory":"https://ca.test/dir","email":"a@b.c","challenge":"tls-alpn-01","onDemand":false,"renewBeforeDays":7,"maxOrdersPerHour":5,"handshakeWait":2.5}}"#,
         )
         .unwrap();
         let a = c.acme.unwrap();
-        assert_eq!(a.email.as_deref(), Some("ops@a.com"));
         assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
         assert!(!a.on_demand);
-        assert_eq!(a.renew_before_days, 20);
-        assert_eq!(a.max_orders_per_hour, 5);
+        assert_eq!((a.renew_before_days, a.max_orders_per_hour), (7, 5));
         assert_eq!(a.handshake_wait, Duration::from_millis(2500));
-    }
-
-    #[test]
-    fn invalid_values_name_the_key() {
         for (text, key) in [
-            (r#"{"acme": {}}"#, "acme.directory"),
-            (r#"{"acme": {"directory": "not a url"}}"#, "acme.directory"),
+            (r#"{"acme":{}}"#, "acme.directory"),
             (
-                r#"{"acme": {"directory": "https://a/d", "challenge": "dns-01"}}"#,
+                r#"{"acme":{"directory":"http://ca/dir"}}"#,
+                "acme.directory",
+            ),
+            (
+                r#"{"acme":{"directory":"https://ca/d","challenge":"dns-01"}}"#,
                 "acme.challenge",
             ),
             (
-                r#"{"acme": {"directory": "https://a/d", "email": "nope"}}"#,
+                r#"{"acme":{"directory":"https://ca/d","email":"nope"}}"#,
                 "acme.email",
             ),
             (
-                r#"{"acme": {"directory": "https://a/d", "renewBeforeDays": 0}}"#,
-                "acme.renewBeforeDays",
-            ),
-            (
-                r#"{"acme": {"directory": "https://a/d", "maxOrdersPerHour": 0}}"#,
+                r#"{"acme":{"directory":"https://ca/d","maxOrdersPerHour":0}}"#,
                 "acme.maxOrdersPerHour",
             ),
             (
-                r#"{"acme": {"directory": "https://a/d", "handshakeWait": 600}}"#,
-                "acme.handshakeWait",
-            ),
-            (
-                r#"{"acme": {"directory": "https://a/d", "caCertificate": "/nonexistent/ca.pem"}}"#,
+                r#"{"acme":{"directory":"https://ca/d","caCertificate":"/nonexistent.pem"}}"#,
                 "acme.caCertificate",
             ),
-            (r#"{"acme": "yes"}"#, "acme"),
+            (
+                r#"{"acme":{"directory":"https://ca/d","handshakeWait":600}}"#,
+                "acme.handshakeWait",
+            ),
+            (r#"{"acme":true}"#, "acme"),
+            (
+                r#"{"driver":"file:///tmp/routes.json","acme":{"directory":"https://ca/d"}}"#,
+                "acme",
+            ),
         ] {
-            let err = load(text).unwrap_err();
+            let text = text.replacen('{', r#"{"server":{"accessLog":false},"#, 1);
+            let err = load(&text).unwrap_err();
             assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
         }
+        let c = load(
+            r#"{"server":{"accessLog":false},"acme":{"directory":"https://ca/d","onDemnad":1}}"#,
+        )
+        .unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("acme.onDemnad")));
     }
 }

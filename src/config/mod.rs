@@ -74,7 +74,7 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `healthcheck`: the built-in active health checker (off by default).
     pub healthcheck: HealthCheckConfig,
-    /// `acme`: automatic certificates (README "Automatic certificates (ACME)"), when configured.
+    /// `acme`: automatic certificates (README "Automatic HTTPS (ACME)"), when configured.
     pub acme: Option<AcmeConfig>,
     /// Non-fatal remarks (unknown keys, legacy keys, ignored keys), logged at start-up.
     pub warnings: Vec<String>,
@@ -485,8 +485,8 @@ impl Builder {
             ("redis", REDIS_KEYS),
             ("admin", control::ADMIN_KEYS),
             ("healthcheck", control::HEALTHCHECK_KEYS),
-            ("https", https::HTTPS_KEYS),
             ("acme", acme::ACME_KEYS),
+            ("https", https::HTTPS_KEYS),
         ] {
             if let Some(obj) = object(root.get(name)) {
                 self.section(name, &obj, keys);
@@ -571,12 +571,20 @@ impl Builder {
             self.warn("`proxyProtocol` is on and `server.trustedProxies` is not set: any peer that can reach those listeners can claim any client address; list your load balancers in `server.trustedProxies`");
         }
         let healthcheck = self.healthcheck(&top)?;
-        let acme = self.acme(&top)?;
         if healthcheck.enabled {
             if let DriverConfig::File { .. } = driver {
                 return Err(self.err(
                     "healthcheck.enabled",
                     "the active health checker needs the Redis driver (it follows the `dead` channel and writes `dead:*` sets); with a file: driver, dead marks stay in each worker's memory",
+                ));
+            }
+        }
+        let acme = self.acme(&top)?;
+        if acme.is_some() {
+            if let DriverConfig::File { .. } = driver {
+                return Err(self.err(
+                    "acme",
+                    "ACME needs the Redis driver (certificates, locks and challenges are shared through Redis)",
                 ));
             }
         }

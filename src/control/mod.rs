@@ -4,10 +4,12 @@
 //!   rest.
 //! - [`admin`]: the admin HTTP server: hipache-api's endpoints, `/status`, `/metrics`, the web console.
 //! - [`healthcheck`]: the built-in hipache-hchecker: active probes that write dead marks to Redis.
+//! - [`acme`]: automatic certificates (RFC 8555): orders, renewals, challenges, all through Redis.
 //!
 //! It reaches the workers only through Redis (dead marks, route keys, publishes) and reads their
 //! relaxed metric slots; it never holds a reference to a worker's state.
 
+pub mod acme;
 pub mod admin;
 pub mod healthcheck;
 pub mod thread;

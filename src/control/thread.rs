@@ -1,5 +1,6 @@
 //! The control thread: one thread with its own monoio runtime (not pinned, not a worker) that runs the
-//! admin listener and the active health checker, started when either is configured.
+//! admin listener, the active health checker and the ACME client (README "Automatic HTTPS (ACME)"),
+//! started when any of them is configured.
 //!
 //! It owns its own Redis connections (reads, writes, and the `dead` subscription) and shares only
 //! `Arc`s with the workers (the configuration, the metric slots, the shutdown latch). It must never
@@ -38,7 +39,7 @@ pub struct ControlSpec {
 
 /// True when the configuration asks for a control thread.
 pub fn wanted(config: &Config) -> bool {
-    config.admin.is_some() || config.healthcheck.enabled
+    config.admin.is_some() || config.healthcheck.enabled || config.acme.is_some()
 }
 
 /// Starts the control thread; returns once it serves (or why it could not start).
@@ -190,6 +191,10 @@ async fn control_main(run: ControlRun, ready: mpsc::Sender<Result<(), String>>) 
         }
         _ => None,
     };
+    if let (Some((_, _, prefix, endpoint)), Some(acme)) = (&redis, &config.acme) {
+        // Its own connection to the write Redis (it polls the queue and holds locks there).
+        crate::control::acme::start(acme.clone(), endpoint.clone(), prefix.clone(), timeout);
+    }
     if let Some(std_listener) = admin_listener {
         let local = std_listener
             .local_addr()

@@ -59,7 +59,7 @@ pub struct Core {
     pub crashed: Cell<bool>,
     pub crash_notify: Notify,
     /// Per-core state of `rate` and `max_connections` (README "Per-frontend options").
-    pub policy: crate::dataplane::proxy::policy::PolicyState,
+    pub policy: crate::dataplane::proxy::limits::PolicyState,
     /// Certificates from Redis (`tls:<name>`, README "Certificates in Redis"): with the Redis driver,
     /// an HTTPS listener and `https.redisCertificates` on.
     pub certs: Option<crate::tls::redis_certs::CertStore>,

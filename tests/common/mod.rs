@@ -12,6 +12,7 @@ pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod h2client;
+pub mod pebble;
 pub mod proxy;
 pub mod pybackend;
 pub mod redis_server;

@@ -16,6 +16,7 @@
 //! This module never runs on a worker thread and never blocks one: it reads the workers' metric slots
 //! (atomics) and talks to Redis through the control runtime's own connections.
 
+pub mod acme;
 pub mod api;
 pub mod certificates;
 pub mod console;
@@ -133,6 +134,7 @@ enum Route {
     Certificate,
     Index,
     Console,
+    CertificateAcme,
 }
 
 impl Route {
@@ -150,6 +152,7 @@ impl Route {
             ["certificates"] => Some(Route::Certificates),
             ["certificates", name] if !name.is_empty() => Some(Route::Certificate),
             ["console", ..] => Some(Route::Console),
+            ["certificates", name, "acme"] if !name.is_empty() => Some(Route::CertificateAcme),
             _ => None,
         }
     }
@@ -161,7 +164,7 @@ impl Route {
             Route::Frontend => &["GET", "POST", "DELETE"],
             Route::FrontendBackend => &["DELETE"],
             Route::FrontendOptions => &["GET", "PUT", "DELETE"],
-            Route::Flush => &["POST"],
+            Route::Flush | Route::CertificateAcme => &["POST"],
             Route::Certificates => &["GET"],
             Route::Certificate => &["GET", "PUT", "DELETE"],
         }
@@ -275,6 +278,9 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
         };
     }
     match route {
+        Route::CertificateAcme => {
+            acme::order(ctx, req.segments.get(1).map(String::as_str).unwrap_or(""))
+        }
         Route::Metrics if req.param("format") == Some("json") => metrics_json(ctx),
         Route::Metrics => metrics(ctx),
         Route::Status => status(ctx),
@@ -412,6 +418,7 @@ fn index() -> Response {
                 "GET /frontends", "GET /frontends/:name", "POST /frontends",
                 "POST /frontends/:name", "DELETE /frontends/:name",
                 "DELETE /frontends/:name/backend", "POST /flush", "GET /metrics", "GET /status",
+                "POST /certificates/:name/acme",
                 "GET /certificates", "GET /certificates/:name", "PUT /certificates/:name",
                 "DELETE /certificates/:name"
             ],
@@ -424,6 +431,7 @@ fn metrics(ctx: &AdminCtx) -> Response {
     if let Some(c) = &ctx.checker {
         render_checker(&mut text, c);
     }
+    acme::render_metrics(&mut text);
     Response {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",

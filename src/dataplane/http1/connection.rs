@@ -22,6 +22,7 @@ use super::io::{read_more, write_all_vec};
 use crate::common::metrics::{Counter, Gauge, Hist};
 use crate::dataplane::access_log::{push_u64, LogFields};
 use crate::dataplane::core::{Core, HEAD_BUF};
+use crate::dataplane::proxy::acme_challenge;
 use crate::dataplane::proxy::error_pages::reason_phrase;
 use crate::dataplane::proxy::forward::{forward, Forwarded};
 use crate::dataplane::proxy::policy::Admission;
@@ -281,6 +282,16 @@ async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Core, ex: &mut E
     if raw_host == b"__ping__" {
         return Next::from_keep(respond_ping(c, w, ex).await);
     }
+    // HTTP-01 challenges are answered whatever the Host (README "Automatic HTTPS (ACME)").
+    let target = c.head.absolute_origin.unwrap_or(c.head.target);
+    if acme_challenge::wanted(
+        w,
+        c.listener.proto == "https",
+        c.head.method.of(&c.buf),
+        target.of(&c.buf),
+    ) {
+        return Next::from_keep(respond_acme_challenge(c, w, ex, target).await);
+    }
     #[cfg(feature = "fault-injection")]
     crate::common::fault::maybe_panic(raw_host, w.id);
     let mut host = std::mem::take(&mut c.host);
@@ -359,6 +370,44 @@ async fn respond_ping<S: ClientStream>(c: &mut ClientConn<S>, w: &Core, ex: &mut
     c.out.extend_from_slice(b"\r\n");
     if !c.head.is_head_method {
         c.out.extend_from_slice(b"ok");
+    }
+    ex.status = 200;
+    ex.bytes_sent = c.out.len() as u64;
+    write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
+        .await
+        .is_ok()
+        && !close
+}
+
+/// Answers an HTTP-01 challenge from Redis (`proxy::acme_challenge`).
+async fn respond_acme_challenge<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    w: &Core,
+    ex: &mut Exchange,
+    target: super::head::Span,
+) -> bool {
+    let path = target.of(&c.buf).to_vec();
+    let body = match acme_challenge::answer(w, &path).await {
+        acme_challenge::ChallengeAnswer::Found(body) => body,
+        acme_challenge::ChallengeAnswer::NotFound => {
+            return respond_error_skipping_body(c, w, ex, 404, "no such ACME challenge").await
+        }
+        acme_challenge::ChallengeAnswer::Unavailable => {
+            return respond_error_skipping_body(c, w, ex, 503, "ACME challenge: Redis unavailable")
+                .await
+        }
+    };
+    let close = !skip_buffered_body(c) || !c.head.keep_alive || w.draining.get();
+    c.out.clear();
+    c.out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-cache\r\nContent-Length: ",
+    );
+    push_u64(&mut c.out, body.len() as u64);
+    c.out.extend_from_slice(b"\r\n");
+    push_connection(&mut c.out, close, c.head.minor_version == 0);
+    c.out.extend_from_slice(b"\r\n");
+    if !c.head.is_head_method {
+        c.out.extend_from_slice(&body);
     }
     ex.status = 200;
     ex.bytes_sent = c.out.len() as u64;

@@ -19,18 +19,7 @@ use crate::dataplane::proxy::choose::choose_backend;
 use crate::dataplane::routing::options::Balance;
 use crate::dataplane::routing::Route;
 
-/// FNV-1a 64 offset basis.
-pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a 64 of `bytes`, continuing from `hash` (start with [`FNV_OFFSET`]). Fixed: the same value in
-/// every process, which `iphash` and sticky cookies rely on.
-pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x100_0000_01b3);
-    }
-    hash
-}
+pub use crate::common::fast_hash::{fnv1a, FNV_OFFSET};
 
 /// MurmurHash3's 64-bit finaliser: FNV-1a alone mixes its last bytes poorly into the high bits, and
 /// backend URLs often differ only there (`:8081`, `:8082`). Fixed, like FNV-1a.

@@ -8,11 +8,13 @@
 //!
 //! [`error_pages`] builds the proxy's own answers. The HTTP/1 wire format is `http1`'s business.
 
+pub mod acme_challenge;
 pub mod balance;
 pub mod choose;
 pub mod error_pages;
 pub mod forward;
 pub mod headers;
+pub mod limits;
 pub mod policy;
 pub mod route;
 pub mod tunnel;

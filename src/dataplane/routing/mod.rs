@@ -13,3 +13,7 @@ pub mod route;
 pub mod store;
 
 pub use route::{Backend, BackendTarget, Lookup, Route};
+
+/// Most elements read from a frontend list: the identifier and 256 backends.
+/// (Drivers read no more; per-frontend `weights` are bounded by it too.)
+pub const MAX_FRONTEND_ENTRIES: usize = 257;

@@ -163,10 +163,10 @@ fn apply(o: &mut FrontendOptions, name: &str, value: &str, backends: usize) -> R
         "weights" => {
             let mut weights = Vec::new();
             for part in v.split(',') {
-                if weights.len() >= backends.min(crate::drivers::redis::routes::MAX_FRONTEND_ENTRIES) {
+                if weights.len() >= backends.min(super::MAX_FRONTEND_ENTRIES) {
                     return Err(format!(
                         "field \"weights\": more weights than the {} backends",
-                        backends.min(crate::drivers::redis::routes::MAX_FRONTEND_ENTRIES)
+                        backends.min(super::MAX_FRONTEND_ENTRIES)
                     ));
                 }
                 weights.push(number(name, part.trim(), 0, u64::from(MAX_WEIGHT))? as u32);

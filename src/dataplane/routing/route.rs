@@ -119,10 +119,7 @@ pub const STICKY_ID_LEN: usize = 12;
 /// The sticky cookie value of a backend URL: the first 12 hex digits of its FNV-1a 64 hash, the same
 /// in every worker and instance (README "Per-frontend options").
 pub fn sticky_id(url: &str) -> [u8; STICKY_ID_LEN] {
-    let h = crate::dataplane::proxy::balance::fnv1a(
-        crate::dataplane::proxy::balance::FNV_OFFSET,
-        url.as_bytes(),
-    );
+    let h = crate::common::fast_hash::fnv1a(crate::common::fast_hash::FNV_OFFSET, url.as_bytes());
     let mut out = [0u8; STICKY_ID_LEN];
     for (i, b) in out.iter_mut().enumerate() {
         *b = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 0xf) as usize];

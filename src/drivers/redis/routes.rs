@@ -15,8 +15,7 @@ use redis::Value;
 use super::connection::RedisError;
 use crate::dataplane::routing::{Lookup, Route};
 
-/// Most elements read from a frontend list: the identifier and 256 backends.
-pub const MAX_FRONTEND_ENTRIES: usize = 257;
+pub use crate::dataplane::routing::MAX_FRONTEND_ENTRIES;
 /// Longest backend entry kept (a URL longer than this is unusable).
 pub const MAX_ENTRY_BYTES: usize = 1024;
 /// Longest identifier kept (longer ones are cut).
