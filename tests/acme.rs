@@ -64,7 +64,7 @@ fn leaf_facts(chain: &str) -> (Vec<u8>, u64) {
         .next()
         .unwrap()
         .unwrap();
-    hipache_tpc::control::thread::acme::der::serial_and_not_after(leaf.as_ref()).unwrap()
+    hipache_tpc::control::acme::der::serial_and_not_after(leaf.as_ref()).unwrap()
 }
 
 /// The chain verifies against Pebble's issuing root, covers `name`, and `key` is its private key.

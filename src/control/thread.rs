@@ -193,7 +193,7 @@ async fn control_main(run: ControlRun, ready: mpsc::Sender<Result<(), String>>) 
     };
     if let (Some((_, _, prefix, endpoint)), Some(acme)) = (&redis, &config.acme) {
         // Its own connection to the write Redis (it polls the queue and holds locks there).
-        crate::control::thread::acme::start(acme.clone(), endpoint.clone(), prefix.clone(), timeout);
+        crate::control::acme::start(acme.clone(), endpoint.clone(), prefix.clone(), timeout);
     }
     if let Some(std_listener) = admin_listener {
         let local = std_listener

@@ -7,7 +7,7 @@
 
 use super::http::Response;
 use super::AdminCtx;
-use crate::control::thread::acme::{self, HandoffError};
+use crate::control::acme::{self, HandoffError};
 
 /// Queues an order for `raw_name`: any exact host name (also one only a wildcard frontend serves);
 /// a wildcard name itself is refused with 400 (HTTP-01 and TLS-ALPN-01 cannot validate it).
