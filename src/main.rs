@@ -35,7 +35,8 @@ fn print_stdout(text: &str) {
     }
 }
 
-fn main() {
+/// `pub` so that the test build (`examples/fault_injection.rs`) can run the same program.
+pub fn main() {
     // Before any thread starts: sockets and the readiness pipe handed over by a predecessor (reload).
     let (inherited, ready_pipe) = match handover::take_from_env() {
         Ok(taken) => taken,

@@ -6,11 +6,10 @@
 //! - [`local_sync`]: single-thread oneshot and notify for the tasks of one worker.
 //! - [`clock`]: unix time and the access-log timestamp; [`rng`]: a per-worker xorshift generator;
 //!   [`fast_hash`]: the Fx hasher for maps whose keys are not attacker-chosen.
-//! - `fault` (tests only, `fault-injection` feature): a request that makes its worker panic.
+//! - [`fault`]: a request that makes its worker panic, armed only in the test build.
 
 pub mod clock;
 pub mod fast_hash;
-#[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod local_sync;
 pub mod metrics;

@@ -99,7 +99,6 @@ fn start(
         crate::dataplane::access_log::keep_open(path)
             .map_err(|e| format!("cannot open the access log {}: {e}", path.display()))?;
     }
-    #[cfg(feature = "fault-injection")]
     if crate::common::fault::armed() {
         warn!("fault injection is armed (HIPACHE_TPC_FAULT_INJECTION=1): a test build, not for production");
     }

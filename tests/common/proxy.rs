@@ -12,6 +12,24 @@ use super::{free_port, wait_until, RedisServer, TempDir};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hipache-tpc");
 
+/// The test build (`examples/fault_injection.rs`), which `cargo test` builds beside the tests: the
+/// same program with fault injection armable. Used when a test sets `HIPACHE_TPC_FAULT_INJECTION`.
+pub fn fault_injection_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/examples/hipache-tpc-fault-injection
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("hipache-tpc-fault-injection"))
+        .expect("the test runs from target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "{} is missing: it is built by a full `cargo test --release` (or `cargo build --release --examples`)",
+        bin.display()
+    );
+    bin
+}
+
 pub struct Proxy {
     pub port: u16,
     pub dir: TempDir,
@@ -85,7 +103,12 @@ impl Proxy {
     ) -> Result<Proxy, String> {
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(config).unwrap()).unwrap();
-        let mut child = Command::new(BIN)
+        let bin: PathBuf = if env.iter().any(|(k, _)| *k == "HIPACHE_TPC_FAULT_INJECTION") {
+            fault_injection_bin()
+        } else {
+            PathBuf::from(BIN)
+        };
+        let mut child = Command::new(bin)
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info,hipache_tpc=debug")

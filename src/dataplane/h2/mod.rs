@@ -213,7 +213,6 @@ impl StreamTask {
             );
             return;
         }
-        #[cfg(feature = "fault-injection")]
         crate::common::fault::maybe_panic_h2(
             request
                 .uri()

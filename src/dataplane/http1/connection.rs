@@ -292,7 +292,6 @@ async fn run_phases<S: ClientStream>(c: &mut ClientConn<S>, w: &Core, ex: &mut E
     ) {
         return Next::from_keep(respond_acme_challenge(c, w, ex, target).await);
     }
-    #[cfg(feature = "fault-injection")]
     crate::common::fault::maybe_panic(raw_host, w.id);
     let mut host = std::mem::take(&mut c.host);
     let normalized = normalize_host_into(raw_host, &mut host);
