@@ -45,8 +45,7 @@ pub fn redis_client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<Clie
             }
         }
         if let Some(ca) = ca {
-            let certs = pem_certificates(ca)
-                .map_err(|e| format!("the Redis CA (?ca=) {}: {e}", ca.display()))?;
+            let certs = pem_certificates(ca).map_err(|e| format!("the Redis CA (?ca=): {e}"))?;
             for cert in certs {
                 roots.add(cert).map_err(|e| {
                     format!("the Redis CA {} is not a usable root: {e}", ca.display())
@@ -69,11 +68,21 @@ pub fn redis_client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<Clie
 /// this client configuration without an import cycle between `config` and `tls`.
 fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("not a readable PEM certificate file: {e}"))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read the certificate file {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            format!(
+                "{} is not a valid PEM certificate file: {e}",
+                path.display()
+            )
+        })?;
     if certs.is_empty() {
-        return Err("holds no certificate (expected -----BEGIN CERTIFICATE-----)".into());
+        return Err(format!(
+            "{} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
     }
     Ok(certs)
 }
