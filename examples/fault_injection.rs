@@ -9,7 +9,12 @@
 #[path = "../src/main.rs"]
 mod hipache_main;
 
+/// What `scripts/install.sh` looks for to refuse this build.
+static TEST_BUILD_MARKER: &str = "HIPACHE-TPC-TEST-BUILD-ARMS-FAULT-INJECTION";
+
 fn main() {
+    // Kept in the binary (the linker would drop an unused string).
+    std::hint::black_box(TEST_BUILD_MARKER);
     hipache_tpc::common::fault::arm_from_env();
     hipache_main::main();
 }

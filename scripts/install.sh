@@ -55,9 +55,10 @@ run() {
 
 [ -f "$binary" ] || { echo "install: $binary not found: run cargo build --release first" >&2; exit 1; }
 [ -f "$config" ] || { echo "install: $config not found" >&2; exit 1; }
-# `cargo test` builds the same path with the test-only fault-injection switch compiled in.
-if grep -aq HIPACHE_TPC_FAULT_INJECTION "$binary"; then
-    echo "install: $binary is a test build (fault injection compiled in): run cargo build --release" >&2
+# The test build (target/release/examples/hipache-tpc-fault-injection, made by `cargo test`) carries
+# this marker; the real binary never does.
+if grep -aq HIPACHE-TPC-TEST-BUILD-ARMS-FAULT-INJECTION "$binary"; then
+    echo "install: $binary is a test build (fault injection can be armed): install target/release/hipache-tpc from cargo build --release" >&2
     exit 1
 fi
 if [ "$dry_run" = 0 ] && [ -z "$root" ] && [ "$(id -u)" != 0 ]; then

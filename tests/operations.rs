@@ -988,8 +988,10 @@ fn install_script_stages_a_service_and_never_overwrites_the_configuration() {
     let dir = TempDir::new("install");
     let root = dir.path().join("root");
     let root_s = root.to_str().unwrap();
-    // The binary `cargo test` built has the fault-injection switch: the script refuses it.
-    let (code, text) = install_script(&["--root", root_s, "--binary", BIN]);
+    // The test build `cargo test` made (fault injection armable): the script refuses it.
+    let test_build = common::proxy::fault_injection_bin();
+    let (code, text) =
+        install_script(&["--root", root_s, "--binary", test_build.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("test build"), "{text}");
     assert!(!root.join("usr/local/bin/hipache-tpc").exists());
