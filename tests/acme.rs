@@ -1,7 +1,9 @@
 //! Automatic certificates (README "Automatic HTTPS (ACME)") against Pebble, the ACME test server,
 //! with real Redis, the real binary and loopback sockets only: explicit orders through the admin API,
 //! on-demand orders through the fleet's queue, one order for a name across two instances, the
-//! wildcard refusal, the backoff after a failed order, renewal, and the HTTP-01 answers.
+//! wildcard refusal, the backoff after a failed order, renewal, the HTTP-01 answers, a TLS-ALPN-01
+//! order validated on the proxy's HTTPS listener, and an on-demand certificate obtained and served
+//! through a real, verifying TLS handshake (then served by a second instance without a new order).
 
 mod common;
 
@@ -396,10 +398,9 @@ fn due_certificates_are_renewed() {
     assert_eq!(orders(&a1, "ok"), 1);
 }
 
-/// TLS-ALPN-01 end to end needs the worker side that serves `acme:alpn:<name>` to ClientHellos
-/// offering only `acme-tls/1`: that arrives with branch issue-16-certs.
+/// TLS-ALPN-01 end to end: Pebble validates on the proxy's HTTPS listener, whose workers answer
+/// ClientHellos offering only `acme-tls/1` with the validation certificate from `acme:alpn:<name>`.
 #[test]
-#[ignore = "needs issue-16-certs (the worker side serving acme:alpn:<name>)"]
 fn tls_alpn01_order() {
     let redis = RedisServer::start();
     let https_port = free_port();
@@ -424,4 +425,128 @@ fn tls_alpn01_order() {
     let chain = wait_for_certificate(&redis, "alpn.acme.test", &proxy, &pebble);
     let key = hget(&redis, "tls:alpn.acme.test", "key").unwrap();
     assert_valid(&chain, &key, "alpn.acme.test", &pebble);
+}
+
+/// A proxy with an HTTPS listener (a test CA's `default.test` as its default certificate), a plain
+/// HTTP listener on `http_port` (HTTP-01 answers), ACME on with `acme` merged in, and an admin
+/// listener. Returns the HTTPS port too.
+fn start_https_proxy(
+    redis: &RedisServer,
+    pebble: &Pebble,
+    http_port: u16,
+    default: &common::tls::IssuedCert,
+    acme: serde_json::Value,
+) -> (Proxy, Admin, u16) {
+    let https_port = free_port();
+    let mut extra = pebble.acme_config(acme);
+    common::proxy::merge(
+        &mut extra,
+        json!({
+            "http": { "port": http_port, "bind": ["127.0.0.1"] },
+            "https": { "port": https_port, "bind": ["127.0.0.1"], "key": default.key, "cert": default.cert }
+        }),
+    );
+    let (proxy, admin) = start_url_with_admin(&redis.url(0), json!({}), extra);
+    (proxy, admin, https_port)
+}
+
+/// A real, verifying rustls handshake with SNI `name`, trusting only Pebble's issuing root: it fails
+/// unless the proxy presents a chain to that root covering `name`. Returns the connection (HTTP over
+/// TLS) and the leaf's serial.
+fn verified_connect(
+    port: u16,
+    name: &str,
+    root_pem: &str,
+) -> Result<
+    (
+        common::client::Conn<impl std::io::Read + std::io::Write>,
+        Vec<u8>,
+    ),
+    String,
+> {
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(root_pem.as_bytes()).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), server_name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    // Longer than the default handshakeWait (10 s): the first handshake waits for issuance.
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| e.to_string())?;
+    }
+    let leaf = stream
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no peer certificate")?;
+    let (serial, _) = hipache_tpc::control::acme::der::serial_and_not_after(leaf.as_ref())?;
+    Ok((common::client::Conn::over(stream), serial))
+}
+
+#[test]
+fn on_demand_through_a_real_handshake() {
+    let redis = RedisServer::start();
+    let http_port = free_port();
+    let pebble = Pebble::start(PebbleOptions::http(http_port));
+    let root = pebble.issuing_root();
+    let backend = common::Backend::start("shop");
+    let ca = common::tls::TestCa::new();
+    let dir = common::TempDir::new("ondemand");
+    let default = ca.issue_files(dir.path(), "default", &["default.test"]);
+    let (p1, a1, https1) = start_https_proxy(&redis, &pebble, http_port, &default, json!({}));
+    let _: i64 = redis.cmd(&["RPUSH", "frontend:shop.test", "shop", &backend.url()]);
+    // The first handshake for shop.test queues the name and waits (handshakeWait, 10 s by default)
+    // for the certificate the control plane orders from Pebble: it completes with it, verified.
+    let t = std::time::Instant::now();
+    let (mut conn, serial) = verified_connect(https1, "shop.test", &root).unwrap_or_else(|e| {
+        panic!(
+            "first handshake: {e} after {:?}\nproxy log:\n{}\npebble log:\n{}",
+            t.elapsed(),
+            p1.log(),
+            pebble.log()
+        )
+    });
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let r = conn.get("shop.test", "/checkout");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend(), "shop");
+    assert_eq!(backend.requests(), 1);
+    // What was served is what is stored.
+    let chain = hget(&redis, "tls:shop.test", "certificate").expect("tls:shop.test stored");
+    let key = hget(&redis, "tls:shop.test", "key").expect("its key");
+    assert_valid(&chain, &key, "shop.test", &pebble);
+    assert_eq!(leaf_facts(&chain).0, serial);
+    assert_eq!(orders(&a1, "ok"), 1);
+    // A second instance on the same Redis serves the same certificate at once, with no new order.
+    let (p2, a2, https2) = start_https_proxy(&redis, &pebble, free_port(), &default, json!({}));
+    let t = std::time::Instant::now();
+    let (mut conn2, serial2) = verified_connect(https2, "shop.test", &root)
+        .unwrap_or_else(|e| panic!("second instance: {e}\n{}", p2.log()));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(serial2, serial, "the same certificate");
+    let r = conn2.get("shop.test", "/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend(), "shop");
+    assert_eq!(orders(&a1, "ok") + orders(&a2, "ok"), 1);
+    assert_eq!(orders(&a1, "failed") + orders(&a2, "failed"), 0);
+    assert_eq!(redis.cmd::<i64>(&["LLEN", "acme:queue"]), 0);
+    let ordering = p1.log().matches("ACME: ordering a certificate").count()
+        + p2.log().matches("ACME: ordering a certificate").count();
+    assert_eq!(ordering, 1, "{}\n{}", p1.log(), p2.log());
 }

@@ -554,10 +554,18 @@ impl CertStore {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
             .collect::<Result<_, _>>()
             .ok()?;
+        if chain.is_empty() {
+            return None;
+        }
         let key = PrivateKeyDer::from_pem_slice(key).ok()?;
         let signing = rustls::crypto::ring::sign::any_supported_type(&key).ok()?;
         let certified = CertifiedKey::new(chain, signing);
-        certified.keys_match().ok()?;
+        // A real challenge certificate carries the critical acmeIdentifier extension (README
+        // "Automatic HTTPS (ACME)", TLS-ALPN-01), which the certificate parser behind `keys_match`
+        // refuses: only a key that is not the certificate's is refused here.
+        if let Err(rustls::Error::InconsistentKeys(_)) = certified.keys_match() {
+            return None;
+        }
         Some(Arc::new(certified))
     }
 

@@ -35,20 +35,19 @@ use std::time::{Duration, Instant};
 /// A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range so outgoing connections
 /// do not take it meanwhile; distinct within this test process.
 pub fn free_port() -> u16 {
+    // Ports 20000..32000, from a per-process start, wrapping around at the top: a file that takes
+    // more than 30 ports must not run out because its process id put its start near 32000.
+    const SPAN: u16 = 12_000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + (std::process::id() % 400) as u16 * 30,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(port < 32_000, "ran out of test ports");
+    let start = (std::process::id() % 400) as u16 * 30;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let port = 20_000 + (start + n) % SPAN;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("ran out of test ports");
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
