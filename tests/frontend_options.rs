@@ -55,6 +55,9 @@ fn roundrobin_alternates_exactly_on_one_worker() {
     redis.set_frontend("rr.test", "rr", &[a.url(), b.url()]);
     hset(&redis, "rr.test", &[("balance", "roundrobin")]);
     let proxy = Proxy::start(&redis, one_worker());
+    // Once notifications are on, nothing re-reads the route mid-test (a fresh read would start the
+    // rotation again, which is allowed, but not what this test measures).
+    wait_for_notifications(&proxy, 1);
     let mut seen = Vec::new();
     // New connections each time: the position is the worker's, not the connection's.
     for _ in 0..20 {
