@@ -106,6 +106,8 @@ pub struct Exchange {
     pub bytes_sent: u64,
     pub route: Option<Rc<Route>>,
     pub backend_secs: f64,
+    /// Why the proxy answered on its own, or closed (`proxy::pipeline::fail_to_proxy`).
+    pub error: Option<crate::dataplane::proxy::error::ErrorKind>,
 }
 
 impl Exchange {
@@ -116,6 +118,7 @@ impl Exchange {
             bytes_sent: 0,
             route: None,
             backend_secs: 0.0,
+            error: None,
         }
     }
 }

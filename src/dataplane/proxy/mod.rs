@@ -11,10 +11,15 @@
 pub mod acme_challenge;
 pub mod balance;
 pub mod choose;
+pub mod error;
 pub mod error_pages;
 pub mod forward;
 pub mod headers;
 pub mod limits;
+pub mod pipeline;
 pub mod policy;
+pub mod relay;
+pub mod respond;
 pub mod route;
 pub mod tunnel;
+pub mod upload;

@@ -1,0 +1,541 @@
+//! Phase 4, relay: the backend's answer to the client (docs/compatibility.md §3).
+//!
+//! The response head is read within the backend timeout (interim 1xx answers passed on, a bounded
+//! number of them), rewritten (hop-by-hop headers dropped, `proxy::headers`) and sent with the first body
+//! bytes in one write (a small response ends there). The rest of the body goes through a read-ahead of
+//! pooled buffers, at most `server.responseBufferSize`: the backend is read as fast as it sends, the
+//! client written as fast as it reads, and the backend connection goes back to its pool (only if the
+//! exchange left it clean) as soon as the backend is done, however slowly the client reads. Writing to
+//! the client is paced (`server.minBodyRate`). A `101` to a WebSocket request is relayed with the bytes
+//! behind it, and the connection becomes a tunnel (`proxy::tunnel`).
+//!
+//! Failures are [`ErrorKind`]s; nothing here writes error pages or marks backends.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use log::debug;
+use monoio::io::AsyncWriteRent;
+
+use crate::dataplane::core::Core;
+use crate::dataplane::http1::body::{BodyFraming, BodyPace};
+use crate::dataplane::http1::head::{Framing, Parsed, ResponseHead};
+use crate::dataplane::http1::io::{read_more, write_all_vec};
+use crate::dataplane::proxy::error::ErrorKind;
+use crate::dataplane::proxy::headers::{write_response_head, DebugInfo, ResponseDelivery};
+use crate::dataplane::routing::Route;
+use crate::dataplane::session::{ClientConn, ClientStream, Exchange};
+use crate::dataplane::upstream::pool::BackendConn;
+use crate::dataplane::upstream::stream::BackendStream;
+
+/// Bodies up to this size are copied behind the head so both leave in one write (request bodies behind
+/// the backend's request head, response bodies behind the client's response head).
+pub const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Interim (1xx) answers relayed per exchange; one more and the client gets 502 (README "Limits").
+pub const MAX_INTERIM: usize = 16;
+
+/// The backend that answered: what the client's response head and the log need to know about it.
+pub struct Answering<'a> {
+    pub route: &'a Rc<Route>,
+    /// Index of the backend in the route's list.
+    pub index: usize,
+    pub conn: BackendConn,
+    /// When the attempt at this backend began (backend time in the log and `X-Debug-*`).
+    pub started: Instant,
+}
+
+/// How the exchange went on once the backend answered.
+pub enum Relayed {
+    /// The answer was relayed; `keep_client`: the connection may carry another request.
+    Done { keep_client: bool },
+    /// The backend accepted a WebSocket upgrade; its `101` was relayed. The connection becomes a tunnel.
+    Upgraded(BackendConn),
+}
+
+/// Writes `buf[start..end]` to the client, each write within what `pace` allows (see `upload::read_paced`).
+async fn write_paced<W: AsyncWriteRent>(
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    start: usize,
+    end: usize,
+    pace: &mut BodyPace,
+) -> io::Result<()> {
+    let mut pos = start;
+    while pos < end {
+        let timeout = pace.allowance()?;
+        let started = Instant::now();
+        let n = crate::dataplane::http1::io::write_once(w, buf, pos, end, timeout).await?;
+        pace.record(started.elapsed(), n);
+        pos += n;
+    }
+    Ok(())
+}
+
+/// Reads a response head into `relay[..resp.len]` (body bytes may follow it). A malformed head comes
+/// with the parser's reason, for the log.
+pub async fn read_response_head(
+    stream: &mut BackendStream,
+    relay: &mut Vec<u8>,
+    resp: &mut ResponseHead,
+    timeout: Option<Duration>,
+    max_len: usize,
+    request_was_head: bool,
+) -> Result<(), (ErrorKind, &'static str)> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        if !relay.is_empty() {
+            match resp.parse(relay, max_len, request_was_head) {
+                Ok(Parsed::Complete) => return Ok(()),
+                Ok(Parsed::Partial) => {}
+                Err(why) => return Err((ErrorKind::InvalidResponse, why)),
+            }
+        }
+        let left = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err((ErrorKind::HeadTimeout, ""));
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        match read_more(stream, relay, left).await {
+            Ok(0) => {
+                return Err((closed_kind(relay), ""))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err((ErrorKind::HeadTimeout, "")),
+            Err(_) => {
+                return Err((closed_kind(relay), ""))
+            }
+        }
+    }
+}
+
+/// A backend that closed before a complete head: before any byte, or mid-head.
+fn closed_kind(relay: &[u8]) -> ErrorKind {
+    if relay.is_empty() {
+        ErrorKind::ClosedBeforeAnswer
+    } else {
+        ErrorKind::ClosedMidHead
+    }
+}
+
+/// Passes a 1xx answer to an HTTP/1.1 client and removes it from the buffer.
+pub async fn relay_interim<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    relay: &mut Vec<u8>,
+    resp: &ResponseHead,
+) -> Result<(), ErrorKind> {
+    if c.head.minor_version == 1 {
+        c.out.clear();
+        let how = ResponseDelivery {
+            client_http10: false,
+            close: false,
+            decode_chunked: false,
+            upgrade: false,
+        };
+        write_response_head(&mut c.out, relay, resp, &how, None);
+        write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
+            .await
+            .map_err(|_| ErrorKind::ClientGone)?;
+    }
+    relay.drain(..resp.len);
+    Ok(())
+}
+
+/// Relays a `101 Switching Protocols` and any bytes the backend sent after it; the caller then runs the
+/// tunnel.
+pub async fn answer_upgrade<S: ClientStream>(
+    w: &Core,
+    c: &mut ClientConn<S>,
+    ex: &mut Exchange,
+    answering: Answering<'_>,
+    relay: &[u8],
+    resp: &ResponseHead,
+) -> Result<Relayed, ErrorKind> {
+    let how = ResponseDelivery {
+        client_http10: false,
+        close: false,
+        decode_chunked: false,
+        upgrade: true,
+    };
+    write_client_head(w, c, ex, &answering, relay, resp, &how);
+    // Bytes the backend sent right after its 101 belong to the tunnel.
+    c.out.extend_from_slice(&relay[resp.len..]);
+    ex.status = 101;
+    ex.bytes_sent = c.out.len() as u64;
+    ex.backend_secs = answering.started.elapsed().as_secs_f64();
+    write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
+        .await
+        .map_err(|_| ErrorKind::ClientGone)?;
+    Ok(Relayed::Upgraded(answering.conn))
+}
+
+/// Writes the client's response head into `c.out`: the backend's, rewritten as `how` says, with the
+/// `X-Debug-*` headers (`server.debug`) and what the frontend's options add.
+fn write_client_head<S: ClientStream>(
+    w: &Core,
+    c: &mut ClientConn<S>,
+    ex: &Exchange,
+    answering: &Answering<'_>,
+    relay: &[u8],
+    resp: &ResponseHead,
+    how: &ResponseDelivery,
+) {
+    let route = answering.route;
+    let debug_info;
+    let debug = if w.config.server.debug && c.head.x_debug {
+        debug_info = DebugInfo {
+            backend_url: &route.backends[answering.index].url,
+            backend_index: answering.index,
+            identifier: &route.identifier,
+            frontend_key: &c.host,
+            total_ms: ex.start.elapsed().as_millis() as u64,
+            backend_ms: answering.started.elapsed().as_millis() as u64,
+        };
+        Some(&debug_info)
+    } else {
+        None
+    };
+    c.out.clear();
+    write_response_head(&mut c.out, relay, resp, how, debug);
+    if !route.options.is_default() {
+        crate::dataplane::proxy::policy::extend_response_head(c, route, answering.index, relay, resp);
+    }
+}
+
+/// Sends the response head and body to the client; returns the backend connection to its pool when
+/// clean. `force_close`: the connection closes after this answer (an early answer to an upload).
+pub async fn relay_response<S: ClientStream>(
+    w: &Core,
+    c: &mut ClientConn<S>,
+    ex: &mut Exchange,
+    answering: Answering<'_>,
+    relay: &mut Vec<u8>,
+    resp: &mut ResponseHead,
+    force_close: bool,
+) -> Result<Relayed, ErrorKind> {
+    let Answering {
+        route,
+        index,
+        started: backend_start,
+        ..
+    } = answering;
+    let s = &w.config.server;
+    let client_http10 = c.head.minor_version == 0;
+    let decode = resp.framing == Framing::Chunked && client_http10;
+    let close = force_close
+        || !c.head.keep_alive
+        || resp.framing == Framing::UntilClose
+        || decode
+        || w.draining.get();
+    let how = ResponseDelivery {
+        client_http10,
+        close,
+        decode_chunked: decode,
+        upgrade: false,
+    };
+    write_client_head(w, c, ex, &answering, relay, resp, &how);
+    ex.status = resp.status;
+
+    // The body bytes that came with the head.
+    let mut framing = BodyFraming::new(resp.framing, decode);
+    let start = resp.len;
+    let end = relay.len();
+    let first = match framing.take(&mut relay[start..end]) {
+        Ok(p) => p,
+        Err(_) => {
+            // The head is not sent yet: the client can still get a clean 502.
+            return Err(ErrorKind::MalformedChunkedResponse);
+        }
+    };
+    let extra = end - start > first.consumed;
+    let clean_head = resp.keep_alive && !resp.must_close && resp.framing != Framing::UntilClose;
+    let mut pace = BodyPace::new(s.min_body_rate, c.send_timeout);
+    if first.done {
+        // The whole response is in hand: the backend is free before the client has read a byte.
+        ex.backend_secs = backend_start.elapsed().as_secs_f64();
+        w.pools.release(answering.conn, clean_head && !extra);
+        let result = write_first(
+            c,
+            relay,
+            start,
+            first.produced,
+            &mut pace,
+            &mut ex.bytes_sent,
+        );
+        result.await.map_err(|_| ErrorKind::ClientGone)?;
+        return Ok(Relayed::Done {
+            keep_client: !close,
+        });
+    }
+    // The rest of the body: read ahead of the client while it is written, from the very first bytes
+    // (a client that reads nothing does not hold the backend).
+    let ahead = ReadAhead::new(s.response_buffer_size.max(1));
+    let reader = read_ahead(
+        w,
+        answering.conn,
+        route.options.backend_timeout.or(s.backend_timeout),
+        &mut framing,
+        resp.framing == Framing::UntilClose,
+        clean_head,
+        extra,
+        &ahead,
+        backend_start,
+    );
+    let sent = &mut ex.bytes_sent;
+    let writer = async {
+        write_first(c, relay, start, first.produced, &mut pace, sent).await?;
+        write_behind(w, &mut c.io, &ahead, pace, sent).await
+    };
+    // Boxed: the two halves' state lives on the heap only for responses that need it, instead of
+    // enlarging every connection task (idle ones included).
+    let written = Box::pin(run_both(reader, writer)).await;
+    // Buffers the reader left behind (the client went away first) go back to the pool.
+    ahead.drain_into(&w.body_bufs);
+    ex.backend_secs = ahead
+        .backend_secs
+        .get()
+        .unwrap_or_else(|| backend_start.elapsed().as_secs_f64());
+    if written.is_err() {
+        return Err(ErrorKind::ClientGone);
+    }
+    if ahead.end.get() != Some(true) {
+        debug!(
+            "backend {} closed, stalled or broke framing mid-body for {}",
+            route.backends[index].url, c.host
+        );
+        return Err(ErrorKind::BrokenMidResponse);
+    }
+    Ok(Relayed::Done {
+        keep_client: !close,
+    })
+}
+
+/// Writes the response head in `c.out` and the first body bytes `relay[start..start + produced]` (in one
+/// write when small), counting what is sent in `sent`.
+async fn write_first<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    relay: &mut Vec<u8>,
+    start: usize,
+    produced: usize,
+    pace: &mut BodyPace,
+    sent: &mut u64,
+) -> io::Result<()> {
+    if c.out.len() + produced <= COALESCE_LIMIT {
+        c.out.extend_from_slice(&relay[start..start + produced]);
+        *sent = c.out.len() as u64;
+        let n = c.out.len();
+        write_paced(&mut c.io, &mut c.out, 0, n, pace).await
+    } else {
+        *sent = (c.out.len() + produced) as u64;
+        let n = c.out.len();
+        write_paced(&mut c.io, &mut c.out, 0, n, pace).await?;
+        write_paced(&mut c.io, relay, start, start + produced, pace).await
+    }
+}
+
+/// Response body bytes read from the backend and not yet written to the client: a queue of pooled
+/// buffers shared by the two halves of one exchange ([`read_ahead`], [`write_behind`]), polled by one task
+/// ([`run_both`]), so one waker slot serves both.
+struct ReadAhead {
+    /// Every buffer but the last is full, so memory is about `queued` (plus one buffer).
+    chunks: RefCell<VecDeque<Vec<u8>>>,
+    /// Bytes queued.
+    queued: Cell<usize>,
+    /// `responseBufferSize`: no read while this much is queued (one read may pass it by a buffer).
+    limit: usize,
+    /// Set when the reader stops: `true` if the body ended cleanly.
+    end: Cell<Option<bool>>,
+    /// When the backend finished (for the access log).
+    backend_secs: Cell<Option<f64>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ReadAhead {
+    fn new(limit: usize) -> Self {
+        ReadAhead {
+            chunks: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            limit,
+            end: Cell::new(None),
+            backend_secs: Cell::new(None),
+            waker: RefCell::new(None),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn park(&self, cx: &Context<'_>) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *slot = Some(cx.waker().clone());
+        }
+    }
+
+    /// Waits until the queue holds less than its limit.
+    async fn room(&self) {
+        poll_fn(|cx| {
+            if self.queued.get() < self.limit {
+                Poll::Ready(())
+            } else {
+                self.park(cx);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Queues the bytes of `buf`, filling the last queued buffer first (it only waits there when the
+    /// client is behind, so packing costs a copy only then). Returns `true` if `buf` itself was queued
+    /// (the caller needs a new buffer), `false` if its bytes were all copied (it is left empty).
+    fn push(&self, buf: &mut Vec<u8>) -> bool {
+        if buf.is_empty() {
+            return false;
+        }
+        self.queued.set(self.queued.get() + buf.len());
+        let mut chunks = self.chunks.borrow_mut();
+        if let Some(last) = chunks.back_mut() {
+            let k = (last.capacity() - last.len()).min(buf.len());
+            last.extend_from_slice(&buf[..k]);
+            if k == buf.len() {
+                buf.clear();
+                drop(chunks);
+                self.wake();
+                return false;
+            }
+            buf.drain(..k);
+        }
+        chunks.push_back(std::mem::take(buf));
+        drop(chunks);
+        self.wake();
+        true
+    }
+
+    fn finish(&self, clean: bool, backend_secs: f64) {
+        self.end.set(Some(clean));
+        self.backend_secs.set(Some(backend_secs));
+        self.wake();
+    }
+
+    /// The next buffer to write, or `None` once the reader stopped and everything was written.
+    async fn next(&self) -> Option<Vec<u8>> {
+        poll_fn(|cx| {
+            if let Some(buf) = self.chunks.borrow_mut().pop_front() {
+                self.queued.set(self.queued.get() - buf.len());
+                self.wake();
+                return Poll::Ready(Some(buf));
+            }
+            if self.end.get().is_some() {
+                return Poll::Ready(None);
+            }
+            self.park(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn drain_into(&self, pool: &crate::dataplane::buffers::BufPool) {
+        for buf in self.chunks.borrow_mut().drain(..) {
+            pool.put(buf);
+        }
+    }
+}
+
+/// Reads the rest of a response body from the backend into `ahead` as fast as the backend sends and
+/// the read-ahead has room, then hands the connection back to its pool at once (or closes it).
+#[allow(clippy::too_many_arguments)]
+async fn read_ahead(
+    w: &Core,
+    mut conn: BackendConn,
+    timeout: Option<Duration>,
+    framing: &mut BodyFraming,
+    until_close: bool,
+    clean_head: bool,
+    mut extra: bool,
+    ahead: &ReadAhead,
+    backend_start: Instant,
+) {
+    let mut buf = w.body_bufs.get();
+    let clean = loop {
+        ahead.room().await;
+        let before = buf.len();
+        match read_more(conn.stream(), &mut buf, timeout).await {
+            Ok(0) if until_close => break true,
+            Ok(0) | Err(_) => break false,
+            Ok(_) => {}
+        }
+        let n = buf.len() - before;
+        let p = match framing.take(&mut buf[before..]) {
+            Ok(p) => p,
+            Err(_) => break false,
+        };
+        extra |= n > p.consumed;
+        // Decoding (HTTP/1.0 clients) produces fewer bytes than it consumes; bytes past the body are
+        // not the client's.
+        buf.truncate(before + p.produced);
+        if ahead.push(&mut buf) {
+            buf = w.body_bufs.get();
+        }
+        if p.done {
+            break true;
+        }
+    };
+    w.body_bufs.put(buf);
+    let backend_secs = backend_start.elapsed().as_secs_f64();
+    if clean {
+        w.pools.release(conn, clean_head && !extra);
+    } else {
+        drop(conn);
+    }
+    ahead.finish(clean, backend_secs);
+}
+
+/// Writes what [`read_ahead`] queued to the client, paced; `Err` if the client failed or was too slow.
+async fn write_behind<S: ClientStream>(
+    w: &Core,
+    io: &mut S,
+    ahead: &ReadAhead,
+    mut pace: BodyPace,
+    sent: &mut u64,
+) -> io::Result<()> {
+    while let Some(mut buf) = ahead.next().await {
+        let n = buf.len();
+        write_paced(io, &mut buf, 0, n, &mut pace).await?;
+        *sent += n as u64;
+        w.body_bufs.put(buf);
+    }
+    Ok(())
+}
+
+/// Runs the reader and the writer of one response body in the calling task, until the writer is done.
+/// A writer that fails first drops the reader (and with it the backend connection, which then closes).
+async fn run_both<R, W, T>(reader: R, writer: W) -> T
+where
+    R: Future<Output = ()>,
+    W: Future<Output = T>,
+{
+    let mut reader = pin!(reader);
+    let mut writer = pin!(writer);
+    let mut reader_done = false;
+    poll_fn(|cx| {
+        if !reader_done && reader.as_mut().poll(cx).is_ready() {
+            reader_done = true;
+        }
+        writer.as_mut().poll(cx)
+    })
+    .await
+}
