@@ -34,7 +34,7 @@ pub async fn read_more<R: AsyncReadRent>(
 }
 
 /// One `write` of `buf[pos..end]` within `timeout`: the bytes written (never 0: a zero write is an
-/// error). Shared by [`write_range`] and the paced response writer (`proxy/forward.rs`).
+/// error). Shared by [`write_range`] and the paced response writer (`proxy/relay.rs`).
 pub async fn write_once<W: AsyncWriteRent>(
     w: &mut W,
     buf: &mut Vec<u8>,

@@ -103,9 +103,18 @@ impl ErrorKind {
             | BackendSaturated
             | ClientLimit
             | UnusableEntry => Side::Proxy,
-            ResolveFailed | ConnectFailed | WriteFailed | ClosedBeforeAnswer | ClosedMidHead
-            | ClosedDuringUpload | HeadTimeout | InvalidResponse | TooManyInterim
-            | UnaskedUpgrade | MalformedChunkedResponse | BrokenMidResponse => Side::Backend,
+            ResolveFailed
+            | ConnectFailed
+            | WriteFailed
+            | ClosedBeforeAnswer
+            | ClosedMidHead
+            | ClosedDuringUpload
+            | HeadTimeout
+            | InvalidResponse
+            | TooManyInterim
+            | UnaskedUpgrade
+            | MalformedChunkedResponse
+            | BrokenMidResponse => Side::Backend,
         }
     }
 
@@ -146,9 +155,19 @@ impl ErrorKind {
             BodyTooLarge => 413,
             RoutesUnavailable | AcmeChallengeUnavailable | BackendSaturated | ClientLimit => 503,
             HeadTimeout => 504,
-            NoBackend | AllBackendsDead | RetriesExhausted | UnusableEntry | ResolveFailed
-            | ConnectFailed | WriteFailed | ClosedBeforeAnswer | ClosedMidHead
-            | ClosedDuringUpload | InvalidResponse | TooManyInterim | UnaskedUpgrade
+            NoBackend
+            | AllBackendsDead
+            | RetriesExhausted
+            | UnusableEntry
+            | ResolveFailed
+            | ConnectFailed
+            | WriteFailed
+            | ClosedBeforeAnswer
+            | ClosedMidHead
+            | ClosedDuringUpload
+            | InvalidResponse
+            | TooManyInterim
+            | UnaskedUpgrade
             | MalformedChunkedResponse => 502,
             ClientGone | BrokenMidResponse => return None,
         })

@@ -92,7 +92,6 @@ pub async fn forward<S: ClientStream>(
     result
 }
 
-
 /// One exchange being forwarded: the request in hand and the buffers the attempts share.
 struct Forward<'a, S> {
     w: &'a Core,
@@ -201,9 +200,7 @@ impl<S: ClientStream> Forward<'_, S> {
                     if !more {
                         return Err(self.fail(ErrorKind::RetriesExhausted));
                     }
-                    let index = self
-                        .choose()
-                        .ok_or(self.fail(ErrorKind::AllBackendsDead))?;
+                    let index = self.choose().ok_or(self.fail(ErrorKind::AllBackendsDead))?;
                     Attempt {
                         index,
                         fresh_only: false,

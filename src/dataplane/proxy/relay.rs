@@ -108,14 +108,12 @@ pub async fn read_response_head(
             None => None,
         };
         match read_more(stream, relay, left).await {
-            Ok(0) => {
-                return Err((closed_kind(relay), ""))
-            }
+            Ok(0) => return Err((closed_kind(relay), "")),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err((ErrorKind::HeadTimeout, "")),
-            Err(_) => {
-                return Err((closed_kind(relay), ""))
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err((ErrorKind::HeadTimeout, ""))
             }
+            Err(_) => return Err((closed_kind(relay), "")),
         }
     }
 }
@@ -209,7 +207,13 @@ fn write_client_head<S: ClientStream>(
     c.out.clear();
     write_response_head(&mut c.out, relay, resp, how, debug);
     if !route.options.is_default() {
-        crate::dataplane::proxy::policy::extend_response_head(c, route, answering.index, relay, resp);
+        crate::dataplane::proxy::policy::extend_response_head(
+            c,
+            route,
+            answering.index,
+            relay,
+            resp,
+        );
     }
 }
 

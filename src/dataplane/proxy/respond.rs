@@ -16,7 +16,11 @@ use crate::dataplane::proxy::error_pages::reason_phrase;
 use crate::dataplane::session::{ClientConn, ClientStream, Exchange};
 
 /// Answers a load balancer's `Host: __ping__` probe without touching the driver.
-pub async fn respond_ping<S: ClientStream>(c: &mut ClientConn<S>, w: &Core, ex: &mut Exchange) -> bool {
+pub async fn respond_ping<S: ClientStream>(
+    c: &mut ClientConn<S>,
+    w: &Core,
+    ex: &mut Exchange,
+) -> bool {
     let close = !skip_buffered_body(c) || !c.head.keep_alive || w.draining.get();
     c.out.clear();
     c.out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nCache-Control: no-cache\r\n");
