@@ -273,7 +273,8 @@ fn decode(head: &RequestHead, raw: &[u8], body: &[u8]) -> Result<Request, Respon
     })
 }
 
-/// `a=1&b=x%20y` (`+` is a space).
+/// `a=1&b=x%20y` (`+` is a space). Split as `form_urlencoded::parse` does, but decoded strictly: that
+/// crate passes a malformed escape through, where this API answers 400 naming the parameter.
 pub fn parse_form(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
@@ -327,29 +328,7 @@ fn parse_json_body(body: &[u8]) -> Result<Vec<(String, String)>, Response> {
 /// Decodes `%XX` escapes (and `+` as a space when `plus` is set). `None` if an escape is malformed
 /// or the result is not UTF-8.
 pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hi = (hex[0] as char).to_digit(16)?;
-                let lo = (hex[1] as char).to_digit(16)?;
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::common::percent::decode(s, plus).ok()
 }
 
 fn reason(status: u16) -> &'static str {
