@@ -331,27 +331,6 @@ pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
     crate::common::percent::decode(s, plus).ok()
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        415 => "Unsupported Media Type",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
 /// Writes `resp` (without its body for HEAD). Returns false if the connection failed.
 pub async fn write_response(
     stream: &mut TcpStream,
@@ -362,7 +341,10 @@ pub async fn write_response(
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n",
         resp.status,
-        reason(resp.status),
+        http::StatusCode::from_u16(resp.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or(""),
         resp.content_type,
         resp.body.len()
     );
