@@ -1,6 +1,7 @@
 //! The admin listener's small HTTP/1.1 server side: read one request (head parsed by
-//! `http1::head`, bounded head and body, timeouts), decode its parameters (query string, and a form or
-//! JSON body), and write a response with `Content-Length`.
+//! `http1::head`, reads and the lingering close by `http1::io`; bounded head and body, timeouts),
+//! decode its parameters (query string, and a form or JSON body), and write a response with
+//! `Content-Length`.
 //!
 //! It serves the operator, not the public: no streaming, no chunked bodies, no pipelining beyond what
 //! keep-alive gives. Bad input is answered with a JSON error and costs only its connection; nothing
@@ -8,11 +9,11 @@
 
 use std::time::Duration;
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use crate::dataplane::http1::head::{Framing, HeaderKind, Parsed, RequestHead};
+use crate::dataplane::http1::io;
 
 /// Largest request head.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -169,20 +170,9 @@ async fn read_more(
     limit: usize,
     wait: Duration,
 ) -> Result<usize, ReadError> {
-    if buf.len() >= limit {
-        return Ok(0);
-    }
-    let want = (limit - buf.len()).min(16 * 1024);
-    buf.reserve(want);
-    let len = buf.len();
-    let owned = std::mem::take(buf);
-    let (res, slice) =
-        match monoio::time::timeout(wait, stream.read(owned.slice_mut(len..len + want))).await {
-            Ok(r) => r,
-            Err(_) => return Err(ReadError::Gone),
-        };
-    *buf = slice.into_inner();
-    res.map_err(|_| ReadError::Gone)
+    io::read_within(stream, buf, limit, Some(wait))
+        .await
+        .map_err(|_| ReadError::Gone)
 }
 
 fn decode(head: &RequestHead, raw: &[u8], body: &[u8]) -> Result<Request, Response> {
@@ -370,24 +360,12 @@ pub async fn write_response(
 /// read (and discard) what the client still sends for a moment, so that closing with unread bytes
 /// does not reset the connection before the client has read the answer.
 pub async fn linger(stream: &mut TcpStream) {
-    let _ = stream.shutdown().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut drained = 0usize;
-    while drained < 1024 * 1024 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        buf.clear();
-        match monoio::time::timeout(left, stream.read(buf)).await {
-            Ok((Ok(n), b)) if n > 0 => {
-                drained += n;
-                buf = b;
-            }
-            _ => return,
-        }
-    }
+    io::linger(
+        stream,
+        &mut Vec::with_capacity(16 * 1024),
+        Duration::from_secs(1),
+    )
+    .await;
 }
 
 #[cfg(test)]
