@@ -1,83 +1,42 @@
-//! A fast, non-keyed hasher (the Fx multiply-rotate hash used by rustc) for maps whose keys do not come
-//! from clients, such as backend addresses read from Redis.
+//! Non-keyed hashers, from crates already in the tree: the Fx hash (fxhash, monoio's) for maps whose
+//! keys do not come from clients, such as backend addresses read from Redis, and FNV-1a (fnv,
+//! monoio-http's) where the same value is needed in every process.
 //!
-//! It must never be used for keys a client chooses (Host headers): without a random key, colliding
+//! Neither may be used for keys a client chooses (Host headers): without a random key, colliding
 //! keys could be crafted. Those maps keep std's SipHash.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-/// Fx hasher.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher {
-    hash: u64,
-}
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(c);
-            self.add(u64::from_le_bytes(word));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u16(&mut self, n: u16) {
-        self.add(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
+/// Fx hasher (rustc's multiply-rotate hash).
+pub use fxhash::FxHasher;
 
 /// `HashMap<K, V, FxBuild>` for trusted keys.
-pub type FxBuild = BuildHasherDefault<FxHasher>;
+pub type FxBuild = fxhash::FxBuildHasher;
 
 /// FNV-1a 64 offset basis.
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// FNV-1a 64 of `bytes`, continuing from `hash` (start with [`FNV_OFFSET`]). Fixed: the same value in
 /// every process, which `iphash` and sticky cookies rely on.
-pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x100_0000_01b3);
+pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    let mut h = fnv::FnvHasher::with_key(hash);
+    h.write(bytes);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_gives_the_published_values() {
+        // FNV-1a 64 test vectors (draft-eastlake-fnv): sticky cookies and iphash depend on them.
+        assert_eq!(fnv1a(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(FNV_OFFSET, b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            fnv1a(fnv1a(FNV_OFFSET, b"foo"), b"bar"),
+            0x8594_4171_f739_67e8
+        );
     }
-    hash
 }

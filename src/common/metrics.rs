@@ -5,6 +5,9 @@
 //! (from the admin listener's thread) reads every slot and sums. Values read during a scrape may be a few
 //! increments behind; they are never torn.
 //!
+//! Hand-written rather than the `prometheus` or `metrics` crates (neither is in the tree): every thread
+//! updates their shared atomics, where one writer per slot keeps the cores independent.
+//!
 //! This module only counts and renders; it does not decide what to count. Adding a metric means adding
 //! a variant to [`Counter`], [`Gauge`] or [`Hist`] and its name and help text to the tables below.
 

@@ -8,6 +8,10 @@
 //! a non-empty part before that `:` is the ACL user name.
 //! This module only parses; it never connects, and never opens or resolves a file (the TLS settings'
 //! CA file is read by the configuration loader, which resolves its path).
+//!
+//! Parsed by hand rather than with `url::Url`, which refuses or rewrites Hipache's forms
+//! (`redis+unix://user:pw@/path`, several `redis+sentinel://` hosts, relative `file:` paths);
+//! escapes are decoded by `common::percent`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -425,24 +429,11 @@ fn parse_port(p: &str) -> Result<u16, String> {
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-escape in {s:?}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+    use crate::common::percent::{decode, DecodeError};
+    decode(s, false).map_err(|e| match e {
+        DecodeError::BadEscape => format!("bad percent-escape in {s:?}"),
+        DecodeError::NotUtf8 => format!("{s:?} does not decode to UTF-8"),
+    })
 }
 
 #[cfg(test)]

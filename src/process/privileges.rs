@@ -3,7 +3,8 @@
 //!
 //! Rules:
 //! - started as root: `user` (default `www-data`) and `group` (default: the user's primary group) are
-//!   looked up with `getpwnam_r` / `getgrnam_r` (numeric ids are accepted too); an unknown name is a
+//!   looked up in the system databases (nix's `User`/`Group`, `getpwnam_r` / `getgrnam_r` underneath;
+//!   numeric ids are accepted too); an unknown name is a
 //!   start-up error naming the key. `user: "root"` keeps root. The supplementary groups are reduced to
 //!   `group`, then `setgid`, then `setuid`; the result is checked (and that root cannot be regained).
 //! - not started as root: `user` and `group` are ignored, with an info line.
@@ -11,10 +12,10 @@
 //! This module runs on the main thread before the workers start; it never runs on a worker and never
 //! panics on what it reads from the system databases.
 
-use std::ffi::{CStr, CString};
 use std::path::Path;
 
 use log::info;
+use nix::unistd::{Gid, Group, Uid, User};
 
 /// The account a root process switches to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +42,7 @@ pub const DEFAULT_USER: &str = "www-data";
 
 /// Decides what to do, resolving names as root. Errors are complete sentences for the operator.
 pub fn plan(user: Option<&str>, group: Option<&str>) -> Result<Plan, String> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     if euid != 0 {
         if user.is_some() || group.is_some() {
             info!(
@@ -94,8 +94,7 @@ pub fn plan(user: Option<&str>, group: Option<&str>) -> Result<Plan, String> {
 /// or one left by root (Hipache ran as root), to the identity, so that workers (which open it themselves)
 /// can append to it after the switch. A file of any other owner is left alone.
 pub fn prepare_access_log(path: &Path, who: &Identity) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -106,16 +105,14 @@ pub fn prepare_access_log(path: &Path, who: &Identity) -> Result<(), String> {
         .metadata()
         .map_err(|e| format!("cannot inspect the access log {}: {e}", path.display()))?;
     if meta.uid() == 0 {
-        // SAFETY: fchown on a descriptor we own; the result is checked.
-        if unsafe { libc::fchown(file.as_raw_fd(), who.uid, who.gid) } != 0 {
-            return Err(format!(
-                "cannot give the access log {} to {}:{}: {}",
+        std::os::unix::fs::fchown(&file, Some(who.uid), Some(who.gid)).map_err(|e| {
+            format!(
+                "cannot give the access log {} to {}:{}: {e}",
                 path.display(),
                 who.user,
-                who.group,
-                std::io::Error::last_os_error()
-            ));
-        }
+                who.group
+            )
+        })?;
         if meta.len() > 0 {
             info!(
                 "the access log {} belonged to root: it now belongs to {}:{} (who appends to it)",
@@ -126,14 +123,13 @@ pub fn prepare_access_log(path: &Path, who: &Identity) -> Result<(), String> {
         }
         let mode = meta.mode() & 0o7777;
         if mode & 0o200 == 0 {
-            // SAFETY: fchmod on a descriptor we own; the result is checked.
-            if unsafe { libc::fchmod(file.as_raw_fd(), (mode | 0o200) as libc::mode_t) } != 0 {
-                return Err(format!(
-                    "cannot make the access log {} writable by its owner: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                ));
-            }
+            file.set_permissions(std::fs::Permissions::from_mode(mode | 0o200))
+                .map_err(|e| {
+                    format!(
+                        "cannot make the access log {} writable by its owner: {e}",
+                        path.display()
+                    )
+                })?;
         }
     }
     Ok(())
@@ -147,8 +143,7 @@ pub fn check_access_log_writable(path: &Path) -> Result<(), String> {
         .open(path)
         .map(|_| ())
         .map_err(|e| {
-            // SAFETY: geteuid has no preconditions.
-            let uid = unsafe { libc::geteuid() };
+            let uid = nix::unistd::geteuid();
             format!(
                 "the access log {} cannot be appended to as uid {uid}: {e}; make the file and its folder \
                  writable by the configured user (log rotation recreates the file as that user)",
@@ -159,42 +154,27 @@ pub fn check_access_log_writable(path: &Path) -> Result<(), String> {
 
 /// Switches the whole process (every thread: glibc broadcasts set*id) to `who`, and checks the result.
 pub fn switch_to(who: &Identity) -> Result<(), String> {
-    let fail = |what: &str| {
+    use nix::unistd::{getegid, geteuid, getgid, getuid, setgid, setgroups, setuid};
+    let fail = |what: &str, e: nix::errno::Errno| {
         format!(
             "cannot switch to user {} (uid {}) and group {} (gid {}): {what} failed: {}",
             who.user,
             who.uid,
             who.group,
             who.gid,
-            std::io::Error::last_os_error()
+            std::io::Error::from(e)
         )
     };
-    let groups = [who.gid];
-    // SAFETY: setgroups reads one gid from a live array of length 1.
-    if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
-        return Err(fail("setgroups"));
-    }
-    // SAFETY: plain system calls with integer arguments.
-    if unsafe { libc::setgid(who.gid) } != 0 {
-        return Err(fail("setgid"));
-    }
-    // SAFETY: as above.
-    if unsafe { libc::setuid(who.uid) } != 0 {
-        return Err(fail("setuid"));
-    }
-    // SAFETY: getters without preconditions; setuid(0) must fail now that root is given up.
-    let (uid, euid, gid, egid, regained) = unsafe {
-        (
-            libc::getuid(),
-            libc::geteuid(),
-            libc::getgid(),
-            libc::getegid(),
-            libc::setuid(0) == 0,
-        )
-    };
-    if uid != who.uid || euid != who.uid || gid != who.gid || egid != who.gid || regained {
+    let (uid, gid) = (Uid::from_raw(who.uid), Gid::from_raw(who.gid));
+    setgroups(&[gid]).map_err(|e| fail("setgroups", e))?;
+    setgid(gid).map_err(|e| fail("setgid", e))?;
+    setuid(uid).map_err(|e| fail("setuid", e))?;
+    // setuid(0) must fail now that root is given up.
+    let (ruid, euid, rgid, egid) = (getuid(), geteuid(), getgid(), getegid());
+    let regained = setuid(Uid::from_raw(0)).is_ok();
+    if ruid != uid || euid != uid || rgid != gid || egid != gid || regained {
         return Err(format!(
-            "switching to {}:{} did not take (uid {uid}/{euid}, gid {gid}/{egid}, root regained: {regained})",
+            "switching to {}:{} did not take (uid {ruid}/{euid}, gid {rgid}/{egid}, root regained: {regained})",
             who.user, who.group
         ));
     }
@@ -208,85 +188,40 @@ struct Account {
     gid: libc::gid_t,
 }
 
-/// Scratch size for the `_r` lookups; doubled on ERANGE up to a limit.
-const LOOKUP_BUF: usize = 4096;
-const LOOKUP_BUF_MAX: usize = 1 << 20;
-
-fn c_name(name: &str, key: &str) -> Result<CString, String> {
-    CString::new(name).map_err(|_| format!("\"{key}\" contains a NUL byte"))
-}
-
-/// Runs one reentrant NSS lookup (`getpwnam_r` and friends) in a scratch buffer that is doubled on
-/// `ERANGE`. `call` makes the C call with the buffer and returns its code and, when an entry was found,
-/// what it needs from it (copied out while the buffer is alive). `what` names the lookup in errors.
-fn nss_lookup<T>(
-    what: &str,
-    mut call: impl FnMut(&mut [u8]) -> (libc::c_int, Option<T>),
-) -> Result<Option<T>, String> {
-    let mut size = LOOKUP_BUF;
-    loop {
-        let mut buf = vec![0u8; size];
-        let (rc, found) = call(&mut buf);
-        if rc == libc::ERANGE && size < LOOKUP_BUF_MAX {
-            size *= 2;
-            continue;
+impl Account {
+    /// The entry nix found; `fallback` names it if the entry has no name.
+    fn of(u: User, fallback: impl FnOnce() -> String) -> Account {
+        Account {
+            name: if u.name.is_empty() {
+                fallback()
+            } else {
+                u.name
+            },
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
         }
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up {what}: {}",
-                std::io::Error::from_raw_os_error(rc)
-            ));
-        }
-        return Ok(found);
     }
 }
 
-/// A C string inside a lookup buffer, or `fallback` when the pointer is null.
-///
-/// # Safety
-/// `p` is null or points to a NUL-terminated string that is alive for the call.
-unsafe fn c_string_or(p: *const libc::c_char, fallback: impl FnOnce() -> String) -> String {
-    if p.is_null() {
-        fallback()
-    } else {
-        // SAFETY: guaranteed by the caller.
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+/// nix's lookups take a `&str` and answer "no such entry" for a name with a NUL byte; the operator
+/// is told instead.
+fn check_name(name: &str, key: &str) -> Result<(), String> {
+    if name.contains('\0') {
+        return Err(format!("\"{key}\" contains a NUL byte"));
     }
+    Ok(())
 }
 
-/// A passwd entry found by `getpwnam_r` or `getpwuid_r` into `pwd`, its strings inside the buffer.
-fn account_of(pwd: &libc::passwd, fallback_name: impl FnOnce() -> String) -> Account {
-    Account {
-        // SAFETY: pw_name is null or a NUL-terminated string in the lookup buffer, alive here.
-        name: unsafe { c_string_or(pwd.pw_name, fallback_name) },
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    }
+/// A failed lookup (not "no such entry": an NSS or I/O error), for the operator.
+fn lookup_error(what: &str, e: nix::errno::Errno) -> String {
+    format!("cannot look up {what}: {}", std::io::Error::from(e))
 }
 
 /// Looks up a user by name (or, failing that, a numeric uid).
 fn lookup_user(name: &str) -> Result<Option<Account>, String> {
-    let cname = c_name(name, "user")?;
-    let found = nss_lookup(&format!("the user {name:?}"), |buf| {
-        // SAFETY: zeroed passwd is a valid out-parameter (plain integers and null pointers).
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer refers to live memory of the stated size; on success `result` points to
-        // `pwd`, whose strings point into `buf`, both alive while read below.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        let found = (rc == 0 && !result.is_null()).then(|| account_of(&pwd, || name.to_string()));
-        (rc, found)
-    })?;
-    match found {
-        Some(account) => Ok(Some(account)),
+    check_name(name, "user")?;
+    match User::from_name(name).map_err(|e| lookup_error(&format!("the user {name:?}"), e))? {
+        Some(user) => Ok(Some(Account::of(user, || name.to_string()))),
         None => match name.parse::<libc::uid_t>() {
             Ok(uid) => lookup_user_by_uid(uid),
             Err(_) => Ok(None),
@@ -297,69 +232,26 @@ fn lookup_user(name: &str) -> Result<Option<Account>, String> {
 /// Looks up a user by uid; `None` for a bare uid without a passwd entry (no primary group to default
 /// to).
 fn lookup_user_by_uid(uid: libc::uid_t) -> Result<Option<Account>, String> {
-    nss_lookup(&format!("uid {uid}"), |buf| {
-        // SAFETY: as in lookup_user.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: as in lookup_user.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        let found = (rc == 0 && !result.is_null()).then(|| account_of(&pwd, || uid.to_string()));
-        (rc, found)
-    })
+    let user =
+        User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup_error(&format!("uid {uid}"), e))?;
+    Ok(user.map(|u| Account::of(u, || uid.to_string())))
 }
 
 /// Looks up a group by name (or a numeric gid, taken as is).
 fn lookup_group(name: &str) -> Result<Option<libc::gid_t>, String> {
-    let cname = c_name(name, "group")?;
-    let found = nss_lookup(&format!("the group {name:?}"), |buf| {
-        // SAFETY: zeroed group is a valid out-parameter.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: pointers to live memory of the stated sizes.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (rc == 0 && !result.is_null()).then_some(grp.gr_gid))
-    })?;
-    Ok(found.or_else(|| name.parse::<libc::gid_t>().ok()))
+    check_name(name, "group")?;
+    let found =
+        Group::from_name(name).map_err(|e| lookup_error(&format!("the group {name:?}"), e))?;
+    Ok(found
+        .map(|g| g.gid.as_raw())
+        .or_else(|| name.parse::<libc::gid_t>().ok()))
 }
 
 /// The name of a group by gid (`None` without a group entry).
 fn lookup_group_by_gid(gid: libc::gid_t) -> Result<Option<String>, String> {
-    let found = nss_lookup(&format!("gid {gid}"), |buf| {
-        // SAFETY: as in lookup_group.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: as in lookup_group.
-        let rc = unsafe {
-            libc::getgrgid_r(
-                gid,
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        let found = (rc == 0 && !result.is_null() && !grp.gr_name.is_null())
-            // SAFETY: a non-null NUL-terminated string in `buf`, alive here.
-            .then(|| unsafe { c_string_or(grp.gr_name, String::new) });
-        (rc, found)
-    })?;
-    Ok(found)
+    let found =
+        Group::from_gid(Gid::from_raw(gid)).map_err(|e| lookup_error(&format!("gid {gid}"), e))?;
+    Ok(found.map(|g| g.name))
 }
 
 #[cfg(test)]

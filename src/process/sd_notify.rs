@@ -1,7 +1,8 @@
 //! The systemd notification protocol (`sd_notify(3)`), implemented directly: one unix datagram of
 //! `KEY=value` lines sent to the socket named by `$NOTIFY_SOCKET` (a path, or `@name` for the abstract
 //! namespace). Without `$NOTIFY_SOCKET` (not started by systemd with `Type=notify`) every call is a
-//! no-op.
+//! no-op. Hand-written (one `send_to` of a few bytes) rather than the sd-notify or libsystemd crates,
+//! neither of which is in the tree.
 //!
 //! Used by the control plane only: `READY=1` once every worker listens, `RELOADING=1` / `READY=1`
 //! around a reload (with `MAINPID=` when the successor process takes over), `STOPPING=1` on shutdown,

@@ -3,23 +3,16 @@
 //! passphrase, unsupported key type, key not matching the certificate).
 //!
 //! Start-up only: these functions read files synchronously and must never run on a worker.
+//!
+//! A leaf: it knows files, not the configuration, so the configuration loader may use it (through
+//! `tls::client`, for `rediss://` CAs) without an import cycle. A listener's certificates are put
+//! together from a `CertSpec` by `tls::sni`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use pkcs8::der::Decode;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::sign::CertifiedKey;
-
-use crate::config::CertSpec;
-
-/// A loaded certificate with the DNS names it is valid for.
-pub struct LoadedCert {
-    pub key: Arc<CertifiedKey>,
-    /// SAN DNS names, lowercased (`*.example.com` for wildcards).
-    pub names: Vec<String>,
-}
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))
@@ -98,39 +91,6 @@ pub fn read_private_key(
             path.display()
         ),
         other => format!("{} is not a valid PEM key file: {other}", path.display()),
-    })
-}
-
-/// Loads a certificate chain (`cert`, then every `ca` file) and its key, checks they match, and reads
-/// the names the leaf is valid for.
-pub fn load(spec: &CertSpec) -> Result<LoadedCert, String> {
-    let mut chain = read_certificates(&spec.cert).map_err(|e| format!("{}: {e}", spec.origin))?;
-    for ca in &spec.ca {
-        chain.extend(read_certificates(ca).map_err(|e| format!("{}: {e}", spec.origin))?);
-    }
-    let key = read_private_key(&spec.key, spec.passphrase.as_deref())
-        .map_err(|e| format!("{}: {e}", spec.origin))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
-        format!(
-            "{}: unsupported private key in {}: {e}",
-            spec.origin,
-            spec.key.display()
-        )
-    })?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|_| {
-        format!(
-            "{}: the key {} does not belong to the certificate {}",
-            spec.origin,
-            spec.key.display(),
-            spec.cert.display()
-        )
-    })?;
-    let names = dns_names(&certified.cert[0])
-        .map_err(|e| format!("{}: {}: {e}", spec.origin, spec.cert.display()))?;
-    Ok(LoadedCert {
-        key: Arc::new(certified),
-        names,
     })
 }
 

@@ -13,6 +13,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::certs::read_certificates;
+
 /// Where distributions keep the bundle of trusted roots.
 const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
@@ -40,12 +42,12 @@ pub fn redis_client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<Clie
             .find(|p| p.is_file());
         if let Some(bundle) = &system {
             // A system bundle may hold a certificate rustls cannot use; skip those.
-            if let Ok(certs) = pem_certificates(bundle) {
+            if let Ok(certs) = read_certificates(bundle) {
                 roots.add_parsable_certificates(certs);
             }
         }
         if let Some(ca) = ca {
-            let certs = pem_certificates(ca).map_err(|e| format!("the Redis CA (?ca=): {e}"))?;
+            let certs = read_certificates(ca).map_err(|e| format!("the Redis CA (?ca=): {e}"))?;
             for cert in certs {
                 roots.add(cert).map_err(|e| {
                     format!("the Redis CA {} is not a usable root: {e}", ca.display())
@@ -61,30 +63,6 @@ pub fn redis_client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<Clie
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     Ok(Arc::new(config))
-}
-
-/// Every certificate in a PEM file. Read here rather than with `tls::certs` (which serves the
-/// listeners' certificates and reads their configuration), so that the configuration parser can build
-/// this client configuration without an import cycle between `config` and `tls`.
-fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("cannot read the certificate file {}: {e}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            format!(
-                "{} is not a valid PEM certificate file: {e}",
-                path.display()
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
-    }
-    Ok(certs)
 }
 
 /// `?insecure=1`: every certificate is accepted; signatures are still checked, so the session is at

@@ -2,8 +2,10 @@
 //! configuration built from them.
 //!
 //! - [`certs`]: reads PEM certificate chains and private keys (PKCS#1, SEC1, PKCS#8, encrypted PKCS#8 with
-//!   a passphrase) and checks that they belong together. Every problem names the file.
-//! - [`sni`]: picks a certificate for a ClientHello: exact name, then wildcard, then the default.
+//!   a passphrase). Every problem names the file. Independent of the configuration, so [`client`]
+//!   reads its CA files with it too.
+//! - [`sni`]: loads a listener's certificates (checking that each key belongs to its chain) and picks
+//!   one for a ClientHello: exact name, then wildcard, then the default.
 //! - [`accept`]: the handshake on a worker: reads the ClientHello, lets the certificate be chosen
 //!   asynchronously (Redis, ACME challenge), then completes it.
 //! - [`redis_certs`]: certificates from Redis (`tls:<name>`), the per-core cache (README

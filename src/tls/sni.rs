@@ -12,7 +12,7 @@ use log::warn;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use super::certs::{self, LoadedCert};
+use super::certs::{dns_names, read_certificates, read_private_key};
 use crate::config::{CertSpec, TlsListenerConfig};
 
 /// Exact → wildcard → default.
@@ -30,14 +30,14 @@ impl SniResolver {
     pub fn load(listener: &TlsListenerConfig) -> Result<SniResolver, String> {
         let mut loaded: Vec<LoadedCert> = Vec::new();
         if let Some(spec) = &listener.default_cert {
-            loaded.push(certs::load(spec)?);
+            loaded.push(load(spec)?);
         }
         for spec in &listener.sni {
-            loaded.push(certs::load(spec)?);
+            loaded.push(load(spec)?);
         }
         if let Some(dir) = &listener.sni_dir {
             for spec in specs_in_dir(dir, &listener.origin)? {
-                loaded.push(certs::load(&spec)?);
+                loaded.push(load(&spec)?);
             }
         }
         let Some(first) = loaded.first() else {
@@ -154,6 +154,46 @@ impl ResolvesServerCert for SniResolver {
         }
         Some(self.pick(hello.server_name()))
     }
+}
+
+/// A loaded certificate with the DNS names it is valid for.
+struct LoadedCert {
+    key: Arc<CertifiedKey>,
+    /// SAN DNS names, lowercased (`*.example.com` for wildcards).
+    names: Vec<String>,
+}
+
+/// Loads a certificate chain (`cert`, then every `ca` file) and its key, checks they match, and reads
+/// the names the leaf is valid for.
+fn load(spec: &CertSpec) -> Result<LoadedCert, String> {
+    let mut chain = read_certificates(&spec.cert).map_err(|e| format!("{}: {e}", spec.origin))?;
+    for ca in &spec.ca {
+        chain.extend(read_certificates(ca).map_err(|e| format!("{}: {e}", spec.origin))?);
+    }
+    let key = read_private_key(&spec.key, spec.passphrase.as_deref())
+        .map_err(|e| format!("{}: {e}", spec.origin))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
+        format!(
+            "{}: unsupported private key in {}: {e}",
+            spec.origin,
+            spec.key.display()
+        )
+    })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| {
+        format!(
+            "{}: the key {} does not belong to the certificate {}",
+            spec.origin,
+            spec.key.display(),
+            spec.cert.display()
+        )
+    })?;
+    let names = dns_names(&certified.cert[0])
+        .map_err(|e| format!("{}: {}: {e}", spec.origin, spec.cert.display()))?;
+    Ok(LoadedCert {
+        key: Arc::new(certified),
+        names,
+    })
 }
 
 /// `<name>.pem` holding chain and key, or `<name>.crt` with `<name>.key`, sorted by file name.

@@ -1,6 +1,7 @@
 //! The admin listener's small HTTP/1.1 server side: read one request (head parsed by
-//! `http1::head`, bounded head and body, timeouts), decode its parameters (query string, and a form or
-//! JSON body), and write a response with `Content-Length`.
+//! `http1::head`, reads and the lingering close by `http1::io`; bounded head and body, timeouts),
+//! decode its parameters (query string, and a form or JSON body), and write a response with
+//! `Content-Length`.
 //!
 //! It serves the operator, not the public: no streaming, no chunked bodies, no pipelining beyond what
 //! keep-alive gives. Bad input is answered with a JSON error and costs only its connection; nothing
@@ -8,11 +9,11 @@
 
 use std::time::Duration;
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use crate::dataplane::http1::head::{Framing, HeaderKind, Parsed, RequestHead};
+use crate::dataplane::http1::io;
 
 /// Largest request head.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -169,20 +170,9 @@ async fn read_more(
     limit: usize,
     wait: Duration,
 ) -> Result<usize, ReadError> {
-    if buf.len() >= limit {
-        return Ok(0);
-    }
-    let want = (limit - buf.len()).min(16 * 1024);
-    buf.reserve(want);
-    let len = buf.len();
-    let owned = std::mem::take(buf);
-    let (res, slice) =
-        match monoio::time::timeout(wait, stream.read(owned.slice_mut(len..len + want))).await {
-            Ok(r) => r,
-            Err(_) => return Err(ReadError::Gone),
-        };
-    *buf = slice.into_inner();
-    res.map_err(|_| ReadError::Gone)
+    io::read_within(stream, buf, limit, Some(wait))
+        .await
+        .map_err(|_| ReadError::Gone)
 }
 
 fn decode(head: &RequestHead, raw: &[u8], body: &[u8]) -> Result<Request, Response> {
@@ -273,7 +263,8 @@ fn decode(head: &RequestHead, raw: &[u8], body: &[u8]) -> Result<Request, Respon
     })
 }
 
-/// `a=1&b=x%20y` (`+` is a space).
+/// `a=1&b=x%20y` (`+` is a space). Split as `form_urlencoded::parse` does, but decoded strictly: that
+/// crate passes a malformed escape through, where this API answers 400 naming the parameter.
 pub fn parse_form(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
@@ -327,50 +318,7 @@ fn parse_json_body(body: &[u8]) -> Result<Vec<(String, String)>, Response> {
 /// Decodes `%XX` escapes (and `+` as a space when `plus` is set). `None` if an escape is malformed
 /// or the result is not UTF-8.
 pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hi = (hex[0] as char).to_digit(16)?;
-                let lo = (hex[1] as char).to_digit(16)?;
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        415 => "Unsupported Media Type",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "",
-    }
+    crate::common::percent::decode(s, plus).ok()
 }
 
 /// Writes `resp` (without its body for HEAD). Returns false if the connection failed.
@@ -383,7 +331,10 @@ pub async fn write_response(
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n",
         resp.status,
-        reason(resp.status),
+        http::StatusCode::from_u16(resp.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or(""),
         resp.content_type,
         resp.body.len()
     );
@@ -409,24 +360,12 @@ pub async fn write_response(
 /// read (and discard) what the client still sends for a moment, so that closing with unread bytes
 /// does not reset the connection before the client has read the answer.
 pub async fn linger(stream: &mut TcpStream) {
-    let _ = stream.shutdown().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut drained = 0usize;
-    while drained < 1024 * 1024 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        buf.clear();
-        match monoio::time::timeout(left, stream.read(buf)).await {
-            Ok((Ok(n), b)) if n > 0 => {
-                drained += n;
-                buf = b;
-            }
-            _ => return,
-        }
-    }
+    io::linger(
+        stream,
+        &mut Vec::with_capacity(16 * 1024),
+        Duration::from_secs(1),
+    )
+    .await;
 }
 
 #[cfg(test)]

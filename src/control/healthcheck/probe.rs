@@ -11,6 +11,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::config::HealthCheckConfig;
+use crate::dataplane::http1::head::{Parsed, ResponseHead};
 use crate::dataplane::routing::route::BackendTarget;
 
 /// Longest status line read before giving up on a response.
@@ -128,23 +129,21 @@ async fn exchange<S: AsyncReadRent + monoio::io::AsyncWriteRent>(
     }
 }
 
-/// `HTTP/1.x NNN reason` → NNN.
+/// `HTTP/1.x NNN reason` → NNN, read by the data plane's response-head parser (the line alone, as a
+/// head without fields), so a backend passes the check with exactly the status lines the proxy
+/// forwards.
 pub fn parse_status_line(line: &[u8]) -> Result<u16, String> {
-    let bad = || {
-        format!(
+    let mut head = Vec::with_capacity(line.len() + 4);
+    head.extend_from_slice(line);
+    head.extend_from_slice(b"\r\n\r\n");
+    let mut parsed = ResponseHead::empty();
+    match parsed.parse(&head, head.len(), false) {
+        Ok(Parsed::Complete) => Ok(parsed.status),
+        _ => Err(format!(
             "malformed status line {:?}",
             String::from_utf8_lossy(&line[..line.len().min(80)])
-        )
-    };
-    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(bad)?;
-    let code = rest.get(2..5).ok_or_else(bad)?;
-    if rest.get(1) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
-        return Err(bad());
+        )),
     }
-    if rest.get(5).is_some_and(|b| *b != b' ') {
-        return Err(bad());
-    }
-    Ok(code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
 }
 
 #[cfg(test)]

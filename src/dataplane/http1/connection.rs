@@ -181,21 +181,5 @@ pub async fn read_idle<S: AsyncReadRent>(
 /// After answering a request we could not read, drain what the client is still sending for a moment
 /// before closing, so that our answer is not destroyed by a TCP reset (RFC 9112 §9.6).
 async fn linger<S: ClientStream>(c: &mut ClientConn<S>) {
-    let _ = c.io.shutdown().await;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut scratch = std::mem::take(&mut c.buf);
-    scratch.clear();
-    let mut drained = 0usize;
-    while drained < 1 << 20 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        scratch.clear();
-        match read_more(&mut c.io, &mut scratch, Some(left)).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
-    c.buf = scratch;
+    super::io::linger(&mut c.io, &mut c.buf, Duration::from_secs(2)).await;
 }

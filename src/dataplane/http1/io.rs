@@ -1,10 +1,11 @@
-//! Reads and writes on monoio's owned buffers, with deadlines.
+//! Reads and writes on monoio's owned buffers, with deadlines, and the lingering close after an error
+//! answer. Used by the client connections and by the admin server (`control/admin/http.rs`).
 //!
 //! monoio takes buffers by value; these helpers hide the take-and-give-back dance. A read that times
 //! out loses its buffer and must be followed by closing the stream (io_uring may have completed it).
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -18,10 +19,37 @@ pub async fn read_more<R: AsyncReadRent>(
     if buf.len() == buf.capacity() {
         buf.reserve(buf.capacity().max(4096));
     }
+    let end = buf.capacity();
+    read_into(r, buf, end, timeout).await
+}
+
+/// Reads once, keeping `buf` within `limit` bytes: at most `limit - len` more (and 16 KiB at a time).
+/// `Ok(0)` is end of stream, or `buf` already full.
+pub async fn read_within<R: AsyncReadRent>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    if buf.len() >= limit {
+        return Ok(0);
+    }
+    let want = (limit - buf.len()).min(16 * 1024);
+    buf.reserve(want);
+    let end = buf.len() + want;
+    read_into(r, buf, end, timeout).await
+}
+
+/// Reads once into `buf[len..end]` (`end` within the capacity).
+async fn read_into<R: AsyncReadRent>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    end: usize,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
     let len = buf.len();
-    let cap = buf.capacity();
     let owned = std::mem::take(buf);
-    let read = r.read(owned.slice_mut(len..cap));
+    let read = r.read(owned.slice_mut(len..end));
     let (res, slice) = match timeout {
         Some(d) => match monoio::time::timeout(d, read).await {
             Ok(done) => done,
@@ -86,4 +114,28 @@ pub async fn write_all_vec<W: AsyncWriteRent>(
 ) -> io::Result<()> {
     let end = buf.len();
     write_range(w, buf, 0, end, timeout).await
+}
+
+/// After answering a request that was not read to its end: stop writing, then read and discard what
+/// the peer still sends (for up to `wait` and 1 MiB, in `scratch`), so that closing with unread bytes
+/// does not reset the connection before the peer has read the answer (RFC 9112 §9.6).
+pub async fn linger<S: AsyncReadRent + AsyncWriteRent>(
+    s: &mut S,
+    scratch: &mut Vec<u8>,
+    wait: Duration,
+) {
+    let _ = s.shutdown().await;
+    let deadline = Instant::now() + wait;
+    let mut drained = 0usize;
+    while drained < 1 << 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        scratch.clear();
+        match read_more(s, scratch, Some(left)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }

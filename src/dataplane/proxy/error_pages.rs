@@ -19,28 +19,13 @@ const PAGE_5XX: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><ti
 /// The cache slot (and file name) of the page for malformed requests.
 const MALFORMED: u16 = 0;
 
-/// The reason phrase for a status code.
+/// The reason phrase for a status code: the `http` crate's registered phrase, "Error" for a code it
+/// does not know.
 pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        301 => "Moved Permanently",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        417 => "Expectation Failed",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    }
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
 }
 
 fn builtin_page(status: u16) -> String {

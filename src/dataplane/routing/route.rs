@@ -25,7 +25,7 @@ fn warn_once_per_change(frontend_key: &str, list: &[String], backends: &[Backend
     frontend_key.hash(&mut base);
     list.hash(&mut base);
     let first_time = |extra: usize| {
-        let mut h = base;
+        let mut h = base.clone();
         extra.hash(&mut h);
         let key = h.finish();
         WARNED.with(|w| {

@@ -6,8 +6,9 @@
 //! be released and then gives up (the client gets 503). At most `maxSockets` requests wait per backend:
 //! one more is refused at once, so the queue of waiters never grows with the request rate.
 //!
-//! Slot accounting cannot leak: a slot is a [`Permit`] value, taken before connecting and owned by the
-//! connection (idle or in use) from then on. Dropping the permit, wherever that happens (a failed
+//! Slot accounting cannot leak: a slot is a [`Permit`] (a permit of the backend's local-sync
+//! `Semaphore` of `maxSockets` permits), taken before connecting and owned by the connection (idle or
+//! in use) from then on. Dropping the permit, wherever that happens (a failed
 //! connect, a connection closed on any error path, an idle one swept or found dead, a tunnel taking its
 //! socket), is the only way a slot comes back, and it always does. The same holds for the per-client cap
 //! (`server.maxSocketsPerClient`: backend connections one client address may hold at once, per worker),
@@ -24,7 +25,7 @@
 //! worker): a new backend beyond it takes the place of a pool with no connection in use (its idle
 //! connections closed), or, if every pool is busy, gets `Saturated` (503).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -32,8 +33,10 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use local_sync::oneshot;
+use local_sync::semaphore::{OwnedSemaphorePermit, Semaphore};
+
 use crate::common::fast_hash::FxBuild;
-use crate::common::local_sync::{oneshot, Sender};
 use crate::dataplane::routing::BackendTarget;
 use crate::dataplane::upstream::stream::{BackendAddr, BackendStream};
 
@@ -76,22 +79,41 @@ impl std::fmt::Display for AcquireError {
     }
 }
 
-/// The slots of one backend: how many are taken, and who waits for one. Shared by the pool entry and
+/// The most permits a local-sync `Semaphore` holds (it masks a larger count): `maxSockets` beyond it
+/// is unbounded in practice.
+const MAX_PERMITS: usize = usize::MAX >> 3;
+
+/// The slots of one backend: `maxSockets` permits, and who waits for one. Shared by the pool entry and
 /// every permit of that backend.
-#[derive(Default)]
 struct Slots {
-    taken: Cell<usize>,
-    /// Requests waiting for a slot or an idle connection (bounded by `maxSockets`).
-    waiters: RefCell<VecDeque<Sender<()>>>,
+    permits: Rc<Semaphore>,
+    max: usize,
+    /// Requests waiting for a slot or an idle connection (bounded by `maxSockets`). Hand-written
+    /// rather than the semaphore's own queue: a connection coming back idle (its permit kept) must
+    /// wake a waiter too, which a semaphore cannot express.
+    waiters: RefCell<VecDeque<oneshot::Sender<()>>>,
 }
 
 impl Slots {
+    fn new(max: usize) -> Slots {
+        let max = max.min(MAX_PERMITS);
+        Slots {
+            permits: Rc::new(Semaphore::new(max)),
+            max,
+            waiters: RefCell::default(),
+        }
+    }
+
+    /// Slots held (connections open, idle or in use).
+    fn taken(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+
     fn wake_one(&self) {
         let mut waiters = self.waiters.borrow_mut();
-        // A waiter whose request already gave up is skipped.
+        // A waiter whose request already gave up is skipped (its send fails).
         while let Some(w) = waiters.pop_front() {
-            if w.receiver_alive() {
-                w.send(());
+            if w.send(()).is_ok() {
                 break;
             }
         }
@@ -100,17 +122,16 @@ impl Slots {
 
 /// One of a backend's `maxSockets` slots. Freed (and a waiter woken) when dropped, and only then.
 struct Permit {
+    /// Always `Some` until dropped.
+    permit: Option<OwnedSemaphorePermit>,
     slots: Rc<Slots>,
 }
 
 impl Permit {
-    fn try_take(slots: &Rc<Slots>, max: usize) -> Option<Permit> {
-        let taken = slots.taken.get();
-        if taken >= max {
-            return None;
-        }
-        slots.taken.set(taken + 1);
+    fn try_take(slots: &Rc<Slots>) -> Option<Permit> {
+        let permit = slots.permits.clone().try_acquire_owned().ok()?;
         Some(Permit {
+            permit: Some(permit),
             slots: slots.clone(),
         })
     }
@@ -118,9 +139,8 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.slots
-            .taken
-            .set(self.slots.taken.get().saturating_sub(1));
+        // The slot comes back first, so the waiter woken finds it free.
+        drop(self.permit.take());
         self.slots.wake_one();
     }
 }
@@ -154,10 +174,18 @@ struct Idle {
     _permit: Permit,
 }
 
-#[derive(Default)]
 struct Pool {
     idle: Vec<Idle>,
     slots: Rc<Slots>,
+}
+
+impl Pool {
+    fn new(max_sockets: usize) -> Pool {
+        Pool {
+            idle: Vec::new(),
+            slots: Rc::new(Slots::new(max_sockets)),
+        }
+    }
 }
 
 struct Inner {
@@ -170,18 +198,22 @@ struct Inner {
 impl Inner {
     /// The pool of `addr`, created if needed within [`MAX_POOLS`]: when full, a pool with no
     /// connection in use is dropped to make room (idle ones closed); `None` if all are in use.
-    fn pool_for(&mut self, addr: &BackendAddr) -> Option<&mut Pool> {
+    fn pool_for(&mut self, addr: &BackendAddr, max_sockets: usize) -> Option<&mut Pool> {
         if !self.pools.contains_key(addr) && self.pools.len() >= MAX_POOLS {
             let unused = self
                 .pools
                 .iter()
                 .find(|(_, p)| {
-                    p.slots.taken.get() == p.idle.len() && p.slots.waiters.borrow().is_empty()
+                    p.slots.taken() == p.idle.len() && p.slots.waiters.borrow().is_empty()
                 })
                 .map(|(a, _)| a.clone())?;
             self.pools.remove(&unused);
         }
-        Some(self.pools.entry(addr.clone()).or_default())
+        Some(
+            self.pools
+                .entry(addr.clone())
+                .or_insert_with(|| Pool::new(max_sockets)),
+        )
     }
 }
 
@@ -289,7 +321,7 @@ impl BackendPools {
         let permit = loop {
             let rx = {
                 let mut inner = self.inner.borrow_mut();
-                let Some(pool) = inner.pool_for(&addr) else {
+                let Some(pool) = inner.pool_for(&addr, self.max_sockets) else {
                     return Err(AcquireError::Saturated);
                 };
                 if !fresh_only {
@@ -309,22 +341,22 @@ impl BackendPools {
                             _client: client,
                         });
                     }
-                } else if pool.slots.taken.get() >= self.max_sockets {
+                } else if pool.slots.taken() >= pool.slots.max {
                     // Make room by closing an idle connection, if any.
                     drop(pool.idle.pop());
                 }
-                if let Some(permit) = Permit::try_take(&pool.slots, self.max_sockets) {
+                if let Some(permit) = Permit::try_take(&pool.slots) {
                     break permit;
                 }
                 let mut waiters = pool.slots.waiters.borrow_mut();
                 if waiters.len() >= self.max_sockets {
-                    waiters.retain(|w| w.receiver_alive());
+                    waiters.retain(|w| !w.is_closed());
                     if waiters.len() >= self.max_sockets {
                         // As many requests wait as there are slots: refuse now rather than queue.
                         return Err(AcquireError::Saturated);
                     }
                 }
-                let (tx, rx) = oneshot();
+                let (tx, rx) = oneshot::channel();
                 waiters.push_back(tx);
                 rx
             };
@@ -359,11 +391,15 @@ impl BackendPools {
         let slots = permit.slots.clone();
         {
             let mut inner = self.inner.borrow_mut();
-            let pool = inner.pools.entry(conn.addr.clone()).or_default();
-            if !Rc::ptr_eq(&pool.slots, &slots) {
-                // The pool entry was swept and re-created meanwhile: this slot is not counted there.
+            let Some(pool) = inner
+                .pools
+                .get_mut(&conn.addr)
+                .filter(|pool| Rc::ptr_eq(&pool.slots, &slots))
+            else {
+                // The pool entry was swept (and maybe re-created) meanwhile: this slot is not counted
+                // there.
                 return;
-            }
+            };
             pool.idle.push(Idle {
                 stream,
                 since: Instant::now(),
@@ -380,11 +416,8 @@ impl BackendPools {
         let timeout = self.idle_timeout;
         inner.pools.retain(|_, pool| {
             pool.idle.retain(|i| i.since.elapsed() <= timeout);
-            pool.slots
-                .waiters
-                .borrow_mut()
-                .retain(|w| w.receiver_alive());
-            pool.slots.taken.get() > 0 || !pool.slots.waiters.borrow().is_empty()
+            pool.slots.waiters.borrow_mut().retain(|w| !w.is_closed());
+            pool.slots.taken() > 0 || !pool.slots.waiters.borrow().is_empty()
         });
         let now = Instant::now();
         inner
@@ -403,9 +436,10 @@ impl BackendPools {
     /// (idle, open) connections across all backends, for metrics and tests.
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.inner.borrow();
-        inner.pools.values().fold((0, 0), |(i, o), p| {
-            (i + p.idle.len(), o + p.slots.taken.get())
-        })
+        inner
+            .pools
+            .values()
+            .fold((0, 0), |(i, o), p| (i + p.idle.len(), o + p.slots.taken()))
     }
 
     /// Client addresses holding backend connections right now (for tests and metrics).

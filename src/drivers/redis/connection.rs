@@ -15,6 +15,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use local_sync::oneshot;
 use log::{debug, info, warn};
 use monoio::io::{AsyncWriteRentExt, Splitable};
 use redis::Value;
@@ -23,7 +24,7 @@ use super::handshake::{auth_step, exchange, Step};
 use super::resp::RespReader;
 pub(crate) use super::stream::dial;
 use super::stream::RedisStream;
-use crate::common::local_sync::{oneshot, Notify, Sender};
+use crate::common::local_sync::Notify;
 use crate::config::RedisEndpoint;
 
 /// Why a query got no answer.
@@ -56,7 +57,7 @@ struct Pending {
     expect: usize,
     values: Vec<Value>,
     sent_at: Instant,
-    tx: Sender<Reply>,
+    tx: oneshot::Sender<Reply>,
 }
 
 struct State {
@@ -188,7 +189,7 @@ impl RedisClient {
                     return Err(RedisError::Down);
                 }
             }
-            let (tx, rx) = oneshot();
+            let (tx, rx) = oneshot::channel();
             st.out.extend_from_slice(packed);
             st.queue.push_back(Pending {
                 expect,
@@ -200,8 +201,9 @@ impl RedisClient {
         };
         self.shared.writer_wake.notify_all();
         match monoio::time::timeout(self.shared.timeout, rx).await {
-            Ok(Some(reply)) => reply,
-            Ok(None) => Err(RedisError::ConnectionLost),
+            Ok(Ok(reply)) => reply,
+            // The sender was dropped unused: the connection went away.
+            Ok(Err(_)) => Err(RedisError::ConnectionLost),
             Err(_) => Err(RedisError::Timeout),
         }
     }
@@ -325,7 +327,8 @@ async fn serve(shared: &Rc<Shared>, stream: RedisStream) -> String {
         st.queue.drain(..).collect()
     };
     for p in failed {
-        p.tx.send(Err(RedisError::ConnectionLost));
+        // A caller that gave up (timed out) no longer listens: nothing to tell it.
+        let _ = p.tx.send(Err(RedisError::ConnectionLost));
     }
     shared.writer_wake.notify_all();
     reason
@@ -399,7 +402,7 @@ fn deliver(shared: &Shared, value: Value) -> Result<(), String> {
     if front.values.len() >= front.expect {
         if let Some(done) = st.queue.pop_front() {
             drop(st);
-            done.tx.send(Ok(done.values));
+            let _ = done.tx.send(Ok(done.values));
         }
     }
     Ok(())

@@ -4,6 +4,9 @@
 //! read so far hold one. [`frame_len`] answers that without building values. It does not interpret
 //! content beyond lengths.
 //!
+//! Hand-written because no crate in the tree frames RESP without its own I/O: redis-rs's async
+//! connection (which has one) needs tokio, and its parser only takes complete values.
+//!
 //! Replies are bounded (README, "Limits"): a frame over [`MAX_FRAME_BYTES`] (declared or buffered) or an
 //! aggregate of more than [`MAX_ELEMENTS`] elements is a protocol error, which closes the connection,
 //! and a buffer grown by a large reply is given back once it has been parsed.
