@@ -464,9 +464,15 @@ fn acme_tls_alpn_flood_costs_bounded_lookups_and_new_challenges_are_served() {
          lookups (bound {bound}), {skipped} refused without one"
     );
     assert_eq!(flooded, 400);
-    assert!(lookups <= bound, "{lookups} lookups for {flooded} handshakes");
+    assert!(
+        lookups <= bound,
+        "{lookups} lookups for {flooded} handshakes"
+    );
     // Every handshake of the flood was either looked up or refused by the budget.
-    assert!(lookups + skipped >= flooded, "{lookups} + {skipped} < {flooded}");
+    assert!(
+        lookups + skipped >= flooded,
+        "{lookups} + {skipped} < {flooded}"
+    );
 
     // A challenge written now, while a flood keeps the budget spent, is served within a second
     // (its notification drops the remembered "none" and lets its lookup through).
@@ -628,10 +634,7 @@ fn admin_certificates_are_listed_a_page_at_a_time() {
             match e["source"].as_str().unwrap() {
                 "redis" => {
                     assert!(e["notAfter"].as_str().is_some(), "{e}");
-                    assert!(
-                        file_names.is_empty(),
-                        "Redis names come before the files"
-                    );
+                    assert!(file_names.is_empty(), "Redis names come before the files");
                     redis_names.insert(name);
                 }
                 "file" => file_names.push(name),
@@ -651,7 +654,10 @@ fn admin_certificates_are_listed_a_page_at_a_time() {
     sorted.sort();
     assert_eq!(file_names, sorted, "files sorted by name");
     for name in ["default.test", "file.test", "*.filewild.test"] {
-        assert!(file_names.iter().any(|n| n == name), "{name}: {file_names:?}");
+        assert!(
+            file_names.iter().any(|n| n == name),
+            "{name}: {file_names:?}"
+        );
     }
     // Pages of one: the files one by one too, and the same set.
     let mut cursor = "0".to_string();
@@ -667,15 +673,18 @@ fn admin_certificates_are_listed_a_page_at_a_time() {
     }
     assert!(seen >= 250 + file_names.len(), "{seen}");
     // Bad parameters.
-    for q in ["cursor=x", "cursor=r12x", "count=0", "count=501", "count=many"] {
+    for q in [
+        "cursor=x",
+        "cursor=r12x",
+        "count=0",
+        "count=501",
+        "count=many",
+    ] {
         assert_eq!(admin.get(&format!("/certificates?{q}")).status, 400, "{q}");
     }
     // The plain list is unchanged: every name at once.
     let all = admin.get("/certificates");
-    assert_eq!(
-        all.json.as_array().unwrap().len(),
-        250 + file_names.len()
-    );
+    assert_eq!(all.json.as_array().unwrap().len(), 250 + file_names.len());
 }
 
 #[test]

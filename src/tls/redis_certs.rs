@@ -868,18 +868,12 @@ mod tests {
         assert!(matches!(c.get("real.test", t0), AlpnKnown::Ask));
         // The budget refills at its rate, never above the burst.
         let t1 = t0 + Duration::from_millis(500);
-        assert_eq!(
-            asks(&mut c, "b", t1),
-            (ALPN_LOOKUPS_PER_SEC / 2.0) as usize
-        );
+        assert_eq!(asks(&mut c, "b", t1), (ALPN_LOOKUPS_PER_SEC / 2.0) as usize);
         let t2 = t1 + Duration::from_secs(3600);
         assert_eq!(asks(&mut c, "c", t2), ALPN_LOOKUP_BURST as usize);
         // Answers are reused for their time, then asked for again; a write drops them at once.
         c.put("none.test", None, t2);
-        assert!(matches!(
-            c.get("none.test", t2),
-            AlpnKnown::Answer(None)
-        ));
+        assert!(matches!(c.get("none.test", t2), AlpnKnown::Answer(None)));
         assert!(!matches!(
             c.get("none.test", t2 + ALPN_UNTRACKED_TTL),
             AlpnKnown::Answer(_)

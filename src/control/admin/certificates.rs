@@ -404,7 +404,15 @@ mod tests {
         for c in [PageCursor::Redis("1792".into()), PageCursor::Files(3)] {
             assert_eq!(PageCursor::parse(Some(&c.render())), Some(c));
         }
-        for bad in ["r", "f", "x1", "r-1", "f1e3", "1792", &format!("r{}", "9".repeat(21))] {
+        for bad in [
+            "r",
+            "f",
+            "x1",
+            "r-1",
+            "f1e3",
+            "1792",
+            &format!("r{}", "9".repeat(21)),
+        ] {
             assert_eq!(PageCursor::parse(Some(bad)), None, "{bad}");
         }
     }
