@@ -352,6 +352,7 @@ start_proxies() {         # start_proxies [SCENARIO]: tls-files gives hipache-tp
                 wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_H_HTTP/30" 127.0.0.1
                 ;;
             nginx)
+                local p
                 for p in "$P_N_HTTP" "$P_N_TLS" "$P_N_H2C" "$P_N_CHECK"; do assert_port_free "$p"; done
                 [ "$SNI" = 1 ] && assert_port_free "$P_N_SNI"
                 start_proc nginx "$PROXY_CPU" "$OUT/logs/nginx-stderr.log" \
@@ -517,10 +518,10 @@ for s in ${SCENARIOS//,/ }; do
             for r in $(seq "$ROUNDS"); do
                 pair=(tls-redis tls-files)
                 [ $((r % 2)) = 0 ] && pair=(tls-files tls-redis)
-                for p in "${pair[@]}"; do
-                    start_proxies "$p"
-                    sni_check "$p"
-                    measure_round "$p" "$r"
+                for sc in "${pair[@]}"; do
+                    start_proxies "$sc"
+                    sni_check "$sc"
+                    measure_round "$sc" "$r"
                     stop_proxies
                 done
             done
