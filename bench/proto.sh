@@ -4,6 +4,8 @@
 #
 #   bench/proto.sh                                  everything (about 12 minutes with the defaults)
 #   bench/proto.sh --duration 3 --rounds 1 --scenarios tls,h2     quick check
+#   bench/proto.sh --scenarios tls-redis,tls-files --targets hipache-tpc,nginx
+#                                                   certificates from Redis vs files, 1,000 SNI names
 set -euo pipefail
 
 usage() {
@@ -14,8 +16,11 @@ usage: bench/proto.sh [options]
   --warmup S          unmeasured run before each measured run           [WARMUP=1]
   --rounds N          interleaved rounds (median over rounds)           [ROUNDS=3]
   --connections N     wrk connections of the TLS scenarios              [CONNECTIONS=64]
-  --scenarios LIST    comma list of: tls,tls-close,h2,h2c,ws-64,ws-1k,ws-16k
+  --scenarios LIST    comma list of: tls,tls-close,tls-redis,tls-files,h2,h2c,ws-64,ws-1k,ws-16k
                                                                         [SCENARIOS=all of them]
+                      tls-redis, tls-files: a new connection per request, SNI rotating over
+                      --sni-names names, each with its own certificate: from Redis (tls:<name>,
+                      hipache-tpc only) or from files (certificatesDir; nginx: a server block each)
   --targets LIST      comma list of: hipache-tpc,nginx,floor (floor: the minimal relay of
                       examples/floor_relay.rs, ws-* scenarios only)    [TARGETS=hipache-tpc,nginx,floor]
   --h2-clients N, --h2-streams N   h2load -c and -m                     [H2_CLIENTS=16, H2_STREAMS=10]
@@ -23,7 +28,10 @@ usage: bench/proto.sh [options]
   --ws-window N       messages in flight per tunnel                     [WS_WINDOW=1]
   --ws-backends N     echo server processes (on the client core)        [WS_BACKENDS=2]
   --ws-clients N      load client processes (on the client core)        [WS_CLIENTS=1]
+  --sni-names N       names (and certificates) of tls-redis, tls-files  [SNI_NAMES=1000]
+  --sni-clients N     threads of their load client (examples/sni_rotate.rs) [SNI_CLIENTS=16]
   --key-type ec|rsa   certificate key: ECDSA P-256 or RSA 2048          [KEY_TYPE=ec]
+                      (tls-redis and tls-files always use ECDSA P-256 leaves)
   --proxy-cpu N       core of the proxies                               [PROXY_CPU=0]
   --client-cpu N      core of the load generators, backends and redis   [CLIENT_CPU=1]
   --out DIR           results folder       [OUT=bench/results/proto-<date>-<time>]
@@ -44,7 +52,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
-ALL_SCENARIOS="tls,tls-close,h2,h2c,ws-64,ws-1k,ws-16k"
+ALL_SCENARIOS="tls,tls-close,tls-redis,tls-files,h2,h2c,ws-64,ws-1k,ws-16k"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 TARGETS=${TARGETS:-hipache-tpc,nginx,floor}
 H2_CLIENTS=${H2_CLIENTS:-16}
@@ -53,6 +61,9 @@ WS_TUNNELS=${WS_TUNNELS:-64}
 WS_WINDOW=${WS_WINDOW:-1}
 WS_BACKENDS=${WS_BACKENDS:-2}
 WS_CLIENTS=${WS_CLIENTS:-1}
+SNI_NAMES=${SNI_NAMES:-1000}
+SNI_CLIENTS=${SNI_CLIENTS:-16}
+SNI_PATTERN=s%d.sni.test
 KEY_TYPE=${KEY_TYPE:-ec}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -68,7 +79,8 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift; continue ;;
         --no-install) INSTALL=0; shift; continue ;;
         --duration|--warmup|--rounds|--connections|--scenarios|--targets|--h2-clients|--h2-streams|\
-        --ws-tunnels|--ws-window|--ws-backends|--ws-clients|--key-type|--proxy-cpu|--client-cpu|--out) ;;
+        --ws-tunnels|--ws-window|--ws-backends|--ws-clients|--sni-names|--sni-clients|--key-type|\
+        --proxy-cpu|--client-cpu|--out) ;;
         *) echo "proto.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
     esac
     [ $# -ge 2 ] || { echo "proto.sh: $opt needs a value (see --help)" >&2; exit 2; }
@@ -86,6 +98,8 @@ while [ $# -gt 0 ]; do
         --ws-window) WS_WINDOW=$val ;;
         --ws-backends) WS_BACKENDS=$val ;;
         --ws-clients) WS_CLIENTS=$val ;;
+        --sni-names) SNI_NAMES=$val ;;
+        --sni-clients) SNI_CLIENTS=$val ;;
         --key-type) KEY_TYPE=$val ;;
         --proxy-cpu) PROXY_CPU=$val ;;
         --client-cpu) CLIENT_CPU=$val ;;
@@ -95,12 +109,14 @@ while [ $# -gt 0 ]; do
 done
 
 for n in DURATION WARMUP ROUNDS CONNECTIONS H2_CLIENTS H2_STREAMS WS_TUNNELS WS_WINDOW WS_BACKENDS \
-         WS_CLIENTS PROXY_CPU CLIENT_CPU; do
+         WS_CLIENTS SNI_NAMES SNI_CLIENTS PROXY_CPU CLIENT_CPU; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, got '${!n}'"
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNECTIONS" -ge 1 ] || die "duration, rounds and connections must be at least 1"
 [ "$WS_TUNNELS" -ge 1 ] && [ "$WS_WINDOW" -ge 1 ] && [ "$WS_BACKENDS" -ge 1 ] && [ "$WS_CLIENTS" -ge 1 ] ||
     die "the WebSocket counts must be at least 1"
+[ "$SNI_NAMES" -ge 1 ] && [ "$SNI_NAMES" -le 100000 ] && [ "$SNI_CLIENTS" -ge 1 ] ||
+    die "--sni-names must be 1 to 100000 and --sni-clients at least 1"
 for s in ${SCENARIOS//,/ }; do
     in_list "$s" "$ALL_SCENARIOS" || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
 done
@@ -108,6 +124,8 @@ for t in ${TARGETS//,/ }; do
     in_list "$t" "hipache-tpc,nginx,floor" || die "unknown target '$t' (hipache-tpc, nginx, floor)"
 done
 in_list "$KEY_TYPE" "ec,rsa" || die "--key-type must be ec or rsa"
+SNI=0
+{ in_list tls-redis "$SCENARIOS" || in_list tls-files "$SCENARIOS"; } && SNI=1
 ncpu=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)
 [ "$PROXY_CPU" -lt "$ncpu" ] && [ "$CLIENT_CPU" -lt "$ncpu" ] || die "cores $PROXY_CPU and $CLIENT_CPU do not both exist (this machine has $ncpu)"
 [ "$PROXY_CPU" != "$CLIENT_CPU" ] || die "the proxy core and the client core must differ"
@@ -122,6 +140,7 @@ ldd "$(command -v wrk)" 2>/dev/null | grep -q libssl || wrk_ssl=0
     die "this wrk is built without OpenSSL (no https): install Debian's wrk"
 in_list hipache-tpc "$TARGETS" && build_hipache "$BUILD"
 in_list floor "$TARGETS" && build_floor "$BUILD"
+[ "$SNI" = 1 ] && build_sni_client "$BUILD"
 [ -n "${HIPACHE_BIN:-}" ] || HIPACHE_BIN="$ROOT/target/release/hipache-tpc"
 
 [ -n "$OUT" ] || OUT="$HERE/results/proto-$(date +%Y%m%d-%H%M%S)"
@@ -131,8 +150,8 @@ RUNS="$OUT/runs.jsonl"
 : >"$RUNS"
 raise_nofile $((4 * CONNECTIONS + 4 * WS_TUNNELS + 1000))
 
-read -r P_REDIS P_BACK_A P_BACK_B P_WS P_H_HTTP P_H_TLS P_N_HTTP P_N_TLS P_N_H2C P_N_CHECK P_FLOOR \
-    < <(python3 "$PY" freeports 11)
+read -r P_REDIS P_BACK_A P_BACK_B P_WS P_H_HTTP P_H_TLS P_N_HTTP P_N_TLS P_N_H2C P_N_CHECK P_FLOOR P_N_SNI \
+    < <(python3 "$PY" freeports 12)
 
 python3 "$PY" machine >"$OUT/machine.json"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -153,6 +172,12 @@ openssl req -x509 "${keyopt[@]}" -nodes -keyout "$KEY" -out "$CERT" -days 30 -su
     -addext "subjectAltName=DNS:localhost,DNS:bench.test,DNS:ws.bench.test,IP:127.0.0.1" >"$OUT/logs/openssl.log" 2>&1 ||
     die "openssl could not make the certificate; see $OUT/logs/openssl.log"
 chmod 600 "$KEY"
+# tls-redis, tls-files: a private CA and one leaf per name (the certificatesDir layout).
+SNI_DIR="$OUT/tls/sni"
+if [ "$SNI" = 1 ]; then
+    "$SNI_BIN" gen --names "$SNI_NAMES" --pattern "$SNI_PATTERN" --dir "$SNI_DIR" ||
+        die "sni_rotate could not make the certificates"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Redis, the HTTP backend and the WebSocket echo servers, all on the client core.
@@ -162,15 +187,19 @@ assert_port_free "$P_WS"
 start_proc ws-echo "$CLIENT_CPU" "$OUT/logs/ws-echo.log" \
     python3 "$WS" echo-server --port "$P_WS" --procs "$WS_BACKENDS" --name ws1
 wait_http ws-echo "$OUT/logs/ws-echo.log" "http://127.0.0.1:$P_WS/"
+sni_setup=()
+# Every name routed (frontend:<name>), and its certificate in tls:<name> (planb's hash).
+[ "$SNI" = 1 ] && sni_setup=(--vhosts "$SNI_NAMES" --vhost-pattern "$SNI_PATTERN" --tls-dir "$SNI_DIR/certs")
 python3 "$PY" redis-setup --port "$P_REDIS" --backend "http://127.0.0.1:$P_BACK_A" --host 127.0.0.1 \
-    --host localhost
+    --host localhost "${sni_setup[@]}"
 redis-cli -p "$P_REDIS" del frontend:ws.bench.test >/dev/null
 redis-cli -p "$P_REDIS" rpush frontend:ws.bench.test ws "http://127.0.0.1:$P_WS" >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 # Proxies.
-write_hipache_proto_conf() {
-    cat >"$OUT/conf/hipache-tpc.json" <<EOF
+write_hipache_proto_conf() {     # write_hipache_proto_conf NAME EXTRA_HTTPS_KEYS
+    local conf="$OUT/conf/$1.json"
+    cat >"$conf" <<EOF
 {
     "server": {
         "workers": 1,
@@ -181,12 +210,12 @@ write_hipache_proto_conf() {
         "lruCache": { "size": 10000, "ttl": 1 }
     },
     "http": { "port": $P_H_HTTP, "bind": ["127.0.0.1"] },
-    "https": { "port": $P_H_TLS, "bind": ["127.0.0.1"], "key": "$KEY", "cert": "$CERT" },
+    "https": { "port": $P_H_TLS, "bind": ["127.0.0.1"], "key": "$KEY", "cert": "$CERT"$2 },
     "driver": "redis://127.0.0.1:$P_REDIS"
 }
 EOF
-    "$HIPACHE_BIN" --dry -c "$OUT/conf/hipache-tpc.json" >"$OUT/conf/hipache-tpc.json.dry" 2>&1 ||
-        die "hipache-tpc rejects its configuration: $(cat "$OUT/conf/hipache-tpc.json.dry")"
+    "$HIPACHE_BIN" --dry -c "$conf" >"$conf.dry" 2>&1 ||
+        die "hipache-tpc rejects its configuration: $(cat "$conf.dry")"
 }
 
 write_nginx_proto_conf() {
@@ -267,6 +296,7 @@ http {
             proxy_send_timeout 300s;
         }
     }
+    include $d/sni-servers.conf;
     server {
         # Not measured: used once at start-up to see whether wrk resumes TLS sessions.
         listen 127.0.0.1:$P_N_CHECK ssl;
@@ -276,24 +306,55 @@ http {
     }
 }
 EOF
+    # tls-files: one server block per name, each with its certificate, on its own listener.
+    : >"$d/sni-servers.conf"
+    if [ "$SNI" = 1 ]; then
+        echo "server_names_hash_max_size $((4 * SNI_NAMES + 512)); server_names_hash_bucket_size 64;" >>"$d/sni-servers.conf"
+        local i n opts
+        for ((i = 0; i < SNI_NAMES; i++)); do
+            n=${SNI_PATTERN//%d/$i}
+            # Listen options may be given once per address: on the first block.
+            opts=""
+            [ "$i" = 0 ] && opts=" default_server backlog=4096"
+            cat >>"$d/sni-servers.conf" <<EOF
+server {
+    listen 127.0.0.1:$P_N_SNI ssl$opts;
+    server_name $n;
+    ssl_certificate $SNI_DIR/certs/$n.crt;
+    ssl_certificate_key $SNI_DIR/certs/$n.key;
+    location / {
+        proxy_pass http://backend;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host \$host;
+        proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+}
+EOF
+        done
+    fi
     nginx -t -q -p "$d/" -e "$OUT/logs/nginx-error.log" -c "$d/nginx.conf" ||
         die "nginx rejects $d/nginx.conf"
 }
 
 declare -A PLOG=([hipache-tpc]="$OUT/logs/hipache-tpc.log" [nginx]="$OUT/logs/nginx-error.log"
                  [floor]="$OUT/logs/floor.log")
-start_proxies() {
-    local t
+start_proxies() {         # start_proxies [SCENARIO]: tls-files gives hipache-tpc its certificate files
+    local t conf=hipache-tpc
+    [ "${1:-}" = tls-files ] && conf=hipache-tpc-files
     for t in ${TARGETS//,/ }; do
         case "$t" in
             hipache-tpc)
                 assert_port_free "$P_H_HTTP"; assert_port_free "$P_H_TLS"
                 start_proc hipache-tpc "$PROXY_CPU" "${PLOG[$t]}" env RUST_LOG=warn \
-                    "$HIPACHE_BIN" -c "$OUT/conf/hipache-tpc.json"
+                    "$HIPACHE_BIN" -c "$OUT/conf/$conf.json"
                 wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_H_HTTP/30" 127.0.0.1
                 ;;
             nginx)
+                local p
                 for p in "$P_N_HTTP" "$P_N_TLS" "$P_N_H2C" "$P_N_CHECK"; do assert_port_free "$p"; done
+                [ "$SNI" = 1 ] && assert_port_free "$P_N_SNI"
                 start_proc nginx "$PROXY_CPU" "$OUT/logs/nginx-stderr.log" \
                     nginx -p "$OUT/nginx-proxy/" -e "$OUT/logs/nginx-error.log" -c "$OUT/nginx-proxy/nginx.conf"
                 wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_N_HTTP/"
@@ -313,7 +374,13 @@ stop_proxies() {
 }
 
 write_nginx_proto_conf
-in_list hipache-tpc "$TARGETS" && write_hipache_proto_conf
+if in_list hipache-tpc "$TARGETS"; then
+    # The usual configuration (also tls-redis's: certificates from Redis are on with the Redis
+    # driver), and tls-files': the same names from certificate files, Redis certificates off.
+    write_hipache_proto_conf hipache-tpc ""
+    [ "$SNI" = 1 ] && write_hipache_proto_conf hipache-tpc-files \
+        ", \"certificatesDir\": \"$SNI_DIR/certs\", \"redisCertificates\": false"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # What the clients negotiate: protocol, cipher, group, ALPN; and whether wrk resumes sessions.
@@ -362,6 +429,7 @@ tls_checks() {
 port_of() {              # port_of TARGET SCENARIO
     case "$1:$2" in
         hipache-tpc:tls*|hipache-tpc:h2) echo "$P_H_TLS" ;;
+        nginx:tls-files) echo "$P_N_SNI" ;;
         hipache-tpc:*) echo "$P_H_HTTP" ;;
         nginx:tls*|nginx:h2) echo "$P_N_TLS" ;;
         nginx:h2c) echo "$P_N_H2C" ;;
@@ -370,7 +438,15 @@ port_of() {              # port_of TARGET SCENARIO
     esac
 }
 ws_size() { case "$1" in ws-64) echo 64 ;; ws-1k) echo 1024 ;; ws-16k) echo 16384 ;; esac; }
-tool_of() { case "$1" in tls*) echo wrk ;; h2*) echo h2load ;; ws-*) echo ws ;; esac; }
+tool_of() { case "$1" in tls-redis|tls-files) echo sni ;; tls*) echo wrk ;; h2*) echo h2load ;; ws-*) echo ws ;; esac; }
+# Which target runs a scenario: the floor relay speaks no TLS and no HTTP/2 (tunnels only); nginx
+# has no certificates from Redis.
+runs() {                 # runs TARGET SCENARIO
+    case "$1:$2" in
+        floor:ws-*) return 0 ;;
+        floor:*|nginx:tls-redis) return 1 ;;
+    esac
+}
 
 load_args() {            # load_args SCENARIO TARGET DURATION: one argument per line
     local s=$1 t=$2 d=$3 port
@@ -381,6 +457,8 @@ load_args() {            # load_args SCENARIO TARGET DURATION: one argument per 
                        -H "Connection: close" "https://localhost:$port/30" ;;
         h2) printf '%s\n' -n AUTO -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 "https://localhost:$port/30" ;;
         h2c) printf '%s\n' -n AUTO -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 "http://localhost:$port/30" ;;
+        tls-redis|tls-files) printf '%s\n' "$SNI_BIN" load --port "$port" --names "$SNI_NAMES" \
+                                 --pattern "$SNI_PATTERN" --threads "$SNI_CLIENTS" --duration "$d" --path /30 ;;
         ws-*) printf '%s\n' --port "$port" --host ws.bench.test --tunnels "$WS_TUNNELS" \
                   --size "$(ws_size "$s")" --window "$WS_WINDOW" --procs "$WS_CLIENTS" \
                   --duration "$d" --warmup "$WARMUP" ;;
@@ -394,30 +472,66 @@ say "$ROUNDS round(s) x ${DURATION}s (+${WARMUP}s warm-up)"
 start_proxies
 tls_checks
 stop_proxies
+sni_check() {            # sni_check SCENARIO: every name gets its own certificate, verified (and the
+                         # certificate caches are filled)
+    local t
+    [ "$(tool_of "$1")" = sni ] || return 0
+    for t in "${TARGET_LIST[@]}"; do
+        runs "$t" "$1" || continue
+        taskset -c "$CLIENT_CPU" "$SNI_BIN" check --port "$(port_of "$t" "$1")" --names "$SNI_NAMES" \
+            --pattern "$SNI_PATTERN" --ca "$SNI_DIR/ca.pem" --path /30 ||
+            die "$t/$1: a name did not get its certificate (see above)"
+    done
+}
+
+measure_round() {        # measure_round SCENARIO ROUND: each target once, in a rotating order
+    local s=$1 r=$2 i t tool order=()
+    for i in $(seq 0 $((n - 1))); do order+=("${TARGET_LIST[$(((i + r - 1) % n))]}"); done
+    for t in "${order[@]}"; do
+        tool=$(tool_of "$s")
+        runs "$t" "$s" || continue
+        if { [ "$tool" = wrk ] || [ "$tool" = sni ]; } && [ "$WARMUP" -gt 0 ]; then
+            mapfile -t args < <(load_args "$s" "$t" "$WARMUP")
+            [ "$tool" = wrk ] && args=(wrk "${args[@]}")
+            taskset -c "$CLIENT_CPU" "${args[@]}" >/dev/null 2>&1 ||
+                die "warm-up failed for $t/$s: ${args[*]}"
+        fi
+        # h2load: its calibration run is the warm-up; ws: the client warms up itself.
+        mapfile -t args < <(load_args "$s" "$t" "$DURATION")
+        python3 "$PY" run-one --out "$RUNS" --pass-name proto --scenario "$s" --tool "$tool" \
+            --target "$t" --round "$r" --connections "$CONNECTIONS" --duration "$DURATION" \
+            --proxy-pid "${PID[$t]}" --proxy-log "${PLOG[$t]}" \
+            --backend-pid "$([ "$tool" = ws ] && echo "${PID[ws-echo]}" || echo "${PID[backend]}")" \
+            --redis-pid "${PID[redis]}" --redis-port "$P_REDIS" --client-cpu "$CLIENT_CPU" \
+            -- "${args[@]}" || die "measured run failed: $t/$s round $r"
+        check_alive "$t" "${PLOG[$t]}"
+    done
+}
+
 for s in ${SCENARIOS//,/ }; do
-    start_proxies
+    if [ "$s" = tls-redis ] || [ "$s" = tls-files ]; then
+        if in_list tls-redis "$SCENARIOS" && in_list tls-files "$SCENARIOS"; then
+            # Both: their rounds interleaved (Redis then files, files then Redis, ...), each with
+            # freshly started proxies, so that the load of a shared machine weighs on both alike.
+            [ "${sni_pair_done:-0}" = 1 ] && continue
+            sni_pair_done=1
+            for r in $(seq "$ROUNDS"); do
+                pair=(tls-redis tls-files)
+                [ $((r % 2)) = 0 ] && pair=(tls-files tls-redis)
+                for sc in "${pair[@]}"; do
+                    start_proxies "$sc"
+                    sni_check "$sc"
+                    measure_round "$sc" "$r"
+                    stop_proxies
+                done
+            done
+            continue
+        fi
+    fi
+    start_proxies "$s"
+    sni_check "$s"
     for r in $(seq "$ROUNDS"); do
-        order=()
-        for i in $(seq 0 $((n - 1))); do order+=("${TARGET_LIST[$(((i + r - 1) % n))]}"); done
-        for t in "${order[@]}"; do
-            tool=$(tool_of "$s")
-            # The floor relay speaks no TLS and no HTTP/2: it measures tunnels only.
-            [ "$t" = floor ] && [ "$tool" != ws ] && continue
-            if [ "$tool" = wrk ] && [ "$WARMUP" -gt 0 ]; then
-                mapfile -t args < <(load_args "$s" "$t" "$WARMUP")
-                taskset -c "$CLIENT_CPU" wrk "${args[@]}" >/dev/null 2>&1 ||
-                    die "wrk warm-up failed for $t/$s: wrk ${args[*]}"
-            fi
-            # h2load: its calibration run is the warm-up; ws: the client warms up itself.
-            mapfile -t args < <(load_args "$s" "$t" "$DURATION")
-            python3 "$PY" run-one --out "$RUNS" --pass-name proto --scenario "$s" --tool "$tool" \
-                --target "$t" --round "$r" --connections "$CONNECTIONS" --duration "$DURATION" \
-                --proxy-pid "${PID[$t]}" --proxy-log "${PLOG[$t]}" \
-                --backend-pid "$([ "$tool" = ws ] && echo "${PID[ws-echo]}" || echo "${PID[backend]}")" \
-                --redis-pid "${PID[redis]}" --redis-port "$P_REDIS" --client-cpu "$CLIENT_CPU" \
-                -- "${args[@]}" || die "measured run failed: $t/$s round $r"
-            check_alive "$t" "${PLOG[$t]}"
-        done
+        measure_round "$s" "$r"
     done
     stop_proxies
 done
@@ -436,6 +550,14 @@ EOF
     echo
     echo "Proxies pinned to core $PROXY_CPU (one worker each); load generators, backend nginx,"
     echo "echo servers ($WS_BACKENDS processes) and redis on core $CLIENT_CPU. Certificate: $KEY_TYPE."
+    if [ "$SNI" = 1 ]; then
+        echo
+        echo "tls-redis, tls-files: every request on a new connection (full TLS 1.3 handshake, no resumption),"
+        echo "SNI rotating over $SNI_NAMES names, each with its own ECDSA P-256 certificate: from Redis"
+        echo "(tls:<name>; nginx has no Redis certificates) or from files (hipache-tpc: certificatesDir,"
+        echo "Redis certificates off; nginx: a server block per name). Load client: examples/sni_rotate.rs,"
+        echo "$SNI_CLIENTS threads on core $CLIENT_CPU. \"proxy CPU µs/req\" is the proxy's CPU per handshake + request."
+    fi
     echo
     echo '```'
     cat "$OUT/tls/negotiated.txt"

@@ -393,6 +393,111 @@ fn acme_tls_alpn_challenge_is_served_and_closed() {
     assert_eq!(tls.alpn().as_deref(), Some(&b"http/1.1"[..]));
 }
 
+/// How many times Redis ran `cmd` since the last `CONFIG RESETSTAT` (INFO commandstats).
+fn command_calls(redis: &RedisServer, cmd: &str) -> u64 {
+    let stats: String = redis.cmd(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+fn alpn_only(name: &str) -> ClientOptions {
+    let mut opts = ClientOptions::sni(name);
+    opts.alpn = vec![b"acme-tls/1".to_vec()];
+    opts
+}
+
+#[test]
+fn acme_tls_alpn_flood_costs_bounded_lookups_and_new_challenges_are_served() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // The per-core budget of README "Certificates in Redis" (src/tls/redis_certs.rs).
+    const BURST: f64 = 20.0;
+    const PER_SEC: f64 = 20.0;
+    const WORKERS: f64 = 2.0;
+    let redis = RedisServer::start();
+    let s = start(&redis.url(0), json!({}));
+    common::proxy::wait_for_notifications(&s.proxy, 2);
+    // A name asked for before its challenge exists: both cores remember "none".
+    for _ in 0..8 {
+        assert!(connect(s.https, alpn_only("late.test")).is_err());
+    }
+    // A flood of acme-tls/1 ClientHellos for random names: every one refused, and Redis asked at
+    // most the budget's worth.
+    let https = s.https;
+    let flood = |threads: usize, each: usize, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>| {
+        (0..threads)
+            .map(|t| {
+                let (stop, done) = (stop.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let seed = std::process::id() as usize;
+                    for i in 0..each {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let name = format!("f{seed}x{t}x{i}.flood.test");
+                        assert!(connect(https, alpn_only(&name)).is_err(), "{name} served");
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    redis.cmd::<()>(&["CONFIG", "RESETSTAT"]);
+    let skipped_before = s.metric("hipache_tls_acme_challenge_lookups_skipped_total");
+    let done = Arc::new(AtomicUsize::new(0));
+    let t = Instant::now();
+    for h in flood(4, 100, Arc::new(AtomicBool::new(false)), done.clone()) {
+        h.join().unwrap();
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let flooded = done.load(Ordering::Relaxed) as u64;
+    let lookups = command_calls(&redis, "hmget");
+    let skipped = s.metric("hipache_tls_acme_challenge_lookups_skipped_total") - skipped_before;
+    let bound = (WORKERS * (BURST + PER_SEC * elapsed.ceil())) as u64;
+    eprintln!(
+        "{flooded} acme-tls/1 handshakes for random names in {elapsed:.2} s: {lookups} Redis \
+         lookups (bound {bound}), {skipped} refused without one"
+    );
+    assert_eq!(flooded, 400);
+    assert!(
+        lookups <= bound,
+        "{lookups} lookups for {flooded} handshakes"
+    );
+    // Every handshake of the flood was either looked up or refused by the budget.
+    assert!(
+        lookups + skipped >= flooded,
+        "{lookups} + {skipped} < {flooded}"
+    );
+
+    // A challenge written now, while a flood keeps the budget spent, is served within a second
+    // (its notification drops the remembered "none" and lets its lookup through).
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = flood(2, 1_000_000, stop.clone(), Arc::new(AtomicUsize::new(0)));
+    let (c, k) = s.ca.issue_pem(&["late.test"]);
+    let t = Instant::now();
+    redis.cmd::<()>(&["HSET", "acme:alpn:late.test", "certificate", &c, "key", &k]);
+    let served = |s: &Setup| {
+        connect(s.https, alpn_only("late.test")).is_ok_and(|t| t.leaf_names() == ["late.test"])
+    };
+    let in_time = wait_until(Duration::from_secs(1), || served(&s));
+    let took = t.elapsed();
+    // Both cores serve it (connections spread over them).
+    let all = (0..8).all(|_| served(&s));
+    stop.store(true, Ordering::Relaxed);
+    for h in background {
+        h.join().unwrap();
+    }
+    assert!(in_time, "challenge not served within 1 s during a flood");
+    assert!(all, "a core did not serve the challenge");
+    eprintln!("challenge served {took:?} after it was written, during a flood");
+    assert!(s.metric("hipache_tls_acme_challenge_lookups_skipped_total") > skipped);
+}
+
 #[test]
 fn admin_certificates_endpoints() {
     let redis = RedisServer::start();
@@ -483,6 +588,103 @@ fn admin_certificates_endpoints() {
     assert!(wait_until(Duration::from_secs(1), || s
         .names(Some("api.test"))
         == vec!["default.test"]));
+}
+
+#[test]
+fn admin_certificates_are_listed_a_page_at_a_time() {
+    let redis = RedisServer::start();
+    let backend = Backend::start("b");
+    let s = start(&redis.url(0), json!({}));
+    let admin = common::admin::Admin { port: s.admin };
+    // 250 certificates in Redis among other keys (SCAN walks them all), and the listener's files.
+    let (c, k) = s.ca.issue_pem(&["*.page.test"]);
+    let mut con = redis.conn(0);
+    let mut pipe = redis::pipe();
+    let stored: std::collections::BTreeSet<String> =
+        (0..250).map(|i| format!("n{i}.page.test")).collect();
+    for name in &stored {
+        pipe.cmd("HSET")
+            .arg(format!("tls:{name}"))
+            .arg("certificate")
+            .arg(&c)
+            .arg("key")
+            .arg(&k)
+            .ignore();
+        pipe.cmd("RPUSH")
+            .arg(format!("frontend:{name}"))
+            .arg("p")
+            .arg(backend.url())
+            .ignore();
+    }
+    pipe.query::<()>(&mut con).unwrap();
+    const COUNT: usize = 40;
+    let mut cursor = "0".to_string();
+    let mut pages = 0;
+    let mut redis_names = std::collections::BTreeSet::new();
+    let mut file_names = Vec::new();
+    loop {
+        pages += 1;
+        assert!(pages <= 100, "the walk does not end");
+        let a = admin.get(&format!("/certificates?cursor={cursor}&count={COUNT}"));
+        assert_eq!(a.status, 200, "{}", a.response.text());
+        let page = a.json["certificates"].as_array().unwrap().clone();
+        assert!(page.len() <= 2 * COUNT, "{} on a page", page.len());
+        for e in &page {
+            let name = e["name"].as_str().unwrap().to_string();
+            match e["source"].as_str().unwrap() {
+                "redis" => {
+                    assert!(e["notAfter"].as_str().is_some(), "{e}");
+                    assert!(file_names.is_empty(), "Redis names come before the files");
+                    redis_names.insert(name);
+                }
+                "file" => file_names.push(name),
+                other => panic!("source {other}"),
+            }
+        }
+        match &a.json["next"] {
+            Value::Null => break,
+            Value::String(next) => cursor = next.clone(),
+            other => panic!("next: {other}"),
+        }
+    }
+    eprintln!("250 certificates in Redis listed in {pages} pages of at most {COUNT}");
+    assert!(pages >= 250 / (2 * COUNT), "{pages} pages");
+    assert_eq!(redis_names, stored);
+    let mut sorted = file_names.clone();
+    sorted.sort();
+    assert_eq!(file_names, sorted, "files sorted by name");
+    for name in ["default.test", "file.test", "*.filewild.test"] {
+        assert!(
+            file_names.iter().any(|n| n == name),
+            "{name}: {file_names:?}"
+        );
+    }
+    // Pages of one: the files one by one too, and the same set.
+    let mut cursor = "0".to_string();
+    let mut seen = 0;
+    for _ in 0..2_000 {
+        let a = admin.get(&format!("/certificates?cursor={cursor}&count=1"));
+        assert_eq!(a.status, 200);
+        seen += a.json["certificates"].as_array().unwrap().len();
+        match &a.json["next"] {
+            Value::String(next) => cursor = next.clone(),
+            _ => break,
+        }
+    }
+    assert!(seen >= 250 + file_names.len(), "{seen}");
+    // Bad parameters.
+    for q in [
+        "cursor=x",
+        "cursor=r12x",
+        "count=0",
+        "count=501",
+        "count=many",
+    ] {
+        assert_eq!(admin.get(&format!("/certificates?{q}")).status, 400, "{q}");
+    }
+    // The plain list is unchanged: every name at once.
+    let all = admin.get("/certificates");
+    assert_eq!(all.json.as_array().unwrap().len(), 250 + file_names.len());
 }
 
 #[test]

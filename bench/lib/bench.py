@@ -225,6 +225,12 @@ def cmd_redis_setup(a):
             ("DEL", f"dead:{h}"),
             ("RPUSH", f"frontend:{h}", f"churn{i}", a.backend),
         ]
+    if a.tls_dir:
+        # planb's schema: tls:<name> with the PEM certificate chain and key.
+        for i in range(a.vhosts):
+            h = a.vhost_pattern % i
+            with open(os.path.join(a.tls_dir, h + ".crt")) as c, open(os.path.join(a.tls_dir, h + ".key")) as k:
+                cmds += [("DEL", f"tls:{h}"), ("HSET", f"tls:{h}", "certificate", c.read(), "key", k.read())]
     r.pipeline(cmds)
     n = r.call("DBSIZE")
     print(f"redis: {n} keys", file=sys.stderr)
@@ -349,6 +355,16 @@ def parse_ws(text):
     }
 
 
+def parse_sni(text):
+    r = json.loads(text.strip().splitlines()[-1])
+    return {
+        "requests": r["requests"], "rps": r["rps"], "wrk_seconds": r["seconds"],
+        "p50_us": r["p50_us"], "p99_us": r["p99_us"], "sni_names": r["names"],
+        "sni_threads": r["threads"], "non2xx": 0,
+        "errors": r["error_count"], "error_samples": r["errors"],
+    }
+
+
 def _h2load_calibrate(args, duration, client_cpu):
     """`-n AUTO`: an unmeasured h2load run of 20,000 requests (the warm-up) gives the rate; the
     measured run then gets rate x duration requests. (h2load 1.52's -D mode reports 0 requests.)"""
@@ -397,7 +413,8 @@ def cmd_run_one(a):
         a.wrk_args = _h2load_calibrate(a.wrk_args, a.duration, a.client_cpu)
         p0, b0, r0 = cpu_seconds(proxy_tree), cpu_seconds(backend_tree), cpu_seconds(redis_tree)
         c0 = time.monotonic()
-    cmd = {"wrk": ["wrk"], "h2load": ["h2load"],
+    # sni: the load client's path comes first among its arguments.
+    cmd = {"wrk": ["wrk"], "h2load": ["h2load"], "sni": [],
            "ws": [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ws.py"),
                   "load", "--proxy-pid", str(a.proxy_pid), "--backend-pid", str(a.backend_pid)],
            }[a.tool]
@@ -422,7 +439,7 @@ def cmd_run_one(a):
     if wrk.returncode != 0:
         sys.stderr.write(wrk.stdout)
         raise SystemExit(f"{a.tool} failed (exit {wrk.returncode})")
-    w = {"wrk": parse_wrk, "h2load": parse_h2load, "ws": parse_ws}[a.tool](wrk.stdout)
+    w = {"wrk": parse_wrk, "h2load": parse_h2load, "ws": parse_ws, "sni": parse_sni}[a.tool](wrk.stdout)
     n = max(w["requests"], 1)
     if a.tool == "ws":
         # The client measured its own interval (after opening the tunnels and a warm-up) and read
@@ -554,7 +571,7 @@ def _open_idle(port, req, n):
 
 TARGET_ORDER = ["direct", "floor", "hipache-tpc", "hipache-alt", "hipache-epoll", "nginx", "haproxy"]
 SCENARIO_ORDER = ["small", "small-rr", "small-sticky", "paced", "16k", "1m", "close", "vhosts", "churn",
-                  "tls", "tls-close", "h2", "h2c", "ws-64", "ws-1k", "ws-16k"]
+                  "tls", "tls-close", "tls-redis", "tls-files", "h2", "h2c", "ws-64", "ws-1k", "ws-16k"]
 
 
 def _median(xs):
@@ -629,6 +646,26 @@ def _ws_table(sel):
     return out
 
 
+def _sni_table(sel):
+    targets, med = _medians(sel, {
+        "rps": lambda r: r["rps"], "p50": lambda r: r["p50_us"], "p99": lambda r: r["p99_us"],
+        "cpu": lambda r: r["cpu_us_per_req"], "util": lambda r: r["proxy_core_util"],
+        "rss": lambda r: r["rss_kb"], "redis": lambda r: r["redis_cpu_us_per_req"],
+        "n": lambda r: r["requests"]})
+    out = ["| target | handshakes (= requests)/s | p50 µs | p99 µs | proxy CPU µs/handshake | "
+           "proxy core use | redis CPU µs/handshake | RSS MiB | CPU vs nginx | errors (max) | "
+           "requests/run |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ng = med.get("nginx")
+    for t in targets:
+        m = med[t]
+        out.append(f"| {t} | {_fmt(m['rps'])} | {_fmt(m['p50'])} | {_fmt(m['p99'])} | "
+                   f"{_fmt(m['cpu'], 1)} | {_fmt(m['util'] * 100 if m['util'] else None, 0, ' %')} | "
+                   f"{_fmt(m['redis'], 2)} | {_fmt(m['rss'] / 1024 if m['rss'] else None, 1)} | "
+                   f"{_fmt(_ratio(m, ng, 'cpu'), 2, '×')} | {m['err']} | {_fmt(m['n'])} |")
+    return out
+
+
 def cmd_summarize(a):
     rows = [json.loads(line) for line in open(a.runs) if line.strip()]
     runs = [r for r in rows if r.get("scenario") != "idle"]
@@ -655,6 +692,32 @@ def cmd_summarize(a):
                            f"{sel[0]['window']} in flight per tunnel; medians over rounds)\n")
                 out.extend(_ws_table(sel))
                 out.append("")
+                continue
+            if tool == "sni":
+                out.append(f"**{s}** ({rounds} round(s) × {sel[0]['duration_s']} s, a new TLS "
+                           f"connection per request, SNI rotating over {sel[0]['sni_names']} names, "
+                           f"{sel[0]['sni_threads']} client threads; medians over rounds)\n")
+                out.extend(_sni_table(sel))
+                out.append("")
+                if s == "tls-files":
+                    # One figure: hipache-tpc's CPU per handshake with certificates from Redis, as
+                    # a multiple of the same names from files (same run).
+                    cpu = {sc: _median([r["cpu_us_per_req"] for r in runs if r["pass"] == p
+                                        and r["scenario"] == sc and r["target"] == "hipache-tpc"])
+                           for sc in ("tls-redis", "tls-files")}
+                    # proto.sh interleaves their rounds: round r of each ran side by side.
+                    by_round = {}
+                    for r in runs:
+                        if r["pass"] == p and r["target"] == "hipache-tpc" and r["cpu_us_per_req"] \
+                                and r["scenario"] in ("tls-redis", "tls-files"):
+                            by_round.setdefault(r["round"], {})[r["scenario"]] = r["cpu_us_per_req"]
+                    paired = _median([v["tls-redis"] / v["tls-files"] for v in by_round.values()
+                                      if len(v) == 2])
+                    if cpu["tls-redis"] and cpu["tls-files"]:
+                        out.append(f"hipache-tpc CPU per handshake, certificates from Redis vs files: "
+                                   f"{cpu['tls-redis']:.1f} / {cpu['tls-files']:.1f} µs = "
+                                   f"{cpu['tls-redis'] / cpu['tls-files']:.2f}× (median of the "
+                                   f"per-round ratios: {_fmt(paired, 2, '×')})\n")
                 continue
             if tool == "h2load":
                 out.append(f"**{s}** ({rounds} round(s) of ≈{sel[0]['duration_s']} s, "
@@ -807,6 +870,8 @@ def main():
     p.add_argument("--vhost-pattern", default="v%d.vhost.test")
     p.add_argument("--churn-hosts", type=int, default=0)
     p.add_argument("--churn-pattern", default="c%d.churn.test")
+    p.add_argument("--tls-dir", default="",
+                   help="also store <dir>/<vhost>.crt and .key as tls:<vhost> (planb's hash)")
 
     p = sub.add_parser("churn")
     p.add_argument("--port", type=int, required=True)
@@ -836,7 +901,7 @@ def main():
     p.add_argument("--churn-pattern", default="c%d.churn.test")
     p.add_argument("--backend-a", default="")
     p.add_argument("--backend-b", default="")
-    p.add_argument("--tool", choices=["wrk", "h2load", "ws"], default="wrk",
+    p.add_argument("--tool", choices=["wrk", "h2load", "ws", "sni"], default="wrk",
                    help="load generator; its arguments follow --")
     p.add_argument("wrk_args", nargs=argparse.REMAINDER)
 

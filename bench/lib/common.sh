@@ -72,6 +72,20 @@ build_floor() {
     [ -x "$FLOOR_BIN" ] || die "no floor relay at $FLOOR_BIN (build it with cargo build --release --example floor_relay, or set FLOOR_BIN)"
 }
 
+# build_sni_client BUILD(0|1): sets SNI_BIN, the load client that rotates SNI names over new TLS
+# connections (examples/sni_rotate.rs; keeps SNI_BIN when already set).
+build_sni_client() {
+    if [ -z "${SNI_BIN:-}" ]; then
+        SNI_BIN="$ROOT/target/release/examples/sni_rotate"
+        if [ "$1" = 1 ]; then
+            say "building the SNI load client: cargo build --release --example sni_rotate"
+            (cd "$ROOT" && cargo build --release --quiet --example sni_rotate) ||
+                die "cargo build --release --example sni_rotate failed"
+        fi
+    fi
+    [ -x "$SNI_BIN" ] || die "no SNI load client at $SNI_BIN (build it with cargo build --release --example sni_rotate, or set SNI_BIN)"
+}
+
 # check_cpu_lists PROXY_LIST CLIENT_LIST WORKERS WRK_THREADS: the two taskset lists exist on this
 # machine, do not overlap, and hold at least WORKERS and WRK_THREADS cores.
 expand_cpus() {      # expand_cpus LIST: one core number per line (taskset's 0-3,5 form)

@@ -88,6 +88,8 @@ pub enum Counter {
     TlsCertificateCacheHits,
     /// Handshakes whose Redis certificate choice needed a Redis lookup.
     TlsCertificateCacheMisses,
+    /// `acme-tls/1` handshakes refused without a lookup: the core's challenge lookup budget was spent.
+    TlsAcmeChallengeSkipped,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -256,9 +258,14 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_tls_certificate_cache_misses_total",
         "Certificate choices that needed a Redis lookup.",
     ),
+    (
+        Counter::TlsAcmeChallengeSkipped,
+        "hipache_tls_acme_challenge_lookups_skipped_total",
+        "acme-tls/1 handshakes refused without a Redis lookup (the core's challenge lookup budget was spent).",
+    ),
 ];
 
-const N_COUNTERS: usize = 33;
+const N_COUNTERS: usize = 34;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

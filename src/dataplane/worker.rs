@@ -672,8 +672,11 @@ fn on_route_event(w: &Core, prefix: &str, event: TrackingEvent) {
                     }
                     continue;
                 }
-                if rest.starts_with("acme:alpn:") {
-                    continue; // challenge certificates are not cached
+                if let Some(name) = rest.strip_prefix("acme:alpn:") {
+                    if let Some(certs) = &w.certs {
+                        certs.alpn_written(name);
+                    }
+                    continue;
                 }
                 // `frontend-options:<key>` follows its list: the same cached hosts depend on it.
                 let evicted = if let Some(frontend) = rest

@@ -7,6 +7,13 @@
 //! missing names remembered briefly in a bounded negative cache. Concurrent handshakes for one uncached
 //! name share one lookup. Route-change notifications (`tls:` is a tracked prefix) drop entries.
 //!
+//! TLS-ALPN-01 challenge certificates (`acme:alpn:<name>`, asked for by ClientHellos offering only
+//! `acme-tls/1`) have their own small cache, [`AlpnCache`]: answers (with or without a challenge)
+//! kept briefly, and a per-core budget of lookups for names not known to hold a challenge, so a flood
+//! of such ClientHellos with random names costs a bounded number of Redis round trips. A name whose
+//! `acme:alpn:` key a notification reports written is looked up whatever the budget, so a challenge
+//! is served promptly during a flood.
+//!
 //! It must never block and never wait on a Redis that is down: while the read connection is down,
 //! cached certificates (even stale) serve and everything else gets `None` at once (the listener's file
 //! or default certificate).
@@ -45,6 +52,22 @@ pub const UNTRACKED_TTL: Duration = Duration::from_secs(10);
 pub const MAX_FIELD_BYTES: usize = 256 * 1024;
 /// Problems remembered for "logged once per change of the key".
 const MAX_LOGGED: usize = 1_000;
+/// How long an answer about `acme:alpn:<name>` (a challenge certificate or none) is reused while
+/// notifications flow (a write of the key drops it at once).
+pub const ALPN_TRACKED_TTL: Duration = Duration::from_secs(10);
+/// Same, while they do not flow.
+pub const ALPN_UNTRACKED_TTL: Duration = Duration::from_secs(1);
+/// Most `acme:alpn:` answers a core keeps (a fleet has a handful of challenges at a time).
+pub const MAX_ALPN_ANSWERS: usize = 1_000;
+/// Lookups per second, per core, of challenge names not known to have been written (the budget a
+/// flood of `acme-tls/1` ClientHellos with random names spends), and the burst allowed.
+pub const ALPN_LOOKUPS_PER_SEC: f64 = 20.0;
+pub const ALPN_LOOKUP_BURST: f64 = 20.0;
+/// A name whose `acme:alpn:` key was written (a notification said so) is looked up whatever the
+/// budget for this long (the ACME client's challenges live 10 minutes).
+pub const ALPN_WRITTEN_TTL: Duration = Duration::from_secs(600);
+/// Most such names remembered per core.
+pub const MAX_ALPN_WRITTEN: usize = 1_000;
 /// Handshakes that may wait on one in-flight lookup are bounded by the open connections; the
 /// in-flight map holds at most one entry per name being looked up.
 const MAX_INFLIGHT: usize = 4_096;
@@ -281,6 +304,107 @@ impl CertCache {
     }
 }
 
+/// What a core knows about TLS-ALPN-01 challenge certificates (`acme:alpn:<name>`): recent answers,
+/// the names notifications reported written, and the lookup budget for all other names.
+struct AlpnCache {
+    /// Name → (challenge certificate or none, when fetched); at most [`MAX_ALPN_ANSWERS`].
+    answers: HashMap<String, (Option<Arc<CertifiedKey>>, Instant)>,
+    /// Names whose key a notification reported written, and when; at most [`MAX_ALPN_WRITTEN`].
+    written: HashMap<String, Instant>,
+    /// Lookups left in the budget, and when it was last refilled.
+    tokens: f64,
+    refilled: Instant,
+    tracking_up: bool,
+    /// Bumped by every invalidation: a lookup that raced one does not cache its answer.
+    epoch: u64,
+}
+
+/// What the ALPN cache says about a name.
+enum AlpnKnown {
+    Answer(Option<Arc<CertifiedKey>>),
+    /// Not cached: ask Redis (the budget allows it).
+    Ask,
+    /// Not cached and the budget is spent: refuse without asking.
+    OverBudget,
+}
+
+impl AlpnCache {
+    fn new(now: Instant) -> AlpnCache {
+        AlpnCache {
+            answers: HashMap::new(),
+            written: HashMap::new(),
+            tokens: ALPN_LOOKUP_BURST,
+            refilled: now,
+            tracking_up: false,
+            epoch: 0,
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        if self.tracking_up {
+            ALPN_TRACKED_TTL
+        } else {
+            ALPN_UNTRACKED_TTL
+        }
+    }
+
+    /// The cached answer for `name`, or whether a lookup may be made (one budget token is taken
+    /// for a name not reported written).
+    fn get(&mut self, name: &str, now: Instant) -> AlpnKnown {
+        if let Some((answer, at)) = self.answers.get(name) {
+            if now.duration_since(*at) < self.ttl() {
+                return AlpnKnown::Answer(answer.clone());
+            }
+        }
+        if self
+            .written
+            .get(name)
+            .is_some_and(|at| now.duration_since(*at) < ALPN_WRITTEN_TTL)
+        {
+            return AlpnKnown::Ask;
+        }
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * ALPN_LOOKUPS_PER_SEC).min(ALPN_LOOKUP_BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            AlpnKnown::Ask
+        } else {
+            AlpnKnown::OverBudget
+        }
+    }
+
+    fn put(&mut self, name: &str, answer: Option<Arc<CertifiedKey>>, now: Instant) {
+        if self.answers.len() >= MAX_ALPN_ANSWERS && !self.answers.contains_key(name) {
+            let ttl = self.ttl();
+            self.answers
+                .retain(|_, (_, at)| now.duration_since(*at) < ttl);
+            if self.answers.len() >= MAX_ALPN_ANSWERS {
+                // A flood of distinct names: forget them all rather than grow.
+                self.answers.clear();
+            }
+        }
+        self.answers.insert(name.to_string(), (answer, now));
+    }
+
+    /// A notification said `acme:alpn:<name>` changed.
+    fn written(&mut self, name: &str, now: Instant) {
+        self.epoch += 1;
+        self.answers.remove(name);
+        if name.len() > 253 {
+            return;
+        }
+        if self.written.len() >= MAX_ALPN_WRITTEN && !self.written.contains_key(name) {
+            self.written
+                .retain(|_, at| now.duration_since(*at) < ALPN_WRITTEN_TTL);
+            if self.written.len() >= MAX_ALPN_WRITTEN {
+                self.written.clear();
+            }
+        }
+        self.written.insert(name.to_string(), now);
+    }
+}
+
 /// A worker's certificate lookups.
 pub struct CertStore {
     read: RedisClient,
@@ -290,6 +414,8 @@ pub struct CertStore {
     inflight: RefCell<HashMap<String, Rc<Notify>>>,
     /// Key name → hash of the value last logged as unusable (logged once per change).
     logged: RefCell<HashMap<String, u64>>,
+    /// TLS-ALPN-01 challenge certificates.
+    alpn: RefCell<AlpnCache>,
 }
 
 /// The outcome of one key's fetch.
@@ -306,12 +432,13 @@ impl CertStore {
             cache: RefCell::new(CertCache::default()),
             inflight: RefCell::new(HashMap::new()),
             logged: RefCell::new(HashMap::new()),
+            alpn: RefCell::new(AlpnCache::new(Instant::now())),
         }
     }
 
     /// Names in the cache (certificates and remembered misses), for the gauge.
     pub fn cache_len(&self) -> usize {
-        self.cache.borrow().len()
+        self.cache.borrow().len() + self.alpn.borrow().answers.len()
     }
 
     /// PEM bytes of the cached certificates.
@@ -325,6 +452,12 @@ impl CertStore {
         self.cache.borrow_mut().invalidate(name, racing);
     }
 
+    /// A notification said `acme:alpn:<name>` changed: drop what this core knows of it, and look
+    /// it up whatever the budget for a while (a challenge is being published).
+    pub fn alpn_written(&self, name: &str) {
+        self.alpn.borrow_mut().written(name, Instant::now());
+    }
+
     /// Notifications flow again (`up`), or stopped: everything fetched before may have missed a change.
     pub fn tracking(&self, up: bool) {
         let mut c = self.cache.borrow_mut();
@@ -332,6 +465,12 @@ impl CertStore {
         c.epoch += 1;
         if up {
             c.reset_at = Some(Instant::now());
+        }
+        let mut a = self.alpn.borrow_mut();
+        a.tracking_up = up;
+        a.epoch += 1;
+        if up {
+            a.answers.clear();
         }
     }
 
@@ -341,6 +480,9 @@ impl CertStore {
         c.epoch += 1;
         c.reset_at = Some(Instant::now());
         c.missing.clear();
+        let mut a = self.alpn.borrow_mut();
+        a.epoch += 1;
+        a.answers.clear();
     }
 
     /// The certificate from Redis for a (normalized) server name: `tls:<name>`, then `tls:*.<parent>`;
@@ -526,12 +668,40 @@ impl CertStore {
         warn!("certificate {}tls:{name} skipped: {why}", self.prefix);
     }
 
-    /// The TLS-ALPN-01 challenge certificate in `<prefix>acme:alpn:<name>`, if any (not cached:
-    /// only ACME validation servers ask, a handful of times per order).
+    /// The TLS-ALPN-01 challenge certificate in `<prefix>acme:alpn:<name>`, if any. Answers are
+    /// cached briefly ([`AlpnCache`]); a name not cached and not reported written by a notification
+    /// is looked up only while the core's budget allows, otherwise refused at once.
     pub async fn acme_challenge(&self, name: &str, m: &WorkerSlot) -> Option<Arc<CertifiedKey>> {
+        let epoch = {
+            let mut a = self.alpn.borrow_mut();
+            match a.get(name, Instant::now()) {
+                AlpnKnown::Answer(answer) => return answer,
+                AlpnKnown::OverBudget => {
+                    m.inc(Counter::TlsAcmeChallengeSkipped);
+                    return None;
+                }
+                AlpnKnown::Ask => a.epoch,
+            }
+        };
         if !self.read.is_up() {
             return None;
         }
+        // `None` only when Redis failed (not cached then).
+        let answer = self.fetch_challenge(name, m).await?;
+        let mut a = self.alpn.borrow_mut();
+        if a.epoch == epoch {
+            a.put(name, answer.clone(), Instant::now());
+        }
+        answer
+    }
+
+    /// One lookup of `acme:alpn:<name>`: `Some(None)` when it holds no usable challenge certificate,
+    /// `None` when Redis failed.
+    async fn fetch_challenge(
+        &self,
+        name: &str,
+        m: &WorkerSlot,
+    ) -> Option<Option<Arc<CertifiedKey>>> {
         let mut packed = Vec::new();
         redis::cmd("HMGET")
             .arg(format!("{}acme:alpn:{name}", self.prefix))
@@ -539,8 +709,20 @@ impl CertStore {
             .arg("key")
             .write_packed_command(&mut packed);
         m.inc(Counter::RedisRoundTrips);
-        let replies = self.read.query(&packed, 1).await.ok()?;
-        let Some(Value::Array(fields)) = replies.into_iter().next() else {
+        let replies = match self.read.query(&packed, 1).await {
+            Ok(r) => r,
+            Err(e) => {
+                m.inc(Counter::RedisErrors);
+                log::debug!("challenge certificate lookup for {name}: {e}");
+                return None;
+            }
+        };
+        Some(Self::parse_challenge(replies.into_iter().next()))
+    }
+
+    /// An HMGET reply `[certificate, key]` of `acme:alpn:<name>` made a certificate, if it is one.
+    fn parse_challenge(reply: Option<Value>) -> Option<Arc<CertifiedKey>> {
+        let Some(Value::Array(fields)) = reply else {
             return None;
         };
         let field = |i: usize| match fields.get(i) {
@@ -669,6 +851,51 @@ mod tests {
         assert!(!covers(&n(&["www.a.com"]), "*.a.com"));
         assert!(!covers(&n(&["*.a.com"]), "x.www.a.com"));
         assert!(!covers(&n(&["b.com"]), "a.com"));
+    }
+
+    #[test]
+    fn challenge_lookups_are_budgeted_except_written_names() {
+        let t0 = Instant::now();
+        let mut c = AlpnCache::new(t0);
+        let asks = |c: &mut AlpnCache, tag: &str, at: Instant| {
+            (0..1000)
+                .filter(|i| matches!(c.get(&format!("{tag}{i}.test"), at), AlpnKnown::Ask))
+                .count()
+        };
+        assert_eq!(asks(&mut c, "a", t0), ALPN_LOOKUP_BURST as usize);
+        // A name a notification reported written is asked for whatever the budget.
+        c.written("real.test", t0);
+        assert!(matches!(c.get("real.test", t0), AlpnKnown::Ask));
+        // The budget refills at its rate, never above the burst.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(asks(&mut c, "b", t1), (ALPN_LOOKUPS_PER_SEC / 2.0) as usize);
+        let t2 = t1 + Duration::from_secs(3600);
+        assert_eq!(asks(&mut c, "c", t2), ALPN_LOOKUP_BURST as usize);
+        // Answers are reused for their time, then asked for again; a write drops them at once.
+        c.put("none.test", None, t2);
+        assert!(matches!(c.get("none.test", t2), AlpnKnown::Answer(None)));
+        assert!(!matches!(
+            c.get("none.test", t2 + ALPN_UNTRACKED_TTL),
+            AlpnKnown::Answer(_)
+        ));
+        c.tracking_up = true;
+        let t3 = t2 + Duration::from_secs(3600);
+        c.put("none.test", None, t3);
+        assert!(matches!(
+            c.get("none.test", t3 + ALPN_UNTRACKED_TTL),
+            AlpnKnown::Answer(None)
+        ));
+        c.written("none.test", t3);
+        assert!(matches!(c.get("none.test", t3), AlpnKnown::Ask));
+        // Bounded.
+        for i in 0..(3 * MAX_ALPN_ANSWERS) {
+            c.put(&format!("n{i}.test"), None, t3);
+            assert!(c.answers.len() <= MAX_ALPN_ANSWERS);
+        }
+        for i in 0..(3 * MAX_ALPN_WRITTEN) {
+            c.written(&format!("w{i}.test"), t3);
+            assert!(c.written.len() <= MAX_ALPN_WRITTEN);
+        }
     }
 
     #[test]

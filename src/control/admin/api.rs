@@ -379,7 +379,7 @@ impl ApiStore {
     }
 
     /// One SCAN step: (next cursor, keys).
-    async fn scan_step(
+    pub(super) async fn scan_step(
         &self,
         client: &RedisClient,
         cursor: &str,

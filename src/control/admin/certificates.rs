@@ -1,7 +1,8 @@
 //! `/certificates` on the admin API (README "Admin API", "Certificates in Redis"): list the
-//! certificates in Redis (`tls:*`, SCAN, bounded) and in the listeners' files, read one, write one
-//! after checking it (parses, key matches, covers the name, not expired: 400 naming the reason
-//! otherwise), delete one.
+//! certificates in Redis (`tls:*`, SCAN, bounded) and in the listeners' files, whole or a page at a
+//! time (`?cursor=&count=`: the Redis SCAN walked in bounded steps, then the file certificates), read
+//! one, write one after checking it (parses, key matches, covers the name, not expired: 400 naming
+//! the reason otherwise), delete one.
 //!
 //! Runs on the admin (control-plane) thread; it only talks to Redis and builds answers, never touches
 //! a worker's cache (workers learn of changes through their notifications).
@@ -10,7 +11,9 @@ use std::collections::BTreeMap;
 
 use redis::Value;
 
-use super::api::{glob_escape, ApiStore};
+use std::time::{Duration, Instant};
+
+use super::api::{glob_escape, ApiStore, MAX_PAGE};
 use super::http::{Request, Response};
 use crate::tls::redis_certs::{check_pem, date_of};
 use crate::tls::x509_lite;
@@ -19,6 +22,46 @@ use crate::tls::x509_lite;
 pub const MAX_LISTED: usize = 10_000;
 /// Keys read per pipelined batch while listing.
 const BATCH: usize = 100;
+/// Names per page of `GET /certificates?cursor=` when `count` is not given.
+const DEFAULT_PAGE: usize = 100;
+/// SCAN steps (and time) one page may spend looking for `tls:` keys among the others before it
+/// answers with what it found and the cursor to go on from.
+const PAGE_SCANS: usize = 64;
+const PAGE_TIME: Duration = Duration::from_secs(2);
+
+/// Where a page of `GET /certificates` starts: the Redis SCAN at a cursor, or the file
+/// certificates (sorted by name) at an index. Written `r<scan cursor>` and `f<index>` in the
+/// answer's `next` (opaque to clients).
+#[derive(Debug, PartialEq)]
+enum PageCursor {
+    Redis(String),
+    Files(usize),
+}
+
+impl PageCursor {
+    /// `None` or `""` or `"0"`: the start.
+    fn parse(raw: Option<&str>) -> Option<PageCursor> {
+        let raw = raw.unwrap_or("").trim();
+        if raw.is_empty() || raw == "0" {
+            return Some(PageCursor::Redis("0".into()));
+        }
+        let digits = |d: &str, max: usize| {
+            !d.is_empty() && d.len() <= max && d.bytes().all(|b| b.is_ascii_digit())
+        };
+        if let Some(d) = raw.strip_prefix('r').filter(|d| digits(d, 20)) {
+            return Some(PageCursor::Redis(d.to_string()));
+        }
+        let d = raw.strip_prefix('f').filter(|d| digits(d, 9))?;
+        d.parse().ok().map(PageCursor::Files)
+    }
+
+    fn render(&self) -> String {
+        match self {
+            PageCursor::Redis(c) => format!("r{c}"),
+            PageCursor::Files(i) => format!("f{i}"),
+        }
+    }
+}
 
 /// A certificate name in a URL: a host name or a one-label wildcard, lowercased.
 fn cert_name(raw: &str) -> Result<String, Response> {
@@ -81,7 +124,118 @@ impl ApiStore {
             .filter_map(|k| k.strip_prefix(&strip))
             .take(MAX_LISTED)
             .collect();
-        let mut out: BTreeMap<(String, &str), serde_json::Value> = BTreeMap::new();
+        let mut out = match self.describe_redis(&names).await {
+            Ok(o) => o,
+            Err(r) => return r,
+        };
+        for (name, key) in crate::tls::file_certificates() {
+            let leaf = key.cert.first().map(|c| c.as_ref().to_vec());
+            out.entry((name.clone(), "file"))
+                .or_insert_with(|| describe(&name, leaf.as_deref(), "file"));
+        }
+        let list: Vec<serde_json::Value> = out.into_values().collect();
+        let mut r = Response::json(200, &serde_json::json!(list));
+        if truncated {
+            r = r.with_header(
+                "X-Truncated",
+                format!("first {MAX_LISTED} names; page with ?cursor=0&count=500"),
+            );
+        }
+        r
+    }
+
+    /// `GET /certificates?cursor=<c>&count=<n>`: one page, `{"certificates": [...], "next": c|null}`:
+    /// the Redis SCAN first (sorted within a page; a key may show up twice when Redis rehashes during
+    /// the walk, as with SCAN), then the file certificates sorted by name.
+    pub async fn certificates_page(&self, req: &Request) -> Response {
+        let Some(cursor) = PageCursor::parse(req.param("cursor")) else {
+            return Response::error(
+                400,
+                "Invalid 'cursor': give back the 'next' of the previous page (or 0 to start)",
+            );
+        };
+        let count = match req.param("count").map(str::trim) {
+            None | Some("") => DEFAULT_PAGE,
+            Some(c) => match c.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => {
+                    return Response::error(
+                        400,
+                        format!("Invalid 'count': a number from 1 to {MAX_PAGE}"),
+                    )
+                }
+            },
+        };
+        let mut list: Vec<serde_json::Value> = Vec::new();
+        let mut next = None;
+        let mut files_from = None;
+        match cursor {
+            PageCursor::Redis(start) => {
+                let pattern = format!("{}tls:*", glob_escape(&self.prefix));
+                let strip = self.tls_key("");
+                let started = Instant::now();
+                let mut at = start;
+                let mut names = std::collections::BTreeSet::new();
+                for _ in 0..PAGE_SCANS {
+                    // SCAN's COUNT is a hint: ask for what the page still has room for, so that a
+                    // page holds at most a few more than `count`.
+                    let hint = count.saturating_sub(names.len()).max(1);
+                    let (n, keys) = match self.scan_step(&self.read, &at, &pattern, hint).await {
+                        Ok(r) => r,
+                        Err(r) => return r,
+                    };
+                    names.extend(
+                        keys.iter()
+                            .filter_map(|k| k.strip_prefix(&strip))
+                            .map(str::to_string),
+                    );
+                    at = n;
+                    if at == "0" || names.len() >= count || started.elapsed() >= PAGE_TIME {
+                        break;
+                    }
+                }
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                match self.describe_redis(&names).await {
+                    Ok(out) => list.extend(out.into_values()),
+                    Err(r) => return r,
+                }
+                if at == "0" {
+                    files_from = Some(0);
+                } else {
+                    next = Some(PageCursor::Redis(at));
+                }
+            }
+            PageCursor::Files(i) => files_from = Some(i),
+        }
+        if let Some(from) = files_from {
+            let mut files = crate::tls::file_certificates();
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            let room = count.saturating_sub(list.len());
+            let end = from.saturating_add(room).min(files.len());
+            for (name, key) in files.get(from..end).unwrap_or_default() {
+                let leaf = key.cert.first().map(|c| c.as_ref().to_vec());
+                list.push(describe(name, leaf.as_deref(), "file"));
+            }
+            if end.max(from) < files.len() {
+                next = Some(PageCursor::Files(end.max(from)));
+            }
+        }
+        Response::json(
+            200,
+            &serde_json::json!({
+                "certificates": list,
+                "next": next.map(|c| c.render()),
+            }),
+        )
+    }
+
+    /// What the list shows of each `tls:<name>` (names deleted meanwhile, or not certificate
+    /// hashes, are left out), by (name, source).
+    async fn describe_redis(
+        &self,
+        names: &[&str],
+    ) -> Result<BTreeMap<(String, &'static str), serde_json::Value>, Response> {
+        let mut out: BTreeMap<(String, &'static str), serde_json::Value> = BTreeMap::new();
         for batch in names.chunks(BATCH) {
             let mut pipe = redis::pipe();
             for n in batch {
@@ -96,7 +250,7 @@ impl ApiStore {
                 .await
             {
                 Ok(r) => r,
-                Err(e) => return Response::error(503, format!("{e}; try again")),
+                Err(e) => return Err(Response::error(503, format!("{e}; try again"))),
             };
             for (n, v) in batch.iter().zip(replies) {
                 let Value::Array(fields) = v else { continue };
@@ -115,17 +269,7 @@ impl ApiStore {
                 );
             }
         }
-        for (name, key) in crate::tls::file_certificates() {
-            let leaf = key.cert.first().map(|c| c.as_ref().to_vec());
-            out.entry((name.clone(), "file"))
-                .or_insert_with(|| describe(&name, leaf.as_deref(), "file"));
-        }
-        let list: Vec<serde_json::Value> = out.into_values().collect();
-        let mut r = Response::json(200, &serde_json::json!(list));
-        if truncated {
-            r = r.with_header("X-Truncated", format!("first {MAX_LISTED} names"));
-        }
-        r
+        Ok(out)
     }
 
     /// GET /certificates/:name
@@ -243,6 +387,33 @@ impl ApiStore {
             }
             Ok(_) => Response::error(404, format!("No certificate {name} in Redis")),
             Err(e) => Response::error(503, format!("{e}; try again")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PageCursor;
+
+    #[test]
+    fn page_cursors() {
+        let start = Some(PageCursor::Redis("0".into()));
+        assert_eq!(PageCursor::parse(None), start);
+        assert_eq!(PageCursor::parse(Some("")), start);
+        assert_eq!(PageCursor::parse(Some("0")), start);
+        for c in [PageCursor::Redis("1792".into()), PageCursor::Files(3)] {
+            assert_eq!(PageCursor::parse(Some(&c.render())), Some(c));
+        }
+        for bad in [
+            "r",
+            "f",
+            "x1",
+            "r-1",
+            "f1e3",
+            "1792",
+            &format!("r{}", "9".repeat(21)),
+        ] {
+            assert_eq!(PageCursor::parse(Some(bad)), None, "{bad}");
         }
     }
 }

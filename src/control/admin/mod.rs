@@ -270,6 +270,11 @@ async fn handle(ctx: &AdminCtx, req: &Request) -> Response {
             (Route::FrontendOptions, "GET") => store.options(name).await,
             (Route::FrontendOptions, "PUT") => store.put_options(name, req).await,
             (Route::FrontendOptions, _) => store.delete_options(name).await,
+            (Route::Certificates, _)
+                if req.param("cursor").is_some() || req.param("count").is_some() =>
+            {
+                store.certificates_page(req).await
+            }
             (Route::Certificates, _) => store.certificates().await,
             (Route::Certificate, "GET") => store.certificate(name).await,
             (Route::Certificate, "PUT") => store.put_certificate(name, req).await,
