@@ -39,8 +39,8 @@ const SCAN_COUNT: usize = 1000;
 pub const MAX_PAGE: usize = 500;
 /// Longest `match` substring of a paged listing.
 const MAX_MATCH: usize = 253;
-/// SCAN calls (and time) one paged listing may spend looking for matches before it answers with
-/// what it found and the cursor to continue from.
+/// SCAN calls (and time) one paged listing (frontends, certificates) may spend looking for matches
+/// before it answers with what it found and the cursor to continue from.
 const PAGE_SCANS: usize = 64;
 const PAGE_TIME: Duration = Duration::from_secs(2);
 /// Backends shown per frontend in a paged listing (a hostile list could be huge).
@@ -378,6 +378,37 @@ impl ApiStore {
         }
     }
 
+    /// SCANs from `cursor` for up to `count` key names matching `pattern` (with `strip` removed), in at
+    /// most [`PAGE_SCANS`] steps and [`PAGE_TIME`]: (the cursor to go on from, `"0"` at the end; the
+    /// names, sorted). `hint(found so far)` is each step's COUNT.
+    pub(super) async fn scan_names(
+        &self,
+        cursor: &str,
+        pattern: &str,
+        strip: &str,
+        count: usize,
+        hint: impl Fn(usize) -> usize,
+    ) -> Result<(String, BTreeSet<String>), Response> {
+        let started = Instant::now();
+        let mut next = cursor.to_string();
+        let mut names = BTreeSet::new();
+        for _ in 0..PAGE_SCANS {
+            let (n, keys) = self
+                .scan_step(&self.read, &next, pattern, hint(names.len()))
+                .await?;
+            names.extend(
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(strip))
+                    .map(str::to_string),
+            );
+            next = n;
+            if next == "0" || names.len() >= count || started.elapsed() >= PAGE_TIME {
+                break;
+            }
+        }
+        Ok((next, names))
+    }
+
     /// One SCAN step: (next cursor, keys).
     pub(super) async fn scan_step(
         &self,
@@ -459,24 +490,13 @@ impl ApiStore {
         // Without a filter SCAN's COUNT is about the page size; with one, most keys visited do not
         // match, so each step visits more of them.
         let hint = if needle.is_empty() { count } else { 1000 };
-        let started = Instant::now();
-        let mut next = cursor.to_string();
-        let mut names = BTreeSet::new();
-        for _ in 0..PAGE_SCANS {
-            let (n, keys) = match self.scan_step(&self.read, &next, &pattern, hint).await {
-                Ok(r) => r,
-                Err(r) => return r,
-            };
-            names.extend(
-                keys.iter()
-                    .filter_map(|k| k.strip_prefix(&strip))
-                    .map(str::to_string),
-            );
-            next = n;
-            if next == "0" || names.len() >= count || started.elapsed() >= PAGE_TIME {
-                break;
-            }
-        }
+        let (next, names) = match self
+            .scan_names(cursor, &pattern, &strip, count, |_| hint)
+            .await
+        {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
         let names: Vec<String> = names.into_iter().collect();
         let mut pipe = redis::pipe();
         for name in &names {

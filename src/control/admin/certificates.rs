@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 
 use redis::Value;
 
-use std::time::{Duration, Instant};
-
 use super::api::{glob_escape, ApiStore, MAX_PAGE};
 use super::http::{Request, Response};
 use crate::tls::redis_certs::{check_pem, date_of};
@@ -24,10 +22,6 @@ pub const MAX_LISTED: usize = 10_000;
 const BATCH: usize = 100;
 /// Names per page of `GET /certificates?cursor=` when `count` is not given.
 const DEFAULT_PAGE: usize = 100;
-/// SCAN steps (and time) one page may spend looking for `tls:` keys among the others before it
-/// answers with what it found and the cursor to go on from.
-const PAGE_SCANS: usize = 64;
-const PAGE_TIME: Duration = Duration::from_secs(2);
 
 /// Where a page of `GET /certificates` starts: the Redis SCAN at a cursor, or the file
 /// certificates (sorted by name) at an index. Written `r<scan cursor>` and `f<index>` in the
@@ -173,27 +167,14 @@ impl ApiStore {
             PageCursor::Redis(start) => {
                 let pattern = format!("{}tls:*", glob_escape(&self.prefix));
                 let strip = self.tls_key("");
-                let started = Instant::now();
-                let mut at = start;
-                let mut names = std::collections::BTreeSet::new();
-                for _ in 0..PAGE_SCANS {
-                    // SCAN's COUNT is a hint: ask for what the page still has room for, so that a
-                    // page holds at most a few more than `count`.
-                    let hint = count.saturating_sub(names.len()).max(1);
-                    let (n, keys) = match self.scan_step(&self.read, &at, &pattern, hint).await {
-                        Ok(r) => r,
-                        Err(r) => return r,
-                    };
-                    names.extend(
-                        keys.iter()
-                            .filter_map(|k| k.strip_prefix(&strip))
-                            .map(str::to_string),
-                    );
-                    at = n;
-                    if at == "0" || names.len() >= count || started.elapsed() >= PAGE_TIME {
-                        break;
-                    }
-                }
+                // SCAN's COUNT is a hint: ask for what the page still has room for, so that a
+                // page holds at most a few more than `count`.
+                let room = |found: usize| count.saturating_sub(found).max(1);
+                let (at, names) = match self.scan_names(&start, &pattern, &strip, count, room).await
+                {
+                    Ok(r) => r,
+                    Err(r) => return r,
+                };
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 match self.describe_redis(&names).await {
                     Ok(out) => list.extend(out.into_values()),

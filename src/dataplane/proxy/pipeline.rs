@@ -200,7 +200,7 @@ pub async fn fail_to_proxy<S: ClientStream>(
         BodyLeft::Unconsumed => false,
     };
     let close = !body_done || !c.head.keep_alive;
-    Next::from_keep(respond_error(c, w, ex, status, e.kind.reason(), close).await)
+    Next::from_keep(respond_error(c, w, ex, status, e.kind.reason(), close, b"").await)
 }
 
 /// Turns the connection into a tunnel to the backend until both sides close, then logs the exchange.

@@ -102,25 +102,13 @@ pub async fn respond_skipping_body_with<S: ClientStream>(
     extra: &[u8],
 ) -> bool {
     let close = !skip_buffered_body(c) || !c.head.keep_alive;
-    respond_error_with(c, w, ex, status, reason, close, extra).await
+    respond_error(c, w, ex, status, reason, close, extra).await
 }
 
-/// Sends one of the proxy's own answers (docs/compatibility.md §6). Returns whether the connection may
-/// continue.
+/// Sends one of the proxy's own answers (docs/compatibility.md §6), with `extra` header lines (each
+/// ending in CRLF, or none). On HTTPS, a route with the `hsts` option adds `Strict-Transport-Security`
+/// to the proxy's own answers too. Returns whether the connection may continue.
 pub async fn respond_error<S: ClientStream>(
-    c: &mut ClientConn<S>,
-    w: &Core,
-    ex: &mut Exchange,
-    status: u16,
-    reason: &str,
-    close: bool,
-) -> bool {
-    respond_error_with(c, w, ex, status, reason, close, b"").await
-}
-
-/// As [`respond_error`], with extra header lines (each ending in CRLF). On HTTPS, a route with the
-/// `hsts` option adds `Strict-Transport-Security` to the proxy's own answers too.
-pub async fn respond_error_with<S: ClientStream>(
     c: &mut ClientConn<S>,
     w: &Core,
     ex: &mut Exchange,
