@@ -22,6 +22,10 @@ const MALFORMED: u16 = 0;
 /// The reason phrase for a status code: the `http` crate's registered phrase, "Error" for a code it
 /// does not know.
 pub fn reason_phrase(status: u16) -> &'static str {
+    if status == 413 {
+        // RFC 9110's name, as the proxy always said; the `http` crate keeps RFC 7231's "Payload Too Large".
+        return "Content Too Large";
+    }
     http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
