@@ -14,10 +14,17 @@ usage: bench/proto.sh [options]
   --warmup S          unmeasured run before each measured run           [WARMUP=1]
   --rounds N          interleaved rounds (median over rounds)           [ROUNDS=3]
   --connections N     wrk connections of the TLS scenarios              [CONNECTIONS=64]
-  --scenarios LIST    comma list of: tls,tls-close,h2,h2c,ws-64,ws-1k,ws-16k
+  --scenarios LIST    comma list of: tls,tls-close,tls-mixed,h2,h2c,ws-64,ws-1k,ws-16k
                                                                         [SCENARIOS=all of them]
-  --targets LIST      comma list of: hipache-tpc,nginx,floor (floor: the minimal relay of
-                      examples/floor_relay.rs, ws-* scenarios only)    [TARGETS=hipache-tpc,nginx,floor]
+  --targets LIST      comma list of: hipache-tpc,hipache-alt,nginx,floor (floor: the minimal
+                      relay of examples/floor_relay.rs, ws-* scenarios only; hipache-alt: another
+                      build, for A/B comparisons: HIPACHE_ALT_BIN=path)
+                                                                        [TARGETS=hipache-tpc,nginx,floor]
+  --mixed-connections N   tls-mixed: keep-alive connections, each pausing --mixed-pause ms after
+                      every response                                    [MIXED_CONNECTIONS=32]
+  --mixed-pause MS                                                      [MIXED_PAUSE=10]
+  --mixed-handshakes N    tls-mixed: connections making a handshake per request (closed loop)
+                                                                        [MIXED_HANDSHAKES=16]
   --h2-clients N, --h2-streams N   h2load -c and -m                     [H2_CLIENTS=16, H2_STREAMS=10]
   --ws-tunnels N      concurrent WebSocket tunnels                      [WS_TUNNELS=64]
   --ws-window N       messages in flight per tunnel                     [WS_WINDOW=1]
@@ -44,7 +51,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
-ALL_SCENARIOS="tls,tls-close,h2,h2c,ws-64,ws-1k,ws-16k"
+ALL_SCENARIOS="tls,tls-close,tls-mixed,h2,h2c,ws-64,ws-1k,ws-16k"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 TARGETS=${TARGETS:-hipache-tpc,nginx,floor}
 H2_CLIENTS=${H2_CLIENTS:-16}
@@ -53,6 +60,9 @@ WS_TUNNELS=${WS_TUNNELS:-64}
 WS_WINDOW=${WS_WINDOW:-1}
 WS_BACKENDS=${WS_BACKENDS:-2}
 WS_CLIENTS=${WS_CLIENTS:-1}
+MIXED_CONNECTIONS=${MIXED_CONNECTIONS:-32}
+MIXED_PAUSE=${MIXED_PAUSE:-10}
+MIXED_HANDSHAKES=${MIXED_HANDSHAKES:-16}
 KEY_TYPE=${KEY_TYPE:-ec}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -68,7 +78,8 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift; continue ;;
         --no-install) INSTALL=0; shift; continue ;;
         --duration|--warmup|--rounds|--connections|--scenarios|--targets|--h2-clients|--h2-streams|\
-        --ws-tunnels|--ws-window|--ws-backends|--ws-clients|--key-type|--proxy-cpu|--client-cpu|--out) ;;
+        --ws-tunnels|--ws-window|--ws-backends|--ws-clients|--key-type|--proxy-cpu|--client-cpu|--out|\
+        --mixed-connections|--mixed-pause|--mixed-handshakes) ;;
         *) echo "proto.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
     esac
     [ $# -ge 2 ] || { echo "proto.sh: $opt needs a value (see --help)" >&2; exit 2; }
@@ -90,12 +101,15 @@ while [ $# -gt 0 ]; do
         --proxy-cpu) PROXY_CPU=$val ;;
         --client-cpu) CLIENT_CPU=$val ;;
         --out) OUT=$val ;;
+        --mixed-connections) MIXED_CONNECTIONS=$val ;;
+        --mixed-pause) MIXED_PAUSE=$val ;;
+        --mixed-handshakes) MIXED_HANDSHAKES=$val ;;
     esac
     shift 2
 done
 
 for n in DURATION WARMUP ROUNDS CONNECTIONS H2_CLIENTS H2_STREAMS WS_TUNNELS WS_WINDOW WS_BACKENDS \
-         WS_CLIENTS PROXY_CPU CLIENT_CPU; do
+         WS_CLIENTS PROXY_CPU CLIENT_CPU MIXED_CONNECTIONS MIXED_PAUSE MIXED_HANDSHAKES; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, got '${!n}'"
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNECTIONS" -ge 1 ] || die "duration, rounds and connections must be at least 1"
@@ -105,7 +119,7 @@ for s in ${SCENARIOS//,/ }; do
     in_list "$s" "$ALL_SCENARIOS" || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
 done
 for t in ${TARGETS//,/ }; do
-    in_list "$t" "hipache-tpc,nginx,floor" || die "unknown target '$t' (hipache-tpc, nginx, floor)"
+    in_list "$t" "hipache-tpc,hipache-alt,nginx,floor" || die "unknown target '$t' (hipache-tpc, hipache-alt, nginx, floor)"
 done
 in_list "$KEY_TYPE" "ec,rsa" || die "--key-type must be ec or rsa"
 ncpu=$(nproc --all 2>/dev/null || getconf _NPROCESSORS_ONLN)
@@ -118,9 +132,13 @@ ensure_tools "$INSTALL" "${need[@]}"
 nginx -V 2>&1 | grep -q -- --with-http_v2_module || die "this nginx has no HTTP/2 module"
 wrk_ssl=1
 ldd "$(command -v wrk)" 2>/dev/null | grep -q libssl || wrk_ssl=0
-[ "$wrk_ssl" = 1 ] || ! { in_list tls "$SCENARIOS" || in_list tls-close "$SCENARIOS"; } ||
+[ "$wrk_ssl" = 1 ] || ! { in_list tls "$SCENARIOS" || in_list tls-close "$SCENARIOS" || in_list tls-mixed "$SCENARIOS"; } ||
     die "this wrk is built without OpenSSL (no https): install Debian's wrk"
 in_list hipache-tpc "$TARGETS" && build_hipache "$BUILD"
+if in_list hipache-alt "$TARGETS"; then
+    [ -n "${HIPACHE_ALT_BIN:-}" ] && [ -x "$HIPACHE_ALT_BIN" ] ||
+        die "target hipache-alt needs HIPACHE_ALT_BIN=<path to another hipache-tpc binary>"
+fi
 in_list floor "$TARGETS" && build_floor "$BUILD"
 [ -n "${HIPACHE_BIN:-}" ] || HIPACHE_BIN="$ROOT/target/release/hipache-tpc"
 
@@ -132,7 +150,7 @@ RUNS="$OUT/runs.jsonl"
 raise_nofile $((4 * CONNECTIONS + 4 * WS_TUNNELS + 1000))
 
 read -r P_REDIS P_BACK_A P_BACK_B P_WS P_H_HTTP P_H_TLS P_N_HTTP P_N_TLS P_N_H2C P_N_CHECK P_FLOOR \
-    < <(python3 "$PY" freeports 11)
+    P_A_HTTP P_A_TLS < <(python3 "$PY" freeports 13)
 
 python3 "$PY" machine >"$OUT/machine.json"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -169,8 +187,9 @@ redis-cli -p "$P_REDIS" rpush frontend:ws.bench.test ws "http://127.0.0.1:$P_WS"
 
 # ---------------------------------------------------------------------------------------------
 # Proxies.
-write_hipache_proto_conf() {
-    cat >"$OUT/conf/hipache-tpc.json" <<EOF
+write_hipache_proto_conf() {     # write_hipache_proto_conf TARGET HTTP_PORT TLS_PORT BINARY
+    local t=$1 p_http=$2 p_tls=$3 bin=$4
+    cat >"$OUT/conf/$t.json" <<EOF
 {
     "server": {
         "workers": 1,
@@ -180,13 +199,13 @@ write_hipache_proto_conf() {
         "http2": true,
         "lruCache": { "size": 10000, "ttl": 1 }
     },
-    "http": { "port": $P_H_HTTP, "bind": ["127.0.0.1"] },
-    "https": { "port": $P_H_TLS, "bind": ["127.0.0.1"], "key": "$KEY", "cert": "$CERT" },
+    "http": { "port": $p_http, "bind": ["127.0.0.1"] },
+    "https": { "port": $p_tls, "bind": ["127.0.0.1"], "key": "$KEY", "cert": "$CERT" },
     "driver": "redis://127.0.0.1:$P_REDIS"
 }
 EOF
-    "$HIPACHE_BIN" --dry -c "$OUT/conf/hipache-tpc.json" >"$OUT/conf/hipache-tpc.json.dry" 2>&1 ||
-        die "hipache-tpc rejects its configuration: $(cat "$OUT/conf/hipache-tpc.json.dry")"
+    "$bin" --dry -c "$OUT/conf/$t.json" >"$OUT/conf/$t.json.dry" 2>&1 ||
+        die "$t rejects its configuration: $(cat "$OUT/conf/$t.json.dry")"
 }
 
 write_nginx_proto_conf() {
@@ -280,7 +299,8 @@ EOF
         die "nginx rejects $d/nginx.conf"
 }
 
-declare -A PLOG=([hipache-tpc]="$OUT/logs/hipache-tpc.log" [nginx]="$OUT/logs/nginx-error.log"
+declare -A PLOG=([hipache-tpc]="$OUT/logs/hipache-tpc.log" [hipache-alt]="$OUT/logs/hipache-alt.log"
+                 [nginx]="$OUT/logs/nginx-error.log"
                  [floor]="$OUT/logs/floor.log")
 start_proxies() {
     local t
@@ -291,6 +311,12 @@ start_proxies() {
                 start_proc hipache-tpc "$PROXY_CPU" "${PLOG[$t]}" env RUST_LOG=warn \
                     "$HIPACHE_BIN" -c "$OUT/conf/hipache-tpc.json"
                 wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_H_HTTP/30" 127.0.0.1
+                ;;
+            hipache-alt)
+                assert_port_free "$P_A_HTTP"; assert_port_free "$P_A_TLS"
+                start_proc hipache-alt "$PROXY_CPU" "${PLOG[$t]}" env RUST_LOG=warn \
+                    "$HIPACHE_ALT_BIN" -c "$OUT/conf/hipache-alt.json"
+                wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_A_HTTP/30" 127.0.0.1
                 ;;
             nginx)
                 for p in "$P_N_HTTP" "$P_N_TLS" "$P_N_H2C" "$P_N_CHECK"; do assert_port_free "$p"; done
@@ -313,7 +339,8 @@ stop_proxies() {
 }
 
 write_nginx_proto_conf
-in_list hipache-tpc "$TARGETS" && write_hipache_proto_conf
+in_list hipache-tpc "$TARGETS" && write_hipache_proto_conf hipache-tpc "$P_H_HTTP" "$P_H_TLS" "$HIPACHE_BIN"
+in_list hipache-alt "$TARGETS" && write_hipache_proto_conf hipache-alt "$P_A_HTTP" "$P_A_TLS" "$HIPACHE_ALT_BIN"
 
 # ---------------------------------------------------------------------------------------------
 # What the clients negotiate: protocol, cipher, group, ALPN; and whether wrk resumes sessions.
@@ -322,8 +349,7 @@ tls_checks() {
     : >"$f"
     for t in ${TARGETS//,/ }; do
         [ "$t" = floor ] && continue
-        port=$P_N_TLS
-        [ "$t" = hipache-tpc ] && port=$P_H_TLS
+        port=$(port_of "$t" tls)
         out=$(sleep 0.5 | openssl s_client -connect "127.0.0.1:$port" -servername localhost -alpn h2,http/1.1 \
                   2>&1 | tr -d "\0" || true)
         {
@@ -339,7 +365,7 @@ tls_checks() {
                   "https://localhost:$port/30" || true)"
             echo "== $t (curl --http2-prior-knowledge, h2c): $(curl -s --http2-prior-knowledge -o /dev/null \
                   -w '%{http_version} %{http_code}' \
-                  "http://localhost:$([ "$t" = hipache-tpc ] && echo "$P_H_HTTP" || echo "$P_N_H2C")/30" || true)"
+                  "http://localhost:$(port_of "$t" h2c)/30" || true)"
         } >>"$f"
     done
     # wrk and session resumption: 200 requests, each on a new connection, against nginx's check
@@ -363,6 +389,8 @@ port_of() {              # port_of TARGET SCENARIO
     case "$1:$2" in
         hipache-tpc:tls*|hipache-tpc:h2) echo "$P_H_TLS" ;;
         hipache-tpc:*) echo "$P_H_HTTP" ;;
+        hipache-alt:tls*|hipache-alt:h2) echo "$P_A_TLS" ;;
+        hipache-alt:*) echo "$P_A_HTTP" ;;
         nginx:tls*|nginx:h2) echo "$P_N_TLS" ;;
         nginx:h2c) echo "$P_N_H2C" ;;
         nginx:ws-*) echo "$P_N_HTTP" ;;
@@ -370,6 +398,14 @@ port_of() {              # port_of TARGET SCENARIO
     esac
 }
 ws_size() { case "$1" in ws-64) echo 64 ;; ws-1k) echo 1024 ;; ws-16k) echo 16384 ;; esac; }
+beside_args() {          # beside_args SCENARIO TARGET DURATION: JSON list, or nothing
+    local port
+    port=$(port_of "$2" "$1")
+    case "$1" in
+        tls-mixed) printf '["-t1", "-c", "%s", "-d", "%ss", "--timeout", "5s", "--latency", "-H", "Connection: close", "https://localhost:%s/30"]' \
+                       "$MIXED_HANDSHAKES" "$3" "$port" ;;
+    esac
+}
 tool_of() { case "$1" in tls*) echo wrk ;; h2*) echo h2load ;; ws-*) echo ws ;; esac; }
 
 load_args() {            # load_args SCENARIO TARGET DURATION: one argument per line
@@ -379,6 +415,10 @@ load_args() {            # load_args SCENARIO TARGET DURATION: one argument per 
         tls) printf '%s\n' -t1 -c "$CONNECTIONS" -d "${d}s" --timeout 5s --latency "https://localhost:$port/30" ;;
         tls-close) printf '%s\n' -t1 -c "$CONNECTIONS" -d "${d}s" --timeout 5s --latency \
                        -H "Connection: close" "https://localhost:$port/30" ;;
+        # The measured load: paced keep-alive requests (the same rate for every target); the
+        # handshake load beside it comes from beside_args.
+        tls-mixed) printf '%s\n' -t1 -c "$MIXED_CONNECTIONS" -d "${d}s" --timeout 5s --latency \
+                       -s "$HERE/lua/paced.lua" "https://localhost:$port/30" -- "$MIXED_PAUSE" ;;
         h2) printf '%s\n' -n AUTO -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 "https://localhost:$port/30" ;;
         h2c) printf '%s\n' -n AUTO -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 "http://localhost:$port/30" ;;
         ws-*) printf '%s\n' --port "$port" --host ws.bench.test --tunnels "$WS_TUNNELS" \
@@ -407,6 +447,11 @@ for s in ${SCENARIOS//,/ }; do
                 mapfile -t args < <(load_args "$s" "$t" "$WARMUP")
                 taskset -c "$CLIENT_CPU" wrk "${args[@]}" >/dev/null 2>&1 ||
                     die "wrk warm-up failed for $t/$s: wrk ${args[*]}"
+                if [ "$s" = tls-mixed ]; then
+                    mapfile -t args < <(load_args tls-close "$t" "$WARMUP")
+                    taskset -c "$CLIENT_CPU" wrk "${args[@]}" >/dev/null 2>&1 ||
+                        die "wrk warm-up failed for $t/$s: wrk ${args[*]}"
+                fi
             fi
             # h2load: its calibration run is the warm-up; ws: the client warms up itself.
             mapfile -t args < <(load_args "$s" "$t" "$DURATION")
@@ -415,7 +460,7 @@ for s in ${SCENARIOS//,/ }; do
                 --proxy-pid "${PID[$t]}" --proxy-log "${PLOG[$t]}" \
                 --backend-pid "$([ "$tool" = ws ] && echo "${PID[ws-echo]}" || echo "${PID[backend]}")" \
                 --redis-pid "${PID[redis]}" --redis-port "$P_REDIS" --client-cpu "$CLIENT_CPU" \
-                -- "${args[@]}" || die "measured run failed: $t/$s round $r"
+                --beside-json "$(beside_args "$s" "$t" "$DURATION")" -- "${args[@]}" || die "measured run failed: $t/$s round $r"
             check_alive "$t" "${PLOG[$t]}"
         done
     done

@@ -1,25 +1,45 @@
 //! Phase 3 for upgraded connections: after a `101 Switching Protocols`, bytes are copied both ways
 //! between client and backend until each side closes (docs/compatibility.md §5).
 //!
-//! Each direction has its own task and buffer; end of stream on one side is passed on as a write
-//! shutdown to the other (half-close), so either peer can finish sending first. Tunnels have no idle
-//! timeout unless `server.websocketIdleTimeout` is set; then a watchdog tells both copy tasks to stop
-//! after that long without a byte in either direction, and they close the streams they own (nothing
-//! here touches a raw file descriptor). A panic in one copy task ends that direction only. Nothing
-//! here parses WebSocket frames.
+//! Each direction has its own task; end of stream on one side is passed on as a write shutdown to
+//! the other (half-close), so either peer can finish sending first. Tunnels have no idle timeout
+//! unless `server.websocketIdleTimeout` is set; then a watchdog tells both copy tasks to stop after
+//! that long without a byte in either direction, and they close the streams they own. A panic in one
+//! copy task ends that direction only. Nothing here parses WebSocket frames.
+//!
+//! Two ways to copy:
+//! - [`run_plain`], when both sides are plain sockets (a TCP client, a TCP or unix backend): each
+//!   direction waits for readiness through the runtime, then moves the bytes with direct
+//!   non-blocking `recv`/`send` calls through one buffer per worker thread, as an epoll proxy does.
+//!   A message thus costs one runtime operation (the readiness wait) instead of two (a read and a
+//!   write), and an idle tunnel holds no buffer. Bytes the peer cannot take yet are kept (at most
+//!   one buffer's worth per direction) until it is writable, and reading pauses meanwhile. The
+//!   direct calls use the descriptor of a stream the copy task holds, so it cannot be closed and
+//!   reused under them.
+//! - [`run`], for everything else (a TLS client): reads and writes through the streams' own
+//!   implementations, with a buffer per direction.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::dataplane::upstream::stream::BackendStream;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
 
 use crate::common::local_sync::Notify;
 use crate::common::task::OnPanic;
 
-/// Per-direction copy buffer.
+/// Per-direction copy buffer of [`run`].
 const TUNNEL_BUF: usize = 32 * 1024;
+/// The per-thread buffer of [`run_plain`], and the most it keeps per direction for a slow peer.
+const PLAIN_BUF: usize = 64 * 1024;
+/// Full buffers moved in a row before a direction waits for readiness again (which lets the other
+/// tasks of the worker run): a fast sender cannot hold the thread.
+const PLAIN_BURST: usize = 16;
 
 /// Bytes carried by a finished tunnel.
 #[derive(Debug, Default, Clone, Copy)]
@@ -158,6 +178,245 @@ async fn watchdog(idle: Rc<Idle>, done: Rc<Cell<bool>>, limit: Duration) {
             idle.expired.set(true);
             idle.stop.notify_all();
             return;
+        }
+    }
+}
+
+/// Runs a tunnel between two plain sockets to completion (see the module documentation). `early`
+/// holds bytes the client sent after its upgrade request (they go to the backend first).
+pub async fn run_plain(
+    client: TcpStream,
+    early: Vec<u8>,
+    backend: BackendStream,
+    idle: Option<Duration>,
+) -> TunnelBytes {
+    let client = Rc::new(client);
+    let backend = Rc::new(backend);
+    let mut bytes = TunnelBytes::default();
+    let state = idle.map(|_| {
+        Rc::new(Idle {
+            activity: Cell::new(Instant::now()),
+            expired: Cell::new(false),
+            stop: Notify::new(),
+        })
+    });
+    if !early.is_empty() {
+        match flush_backlog(&*backend, &early, &state).await {
+            Flushed::All => bytes.to_backend += early.len() as u64,
+            Flushed::Stopped(_) => return bytes,
+        }
+    }
+    drop(early);
+    let done = Rc::new(Cell::new(false));
+    if let (Some(limit), Some(state)) = (idle, &state) {
+        crate::common::task::spawn(
+            OnPanic::EndTask,
+            watchdog(state.clone(), done.clone(), limit),
+        );
+    }
+    let up = crate::common::task::spawn(
+        OnPanic::EndTask,
+        pump_plain(client.clone(), backend.clone(), state.clone()),
+    );
+    bytes.to_client = pump_plain(backend, client, state).await;
+    // `None`: the other direction's task panicked (contained).
+    bytes.to_backend += up.await.unwrap_or(0);
+    done.set(true);
+    bytes
+}
+
+/// A plain socket a tunnel moves bytes on directly: the runtime only says when it is ready.
+trait PlainEnd: AsRawFd {
+    fn readable(&self) -> impl Future<Output = io::Result<()>>;
+    fn writable(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+impl PlainEnd for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        TcpStream::readable(self, false)
+    }
+    fn writable(&self) -> impl Future<Output = io::Result<()>> {
+        TcpStream::writable(self, false)
+    }
+}
+
+impl PlainEnd for BackendStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        BackendStream::readable(self)
+    }
+    fn writable(&self) -> impl Future<Output = io::Result<()>> {
+        BackendStream::writable(self)
+    }
+}
+
+thread_local! {
+    /// The buffer every plain tunnel of this worker thread reads into and sends from. It is only
+    /// borrowed between two awaits, never across one.
+    static PLAIN_RELAY_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; PLAIN_BUF]);
+}
+
+/// What one read-and-forward step did.
+enum Step {
+    /// Nothing to read after all (a spurious readiness).
+    Again,
+    /// End of stream, or a read error: pass the end on.
+    End,
+    /// The peer's socket failed: stop without a shutdown.
+    WriteFailed,
+    /// `read` bytes came in and `sent` of them went out at once; the rest waits in the backlog.
+    Moved { read: usize, sent: usize },
+}
+
+/// Copies from `from` to `to` until end of stream, error or idle expiry, then shuts down the
+/// writer (half-close). Returns the bytes written to `to`.
+async fn pump_plain<F: PlainEnd, T: PlainEnd>(
+    from: Rc<F>,
+    to: Rc<T>,
+    idle: Option<Rc<Idle>>,
+) -> u64 {
+    let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
+    let mut total = 0u64;
+    'wait: loop {
+        if !ready(from.readable(), &idle).await {
+            break;
+        }
+        for _ in 0..PLAIN_BURST {
+            let mut backlog = Vec::new();
+            let step = PLAIN_RELAY_BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                let read = match recv_direct(from_fd, &mut b) {
+                    Ok(0) => return Step::End,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Again,
+                    Err(_) => return Step::End,
+                };
+                let mut sent = 0;
+                while sent < read {
+                    match send_direct(to_fd, &b[sent..read]) {
+                        Ok(k) if k > 0 => sent += k,
+                        Ok(_) => {
+                            backlog.extend_from_slice(&b[sent..read]);
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            backlog.extend_from_slice(&b[sent..read]);
+                            break;
+                        }
+                        Err(_) => return Step::WriteFailed,
+                    }
+                }
+                Step::Moved { read, sent }
+            });
+            match step {
+                Step::Again => continue 'wait,
+                Step::End => break 'wait,
+                Step::WriteFailed => return total,
+                Step::Moved { read, sent } => {
+                    if let Some(idle) = &idle {
+                        idle.activity.set(Instant::now());
+                    }
+                    total += sent as u64;
+                    if !backlog.is_empty() {
+                        // The peer is slow: reading pauses until it has taken these.
+                        match flush_backlog(&*to, &backlog, &idle).await {
+                            Flushed::All => total += backlog.len() as u64,
+                            Flushed::Stopped(k) => return total + k as u64,
+                        }
+                    }
+                    if read < PLAIN_BUF {
+                        // Most likely drained: wait for more rather than try a read that fails.
+                        continue 'wait;
+                    }
+                }
+            }
+        }
+    }
+    // SAFETY: `to_fd` is the open socket of `to`, which this task holds.
+    unsafe { libc::shutdown(to_fd, libc::SHUT_WR) };
+    total
+}
+
+/// How sending a backlog ended.
+enum Flushed {
+    All,
+    /// An error or idle expiry after this many bytes.
+    Stopped(usize),
+}
+
+/// Sends `data` to `to`, waiting for writability as needed (bounded by the idle watchdog).
+async fn flush_backlog<T: PlainEnd>(to: &T, data: &[u8], idle: &Option<Rc<Idle>>) -> Flushed {
+    let fd = to.as_raw_fd();
+    let mut sent = 0;
+    while sent < data.len() {
+        match send_direct(fd, &data[sent..]) {
+            Ok(k) if k > 0 => sent += k,
+            Ok(_) => {
+                if !ready(to.writable(), idle).await {
+                    return Flushed::Stopped(sent);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !ready(to.writable(), idle).await {
+                    return Flushed::Stopped(sent);
+                }
+            }
+            Err(_) => return Flushed::Stopped(sent),
+        }
+    }
+    Flushed::All
+}
+
+/// Waits for a readiness, or for the idle watchdog's stop (false; an error is false too).
+async fn ready(wait: impl Future<Output = io::Result<()>>, idle: &Option<Rc<Idle>>) -> bool {
+    match idle {
+        None => wait.await.is_ok(),
+        Some(idle) => {
+            if idle.expired.get() {
+                return false;
+            }
+            let stop = idle.stop.notified();
+            // A readiness wait dropped on expiry consumed nothing.
+            monoio::select! {
+                r = wait => r.is_ok(),
+                _ = stop => false,
+            }
+        }
+    }
+}
+
+/// One non-blocking `recv` (retried on EINTR).
+fn recv_direct(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length; `fd` is an open socket of the caller's.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// One non-blocking `send` (retried on EINTR; no SIGPIPE on a closed peer).
+fn send_direct(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of its length; `fd` is an open socket of the caller's.
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
