@@ -44,6 +44,8 @@ pub struct HandshakeGate {
     /// Waiting handshakes, oldest first.
     queue: RefCell<VecDeque<Rc<Slot>>>,
     ticker_running: Cell<bool>,
+    /// A waiter was let in and has not taken its pass yet: nobody else is let in meanwhile.
+    let_in_pending: Cell<bool>,
     /// Always writable: a readiness wait on it completes at the runtime's next visit to the kernel.
     /// The other end is kept open so that it stays so.
     tick: UnixStream,
@@ -71,6 +73,7 @@ impl HandshakeGate {
             spent: Cell::new(Duration::ZERO),
             queue: RefCell::new(VecDeque::new()),
             ticker_running: Cell::new(false),
+            let_in_pending: Cell::new(false),
             tick,
             _peer: peer,
             deferred: Cell::new(0),
@@ -93,10 +96,14 @@ impl HandshakeGate {
 
     /// Lets the oldest live waiter in (a waiter whose future is gone holds the only reference).
     fn let_next_in(&self) {
+        if self.let_in_pending.get() {
+            return;
+        }
         let mut queue = self.queue.borrow_mut();
         while let Some(slot) = queue.pop_front() {
             if Rc::strong_count(&slot) > 1 {
                 slot.let_in.set(true);
+                self.let_in_pending.set(true);
                 let waker = slot.waker.borrow_mut().take();
                 drop(queue);
                 if let Some(w) = waker {
@@ -131,6 +138,7 @@ async fn ticker(gate: Rc<HandshakeGate>) {
             self.0.ticker_running.set(false);
             // Contained panic or normal end: whoever is still queued is let in rather than stranded.
             if self.0.waiting() {
+                self.0.let_in_pending.set(false);
                 self.0.let_next_in();
             }
         }
@@ -177,6 +185,7 @@ impl Future for Enter {
             }
             Some(slot) if slot.let_in.get() => {
                 self.slot = None;
+                gate.let_in_pending.set(false);
                 Poll::Ready(Pass {
                     gate,
                     start: Instant::now(),
@@ -196,6 +205,7 @@ impl Drop for Enter {
         // skips the slot once this reference is gone.
         if let Some(slot) = self.slot.take() {
             if slot.let_in.get() {
+                self.gate.let_in_pending.set(false);
                 self.gate.let_next_in();
             }
         }
@@ -214,8 +224,11 @@ impl Drop for Pass {
         self.gate.spent.set(spent);
         if spent < self.gate.budget {
             self.gate.let_next_in();
+        } else if self.gate.waiting() {
+            // The ticker lets the next one in at the next turn (it runs while anyone waits; this
+            // restarts it if it had to stop).
+            self.gate.start_ticker();
         }
-        // Otherwise the ticker lets the next one in at the next turn.
     }
 }
 
@@ -223,7 +236,7 @@ impl Drop for Pass {
 mod tests {
     use super::*;
 
-    fn runtime() -> monoio::Runtime<monoio::IoUringDriver> {
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>> {
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .enable_timer()
             .build()
