@@ -179,7 +179,10 @@ fn eight_mib_each_way_through_a_plain_tunnel_with_half_close_and_logged_bytes() 
     let raw = start_raw_upgrade(b"G");
     redis.set_frontend("bulk.test", "bulk", &[format!("http://127.0.0.1:{raw}")]);
     // Without and with an idle timeout (the copy tasks then also wait for the watchdog).
-    for server in [json!({}), json!({ "server": { "websocketIdleTimeout": 30 } })] {
+    for server in [
+        json!({}),
+        json!({ "server": { "websocketIdleTimeout": 30 } }),
+    ] {
         let proxy = Proxy::start(&redis, server);
         let (data, got) = bulk_through_slow_reader(proxy.port, "bulk.test");
         let end = got
@@ -190,9 +193,16 @@ fn eight_mib_each_way_through_a_plain_tunnel_with_half_close_and_logged_bytes() 
         assert!(got.starts_with(b"HTTP/1.1 101 "));
         let body = &got[end..];
         let tail = format!("EOF after {} bytes", data.len());
-        assert_eq!(body.len(), 1 + data.len() + tail.len(), "bytes lost or added");
+        assert_eq!(
+            body.len(),
+            1 + data.len() + tail.len(),
+            "bytes lost or added"
+        );
         assert_eq!(body[0], b'G');
-        assert!(body[1..1 + data.len()] == data[..], "tunnel corrupted the bytes");
+        assert!(
+            body[1..1 + data.len()] == data[..],
+            "tunnel corrupted the bytes"
+        );
         // The backend saw the half-close after every byte and could still answer.
         assert_eq!(&body[1 + data.len()..], tail.as_bytes());
         // The access log counts every byte the client received.

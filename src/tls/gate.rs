@@ -292,7 +292,10 @@ mod tests {
             // probe never waits behind more than two turns' worth: six, not all twelve.
             for seen in order.iter().map(|(_, r)| *r) {
                 let between = order.iter().filter(|(_, r)| *r == seen).count();
-                assert!(between <= 6, "{between} handshakes between two probe runs: {order:?}");
+                assert!(
+                    between <= 6,
+                    "{between} handshakes between two probe runs: {order:?}"
+                );
             }
             assert!(gate.deferred() >= 6, "deferred {}", gate.deferred());
         });

@@ -380,7 +380,14 @@ fn splice_step(from_fd: RawFd, to_fd: RawFd, backlog: &mut Vec<u8>) -> Step {
     const FLAGS: libc::c_uint = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: plain descriptors; null offsets (sockets and pipes have none).
     let read = unsafe {
-        libc::splice(from_fd, std::ptr::null_mut(), pw, std::ptr::null_mut(), PLAIN_BUF, FLAGS)
+        libc::splice(
+            from_fd,
+            std::ptr::null_mut(),
+            pw,
+            std::ptr::null_mut(),
+            PLAIN_BUF,
+            FLAGS,
+        )
     };
     let read = match read {
         0 => return Step::End,
@@ -393,7 +400,14 @@ fn splice_step(from_fd: RawFd, to_fd: RawFd, backlog: &mut Vec<u8>) -> Step {
     while sent < read {
         // SAFETY: as above.
         let n = unsafe {
-            libc::splice(pr, std::ptr::null_mut(), to_fd, std::ptr::null_mut(), read - sent, FLAGS)
+            libc::splice(
+                pr,
+                std::ptr::null_mut(),
+                to_fd,
+                std::ptr::null_mut(),
+                read - sent,
+                FLAGS,
+            )
         };
         if n > 0 {
             sent += n as usize;
@@ -412,7 +426,11 @@ fn splice_step(from_fd: RawFd, to_fd: RawFd, backlog: &mut Vec<u8>) -> Step {
         while got < read - sent {
             // SAFETY: the backlog has room for the rest.
             let n = unsafe {
-                libc::read(pr, backlog[start + got..].as_mut_ptr().cast(), read - sent - got)
+                libc::read(
+                    pr,
+                    backlog[start + got..].as_mut_ptr().cast(),
+                    read - sent - got,
+                )
             };
             if n <= 0 {
                 // Not expected: forget this pipe rather than leave bytes in it.
