@@ -16,13 +16,20 @@ usage: bench/proto.sh [options]
   --warmup S          unmeasured run before each measured run           [WARMUP=1]
   --rounds N          interleaved rounds (median over rounds)           [ROUNDS=3]
   --connections N     wrk connections of the TLS scenarios              [CONNECTIONS=64]
-  --scenarios LIST    comma list of: tls,tls-close,tls-redis,tls-files,h2,h2c,ws-64,ws-1k,ws-16k
-                                                                        [SCENARIOS=all of them]
+  --scenarios LIST    comma list of: tls,tls-close,tls-mixed,tls-redis,tls-files,h2,h2c,ws-64,ws-1k,
+                      ws-16k                                            [SCENARIOS=all of them]
                       tls-redis, tls-files: a new connection per request, SNI rotating over
                       --sni-names names, each with its own certificate: from Redis (tls:<name>,
                       hipache-tpc only) or from files (certificatesDir; nginx: a server block each)
-  --targets LIST      comma list of: hipache-tpc,nginx,floor (floor: the minimal relay of
-                      examples/floor_relay.rs, ws-* scenarios only)    [TARGETS=hipache-tpc,nginx,floor]
+  --targets LIST      comma list of: hipache-tpc,hipache-alt,nginx,floor (floor: the minimal
+                      relay of examples/floor_relay.rs, ws-* scenarios only; hipache-alt: another
+                      build, for A/B comparisons: HIPACHE_ALT_BIN=path; not in tls-redis/-files)
+                                                                        [TARGETS=hipache-tpc,nginx,floor]
+  --mixed-connections N   tls-mixed: keep-alive connections, each pausing --mixed-pause ms after
+                      every response                                    [MIXED_CONNECTIONS=32]
+  --mixed-pause MS                                                      [MIXED_PAUSE=10]
+  --mixed-handshakes N    tls-mixed: connections making a handshake per request (closed loop)
+                                                                        [MIXED_HANDSHAKES=16]
   --h2-clients N, --h2-streams N   h2load -c and -m                     [H2_CLIENTS=16, H2_STREAMS=10]
   --ws-tunnels N      concurrent WebSocket tunnels                      [WS_TUNNELS=64]
   --ws-window N       messages in flight per tunnel                     [WS_WINDOW=1]
@@ -52,7 +59,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
-ALL_SCENARIOS="tls,tls-close,tls-redis,tls-files,h2,h2c,ws-64,ws-1k,ws-16k"
+ALL_SCENARIOS="tls,tls-close,tls-mixed,tls-redis,tls-files,h2,h2c,ws-64,ws-1k,ws-16k"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 TARGETS=${TARGETS:-hipache-tpc,nginx,floor}
 H2_CLIENTS=${H2_CLIENTS:-16}
@@ -64,6 +71,9 @@ WS_CLIENTS=${WS_CLIENTS:-1}
 SNI_NAMES=${SNI_NAMES:-1000}
 SNI_CLIENTS=${SNI_CLIENTS:-16}
 SNI_PATTERN=s%d.sni.test
+MIXED_CONNECTIONS=${MIXED_CONNECTIONS:-32}
+MIXED_PAUSE=${MIXED_PAUSE:-10}
+MIXED_HANDSHAKES=${MIXED_HANDSHAKES:-16}
 KEY_TYPE=${KEY_TYPE:-ec}
 PROXY_CPU=${PROXY_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -80,7 +90,7 @@ while [ $# -gt 0 ]; do
         --no-install) INSTALL=0; shift; continue ;;
         --duration|--warmup|--rounds|--connections|--scenarios|--targets|--h2-clients|--h2-streams|\
         --ws-tunnels|--ws-window|--ws-backends|--ws-clients|--sni-names|--sni-clients|--key-type|\
-        --proxy-cpu|--client-cpu|--out) ;;
+        --proxy-cpu|--client-cpu|--out|--mixed-connections|--mixed-pause|--mixed-handshakes) ;;
         *) echo "proto.sh: unknown option $opt (see --help)" >&2; exit 2 ;;
     esac
     [ $# -ge 2 ] || { echo "proto.sh: $opt needs a value (see --help)" >&2; exit 2; }
@@ -104,12 +114,16 @@ while [ $# -gt 0 ]; do
         --proxy-cpu) PROXY_CPU=$val ;;
         --client-cpu) CLIENT_CPU=$val ;;
         --out) OUT=$val ;;
+        --mixed-connections) MIXED_CONNECTIONS=$val ;;
+        --mixed-pause) MIXED_PAUSE=$val ;;
+        --mixed-handshakes) MIXED_HANDSHAKES=$val ;;
     esac
     shift 2
 done
 
 for n in DURATION WARMUP ROUNDS CONNECTIONS H2_CLIENTS H2_STREAMS WS_TUNNELS WS_WINDOW WS_BACKENDS \
-         WS_CLIENTS SNI_NAMES SNI_CLIENTS PROXY_CPU CLIENT_CPU; do
+         WS_CLIENTS SNI_NAMES SNI_CLIENTS PROXY_CPU CLIENT_CPU MIXED_CONNECTIONS MIXED_PAUSE \
+         MIXED_HANDSHAKES; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, got '${!n}'"
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$CONNECTIONS" -ge 1 ] || die "duration, rounds and connections must be at least 1"
@@ -121,7 +135,7 @@ for s in ${SCENARIOS//,/ }; do
     in_list "$s" "$ALL_SCENARIOS" || die "unknown scenario '$s' (known: $ALL_SCENARIOS)"
 done
 for t in ${TARGETS//,/ }; do
-    in_list "$t" "hipache-tpc,nginx,floor" || die "unknown target '$t' (hipache-tpc, nginx, floor)"
+    in_list "$t" "hipache-tpc,hipache-alt,nginx,floor" || die "unknown target '$t' (hipache-tpc, hipache-alt, nginx, floor)"
 done
 in_list "$KEY_TYPE" "ec,rsa" || die "--key-type must be ec or rsa"
 SNI=0
@@ -136,9 +150,13 @@ ensure_tools "$INSTALL" "${need[@]}"
 nginx -V 2>&1 | grep -q -- --with-http_v2_module || die "this nginx has no HTTP/2 module"
 wrk_ssl=1
 ldd "$(command -v wrk)" 2>/dev/null | grep -q libssl || wrk_ssl=0
-[ "$wrk_ssl" = 1 ] || ! { in_list tls "$SCENARIOS" || in_list tls-close "$SCENARIOS"; } ||
+[ "$wrk_ssl" = 1 ] || ! { in_list tls "$SCENARIOS" || in_list tls-close "$SCENARIOS" || in_list tls-mixed "$SCENARIOS"; } ||
     die "this wrk is built without OpenSSL (no https): install Debian's wrk"
 in_list hipache-tpc "$TARGETS" && build_hipache "$BUILD"
+if in_list hipache-alt "$TARGETS"; then
+    [ -n "${HIPACHE_ALT_BIN:-}" ] && [ -x "$HIPACHE_ALT_BIN" ] ||
+        die "target hipache-alt needs HIPACHE_ALT_BIN=<path to another hipache-tpc binary>"
+fi
 in_list floor "$TARGETS" && build_floor "$BUILD"
 [ "$SNI" = 1 ] && build_sni_client "$BUILD"
 [ -n "${HIPACHE_BIN:-}" ] || HIPACHE_BIN="$ROOT/target/release/hipache-tpc"
@@ -151,7 +169,7 @@ RUNS="$OUT/runs.jsonl"
 raise_nofile $((4 * CONNECTIONS + 4 * WS_TUNNELS + 1000))
 
 read -r P_REDIS P_BACK_A P_BACK_B P_WS P_H_HTTP P_H_TLS P_N_HTTP P_N_TLS P_N_H2C P_N_CHECK P_FLOOR P_N_SNI \
-    < <(python3 "$PY" freeports 12)
+    P_A_HTTP P_A_TLS < <(python3 "$PY" freeports 14)
 
 python3 "$PY" machine >"$OUT/machine.json"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -197,8 +215,9 @@ redis-cli -p "$P_REDIS" rpush frontend:ws.bench.test ws "http://127.0.0.1:$P_WS"
 
 # ---------------------------------------------------------------------------------------------
 # Proxies.
-write_hipache_proto_conf() {     # write_hipache_proto_conf NAME EXTRA_HTTPS_KEYS
-    local conf="$OUT/conf/$1.json"
+write_hipache_proto_conf() {     # write_hipache_proto_conf NAME HTTP_PORT TLS_PORT BINARY EXTRA_HTTPS_KEYS
+    local t=$1 p_http=$2 p_tls=$3 bin=$4 extra=${5:-}
+    local conf="$OUT/conf/$t.json"
     cat >"$conf" <<EOF
 {
     "server": {
@@ -209,13 +228,13 @@ write_hipache_proto_conf() {     # write_hipache_proto_conf NAME EXTRA_HTTPS_KEY
         "http2": true,
         "lruCache": { "size": 10000, "ttl": 1 }
     },
-    "http": { "port": $P_H_HTTP, "bind": ["127.0.0.1"] },
-    "https": { "port": $P_H_TLS, "bind": ["127.0.0.1"], "key": "$KEY", "cert": "$CERT"$2 },
+    "http": { "port": $p_http, "bind": ["127.0.0.1"] },
+    "https": { "port": $p_tls, "bind": ["127.0.0.1"], "key": "$KEY", "cert": "$CERT"$extra },
     "driver": "redis://127.0.0.1:$P_REDIS"
 }
 EOF
-    "$HIPACHE_BIN" --dry -c "$conf" >"$conf.dry" 2>&1 ||
-        die "hipache-tpc rejects its configuration: $(cat "$conf.dry")"
+    "$bin" --dry -c "$conf" >"$conf.dry" 2>&1 ||
+        die "$t rejects its configuration: $(cat "$conf.dry")"
 }
 
 write_nginx_proto_conf() {
@@ -338,7 +357,8 @@ EOF
         die "nginx rejects $d/nginx.conf"
 }
 
-declare -A PLOG=([hipache-tpc]="$OUT/logs/hipache-tpc.log" [nginx]="$OUT/logs/nginx-error.log"
+declare -A PLOG=([hipache-tpc]="$OUT/logs/hipache-tpc.log" [hipache-alt]="$OUT/logs/hipache-alt.log"
+                 [nginx]="$OUT/logs/nginx-error.log"
                  [floor]="$OUT/logs/floor.log")
 start_proxies() {         # start_proxies [SCENARIO]: tls-files gives hipache-tpc its certificate files
     local t conf=hipache-tpc
@@ -350,6 +370,12 @@ start_proxies() {         # start_proxies [SCENARIO]: tls-files gives hipache-tp
                 start_proc hipache-tpc "$PROXY_CPU" "${PLOG[$t]}" env RUST_LOG=warn \
                     "$HIPACHE_BIN" -c "$OUT/conf/$conf.json"
                 wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_H_HTTP/30" 127.0.0.1
+                ;;
+            hipache-alt)
+                assert_port_free "$P_A_HTTP"; assert_port_free "$P_A_TLS"
+                start_proc hipache-alt "$PROXY_CPU" "${PLOG[$t]}" env RUST_LOG=warn \
+                    "$HIPACHE_ALT_BIN" -c "$OUT/conf/hipache-alt.json"
+                wait_http "$t" "${PLOG[$t]}" "http://127.0.0.1:$P_A_HTTP/30" 127.0.0.1
                 ;;
             nginx)
                 local p
@@ -377,10 +403,11 @@ write_nginx_proto_conf
 if in_list hipache-tpc "$TARGETS"; then
     # The usual configuration (also tls-redis's: certificates from Redis are on with the Redis
     # driver), and tls-files': the same names from certificate files, Redis certificates off.
-    write_hipache_proto_conf hipache-tpc ""
-    [ "$SNI" = 1 ] && write_hipache_proto_conf hipache-tpc-files \
+    write_hipache_proto_conf hipache-tpc "$P_H_HTTP" "$P_H_TLS" "$HIPACHE_BIN" ""
+    [ "$SNI" = 1 ] && write_hipache_proto_conf hipache-tpc-files "$P_H_HTTP" "$P_H_TLS" "$HIPACHE_BIN" \
         ", \"certificatesDir\": \"$SNI_DIR/certs\", \"redisCertificates\": false"
 fi
+in_list hipache-alt "$TARGETS" && write_hipache_proto_conf hipache-alt "$P_A_HTTP" "$P_A_TLS" "$HIPACHE_ALT_BIN" ""
 
 # ---------------------------------------------------------------------------------------------
 # What the clients negotiate: protocol, cipher, group, ALPN; and whether wrk resumes sessions.
@@ -389,8 +416,7 @@ tls_checks() {
     : >"$f"
     for t in ${TARGETS//,/ }; do
         [ "$t" = floor ] && continue
-        port=$P_N_TLS
-        [ "$t" = hipache-tpc ] && port=$P_H_TLS
+        port=$(port_of "$t" tls)
         out=$(sleep 0.5 | openssl s_client -connect "127.0.0.1:$port" -servername localhost -alpn h2,http/1.1 \
                   2>&1 | tr -d "\0" || true)
         {
@@ -406,7 +432,7 @@ tls_checks() {
                   "https://localhost:$port/30" || true)"
             echo "== $t (curl --http2-prior-knowledge, h2c): $(curl -s --http2-prior-knowledge -o /dev/null \
                   -w '%{http_version} %{http_code}' \
-                  "http://localhost:$([ "$t" = hipache-tpc ] && echo "$P_H_HTTP" || echo "$P_N_H2C")/30" || true)"
+                  "http://localhost:$(port_of "$t" h2c)/30" || true)"
         } >>"$f"
     done
     # wrk and session resumption: 200 requests, each on a new connection, against nginx's check
@@ -431,6 +457,8 @@ port_of() {              # port_of TARGET SCENARIO
         hipache-tpc:tls*|hipache-tpc:h2) echo "$P_H_TLS" ;;
         nginx:tls-files) echo "$P_N_SNI" ;;
         hipache-tpc:*) echo "$P_H_HTTP" ;;
+        hipache-alt:tls*|hipache-alt:h2) echo "$P_A_TLS" ;;
+        hipache-alt:*) echo "$P_A_HTTP" ;;
         nginx:tls*|nginx:h2) echo "$P_N_TLS" ;;
         nginx:h2c) echo "$P_N_H2C" ;;
         nginx:ws-*) echo "$P_N_HTTP" ;;
@@ -438,13 +466,21 @@ port_of() {              # port_of TARGET SCENARIO
     esac
 }
 ws_size() { case "$1" in ws-64) echo 64 ;; ws-1k) echo 1024 ;; ws-16k) echo 16384 ;; esac; }
+beside_args() {          # beside_args SCENARIO TARGET DURATION: JSON list, or nothing
+    local port
+    port=$(port_of "$2" "$1")
+    case "$1" in
+        tls-mixed) printf '["-t1", "-c", "%s", "-d", "%ss", "--timeout", "5s", "--latency", "-H", "Connection: close", "https://localhost:%s/30"]' \
+                       "$MIXED_HANDSHAKES" "$3" "$port" ;;
+    esac
+}
 tool_of() { case "$1" in tls-redis|tls-files) echo sni ;; tls*) echo wrk ;; h2*) echo h2load ;; ws-*) echo ws ;; esac; }
 # Which target runs a scenario: the floor relay speaks no TLS and no HTTP/2 (tunnels only); nginx
 # has no certificates from Redis.
 runs() {                 # runs TARGET SCENARIO
     case "$1:$2" in
         floor:ws-*) return 0 ;;
-        floor:*|nginx:tls-redis) return 1 ;;
+        floor:*|nginx:tls-redis|hipache-alt:tls-redis|hipache-alt:tls-files) return 1 ;;
     esac
 }
 
@@ -455,6 +491,10 @@ load_args() {            # load_args SCENARIO TARGET DURATION: one argument per 
         tls) printf '%s\n' -t1 -c "$CONNECTIONS" -d "${d}s" --timeout 5s --latency "https://localhost:$port/30" ;;
         tls-close) printf '%s\n' -t1 -c "$CONNECTIONS" -d "${d}s" --timeout 5s --latency \
                        -H "Connection: close" "https://localhost:$port/30" ;;
+        # The measured load: paced keep-alive requests (the same rate for every target); the
+        # handshake load beside it comes from beside_args.
+        tls-mixed) printf '%s\n' -t1 -c "$MIXED_CONNECTIONS" -d "${d}s" --timeout 5s --latency \
+                       -s "$HERE/lua/paced.lua" "https://localhost:$port/30" -- "$MIXED_PAUSE" ;;
         h2) printf '%s\n' -n AUTO -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 "https://localhost:$port/30" ;;
         h2c) printf '%s\n' -n AUTO -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 "http://localhost:$port/30" ;;
         tls-redis|tls-files) printf '%s\n' "$SNI_BIN" load --port "$port" --names "$SNI_NAMES" \
@@ -495,6 +535,11 @@ measure_round() {        # measure_round SCENARIO ROUND: each target once, in a 
             [ "$tool" = wrk ] && args=(wrk "${args[@]}")
             taskset -c "$CLIENT_CPU" "${args[@]}" >/dev/null 2>&1 ||
                 die "warm-up failed for $t/$s: ${args[*]}"
+            if [ "$s" = tls-mixed ]; then
+                mapfile -t args < <(load_args tls-close "$t" "$WARMUP")
+                taskset -c "$CLIENT_CPU" wrk "${args[@]}" >/dev/null 2>&1 ||
+                    die "wrk warm-up failed for $t/$s: wrk ${args[*]}"
+            fi
         fi
         # h2load: its calibration run is the warm-up; ws: the client warms up itself.
         mapfile -t args < <(load_args "$s" "$t" "$DURATION")
@@ -503,6 +548,7 @@ measure_round() {        # measure_round SCENARIO ROUND: each target once, in a 
             --proxy-pid "${PID[$t]}" --proxy-log "${PLOG[$t]}" \
             --backend-pid "$([ "$tool" = ws ] && echo "${PID[ws-echo]}" || echo "${PID[backend]}")" \
             --redis-pid "${PID[redis]}" --redis-port "$P_REDIS" --client-cpu "$CLIENT_CPU" \
+            --beside-json "$(beside_args "$s" "$t" "$DURATION")" \
             -- "${args[@]}" || die "measured run failed: $t/$s round $r"
         check_alive "$t" "${PLOG[$t]}"
     done

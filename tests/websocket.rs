@@ -1,6 +1,7 @@
 //! WebSocket tunnels (docs/compatibility.md §5, issue 4) over ws:// and wss://: routing and headers, echo of text and a
 //! 10 MB binary message, 200 concurrent tunnels, half-close, early data in both directions, backend
-//! refusals, unknown hosts, h2c not tunnelled, non-101 answers, idle timeout, draining.
+//! refusals, unknown hosts, h2c not tunnelled, non-101 answers, idle timeout, draining, and 8 MiB
+//! each way through a plain tunnel (copied and spliced) to a slow reader, with its logged byte count.
 
 mod common;
 
@@ -140,6 +141,78 @@ fn half_close_and_early_data_in_both_directions() {
     let mut rest = String::new();
     s.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "EOF after 9 bytes");
+}
+
+/// Sends 8 MiB through a tunnel (the first bytes with the upgrade request) to the raw echo backend
+/// behind `port`, from a client that starts reading late through a small receive buffer (so the
+/// proxy has to hold bytes back), then half-closes. Returns everything the client received.
+fn bulk_through_slow_reader(port: u16, host: &str) -> (Vec<u8>, Vec<u8>) {
+    let data: Vec<u8> = (0..8usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(8192).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let (host, sent) = (host.to_string(), data.clone());
+    let writer = std::thread::spawn(move || {
+        let mut first = upgrade_request(&host).into_bytes();
+        first.extend_from_slice(&sent[..1000]);
+        w.write_all(&first).unwrap();
+        for chunk in sent[1000..].chunks(64 * 1024) {
+            w.write_all(chunk).unwrap();
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    // A slow reader: the echo backs up into the proxy meanwhile.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    writer.join().expect("writer");
+    (data, got)
+}
+
+#[test]
+fn eight_mib_each_way_through_a_plain_tunnel_with_half_close_and_logged_bytes() {
+    let redis = RedisServer::start();
+    let raw = start_raw_upgrade(b"G");
+    redis.set_frontend("bulk.test", "bulk", &[format!("http://127.0.0.1:{raw}")]);
+    // Without and with an idle timeout (the copy tasks then also wait for the watchdog).
+    for server in [
+        json!({}),
+        json!({ "server": { "websocketIdleTimeout": 30 } }),
+    ] {
+        let proxy = Proxy::start(&redis, server);
+        let (data, got) = bulk_through_slow_reader(proxy.port, "bulk.test");
+        let end = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head")
+            + 4;
+        assert!(got.starts_with(b"HTTP/1.1 101 "));
+        let body = &got[end..];
+        let tail = format!("EOF after {} bytes", data.len());
+        assert_eq!(
+            body.len(),
+            1 + data.len() + tail.len(),
+            "bytes lost or added"
+        );
+        assert_eq!(body[0], b'G');
+        assert!(
+            body[1..1 + data.len()] == data[..],
+            "tunnel corrupted the bytes"
+        );
+        // The backend saw the half-close after every byte and could still answer.
+        assert_eq!(&body[1 + data.len()..], tail.as_bytes());
+        // The access log counts every byte the client received.
+        let lines = proxy.access_log_lines(1);
+        assert!(
+            lines[0].contains(&format!("\" 101 {} ", got.len())),
+            "{lines:?}, {} bytes received",
+            got.len()
+        );
+    }
 }
 
 #[test]

@@ -419,8 +419,15 @@ def cmd_run_one(a):
                   "load", "--proxy-pid", str(a.proxy_pid), "--backend-pid", str(a.backend_pid)],
            }[a.tool]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # A second wrk beside the measured one (e.g. a handshake per request beside keep-alive traffic):
+    # started first, same duration, its figures kept in the row under "beside".
+    beside = None
+    if a.beside_json:
+        beside = subprocess.Popen(["taskset", "-c", a.client_cpu, "wrk"] + json.loads(a.beside_json),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wrk = subprocess.run(["taskset", "-c", a.client_cpu] + cmd + a.wrk_args,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    beside_out = beside.communicate()[0] if beside else None
     p1, b1, r1 = cpu_seconds(proxy_tree), cpu_seconds(backend_tree), cpu_seconds(redis_tree)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c1 = time.monotonic()
@@ -441,6 +448,16 @@ def cmd_run_one(a):
         raise SystemExit(f"{a.tool} failed (exit {wrk.returncode})")
     w = {"wrk": parse_wrk, "h2load": parse_h2load, "ws": parse_ws, "sni": parse_sni}[a.tool](wrk.stdout)
     n = max(w["requests"], 1)
+    beside_row = None
+    if beside:
+        if beside.returncode != 0:
+            sys.stderr.write(beside_out)
+            raise SystemExit(f"the wrk beside the measured one failed (exit {beside.returncode})")
+        bw = parse_wrk(beside_out)
+        beside_row = {k: bw[k] for k in ("requests", "rps", "p50_us", "p99_us", "errors")}
+        beside_row["wrk_cmd"] = "wrk " + " ".join(json.loads(a.beside_json))
+        # CPU per request counts both loads' requests.
+        n = max(w["requests"] + bw["requests"], 1)
     if a.tool == "ws":
         # The client measured its own interval (after opening the tunnels and a warm-up) and read
         # the proxy's and the backend's CPU time at its bounds.
@@ -477,6 +494,7 @@ def cmd_run_one(a):
         "access_log_lines": log_lines,
         "proxy_log_problems": count_problem_lines(a.proxy_log) - problems0,
         "churn": churn_stats,
+        "beside": beside_row,
         "tool": a.tool,
         "wrk_cmd": a.tool + " " + " ".join(a.wrk_args),
     }
@@ -571,7 +589,7 @@ def _open_idle(port, req, n):
 
 TARGET_ORDER = ["direct", "floor", "hipache-tpc", "hipache-alt", "hipache-epoll", "nginx", "haproxy"]
 SCENARIO_ORDER = ["small", "small-rr", "small-sticky", "paced", "16k", "1m", "close", "vhosts", "churn",
-                  "tls", "tls-close", "tls-redis", "tls-files", "h2", "h2c", "ws-64", "ws-1k", "ws-16k"]
+                  "tls", "tls-close", "tls-mixed", "tls-redis", "tls-files", "h2", "h2c", "ws-64", "ws-1k", "ws-16k"]
 
 
 def _median(xs):
@@ -666,6 +684,26 @@ def _sni_table(sel):
     return out
 
 
+def _mixed_table(sel):
+    """Keep-alive requests measured beside a second load (handshakes): the keep-alive latency."""
+    targets, med = _medians(sel, {
+        "rps": lambda r: r["rps"], "p50": lambda r: r["p50_us"], "p99": lambda r: r["p99_us"],
+        "brps": lambda r: r["beside"]["rps"], "bp99": lambda r: r["beside"]["p99_us"],
+        "cpu": lambda r: r["cpu_us_per_req"], "rss": lambda r: r["rss_kb"]})
+    out = ["| target | keep-alive req/s | keep-alive p50 µs | **keep-alive p99 µs** | handshake req/s | "
+           "handshake-request p99 µs | proxy CPU µs/req (both) | keep-alive p99 vs nginx | "
+           "CPU/req vs nginx | errors (max) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ng = med.get("nginx")
+    for t in targets:
+        m = med[t]
+        m["err"] = max(r["errors"] + r["beside"]["errors"] for r in sel if r["target"] == t)
+        out.append(f"| {t} | {_fmt(m['rps'])} | {_fmt(m['p50'])} | {_fmt(m['p99'])} | {_fmt(m['brps'])} | "
+                   f"{_fmt(m['bp99'])} | {_fmt(m['cpu'], 2)} | {_fmt(_ratio(m, ng, 'p99'), 2, '×')} | "
+                   f"{_fmt(_ratio(m, ng, 'cpu'), 2, '×')} | {m['err']} |")
+    return out
+
+
 def cmd_summarize(a):
     rows = [json.loads(line) for line in open(a.runs) if line.strip()]
     runs = [r for r in rows if r.get("scenario") != "idle"]
@@ -718,6 +756,13 @@ def cmd_summarize(a):
                                    f"{cpu['tls-redis']:.1f} / {cpu['tls-files']:.1f} µs = "
                                    f"{cpu['tls-redis'] / cpu['tls-files']:.2f}× (median of the "
                                    f"per-round ratios: {_fmt(paired, 2, '×')})\n")
+                continue
+            if sel[0].get("beside"):
+                out.append(f"**{s}** ({rounds} round(s) × {sel[0]['duration_s']} s; keep-alive "
+                           f"`{sel[0]['wrk_cmd']}` beside `{sel[0]['beside']['wrk_cmd']}`; "
+                           f"medians over rounds)\n")
+                out.extend(_mixed_table(sel))
+                out.append("")
                 continue
             if tool == "h2load":
                 out.append(f"**{s}** ({rounds} round(s) of ≈{sel[0]['duration_s']} s, "
@@ -903,6 +948,8 @@ def main():
     p.add_argument("--backend-b", default="")
     p.add_argument("--tool", choices=["wrk", "h2load", "ws", "sni"], default="wrk",
                    help="load generator; its arguments follow --")
+    p.add_argument("--beside-json", default="",
+                   help="JSON list of the arguments of a second wrk run at the same time")
     p.add_argument("wrk_args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("idle-rss")

@@ -65,6 +65,9 @@ pub struct Core {
     pub certs: Option<crate::tls::redis_certs::CertStore>,
     /// Names this core queued for on-demand ACME, and when (bounded, see `redis_certs::MAX_QUEUED`).
     pub acme_queued: RefCell<HashMap<String, Instant>>,
+    /// Bounds the TLS handshake computation per turn of this core's runtime (`tls::gate`), with an
+    /// HTTPS listener.
+    pub handshake_gate: Option<Rc<crate::tls::gate::HandshakeGate>>,
 }
 
 impl Core {
@@ -133,6 +136,10 @@ impl Core {
             ),
             _ => None,
         };
+        let handshake_gate = config
+            .https
+            .as_ref()
+            .and_then(|_| crate::tls::gate::HandshakeGate::new());
         let access_log = AccessLog::open(s.access_log.as_deref())
             .map_err(|e| format!("worker {id}: cannot open the access log: {e}"))?;
         Ok(Core {
@@ -168,6 +175,7 @@ impl Core {
             policy: Default::default(),
             certs,
             acme_queued: RefCell::new(HashMap::new()),
+            handshake_gate,
         })
     }
 

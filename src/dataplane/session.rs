@@ -26,22 +26,33 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent + Sized {
     type TunnelWrite: AsyncWriteRent + 'static;
     /// Gives the stream up to a tunnel (by value), or `None` when it cannot carry one.
     fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)>;
+    /// The bare TCP socket, when nothing (TLS, replayed bytes) stands between it and the client: a
+    /// tunnel then moves bytes on it directly (`proxy::tunnel::run_plain`).
+    fn into_plain(self) -> Result<TcpStream, Self> {
+        Err(self)
+    }
 }
 
 /// A byte stream that splits into owned halves (a socket, or TLS over one).
 macro_rules! splitting_client_stream {
-    ($t:ty) => {
+    ($t:ty $(, $plain:item)?) => {
         impl ClientStream for $t {
             type TunnelRead = monoio::io::OwnedReadHalf<$t>;
             type TunnelWrite = monoio::io::OwnedWriteHalf<$t>;
             fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)> {
                 Some(monoio::io::Splitable::into_split(self))
             }
+            $($plain)?
         }
     };
 }
 
-splitting_client_stream!(TcpStream);
+splitting_client_stream!(
+    TcpStream,
+    fn into_plain(self) -> Result<TcpStream, Self> {
+        Ok(self)
+    }
+);
 splitting_client_stream!(monoio_rustls::ServerTlsStream<TcpStream>);
 splitting_client_stream!(monoio::io::PrefixedReadIo<TcpStream, std::io::Cursor<Vec<u8>>>);
 // TLS after a PROXY protocol header whose read also took the first ClientHello bytes.

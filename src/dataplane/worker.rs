@@ -479,6 +479,7 @@ async fn serve_tls<IO>(
             .filter(|a| a.on_demand)
             .map(|a| (a.handshake_wait, &w.acme_queued)),
         metrics: w.m(),
+        gate: w.handshake_gate.as_ref(),
     };
     // The on-demand ACME wait may be longer than `handshakeTimeout`.
     let limit = tls.handshake_timeout + sources.on_demand.map_or(Duration::ZERO, |(d, _)| d);

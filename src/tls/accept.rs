@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use rustls::server::Acceptor;
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
+use super::gate::{HandshakeGate, Pass};
 use super::redis_certs::CertStore;
 use super::sni::CHOSEN;
 use crate::common::metrics::WorkerSlot;
@@ -70,6 +72,8 @@ pub struct CertSources<'a> {
     /// `acme.onDemand` with its `handshakeWait`, and the per-core set of names already queued.
     pub on_demand: Option<(Duration, &'a RefCell<HashMap<String, Instant>>)>,
     pub metrics: &'a WorkerSlot,
+    /// The worker's handshake gate: the expensive steps wait for it (`super::gate`).
+    pub gate: Option<&'a Rc<HandshakeGate>>,
 }
 
 /// How a handshake ended.
@@ -176,9 +180,13 @@ pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
         }
         (listener.config.clone(), chosen)
     };
+    // Processing the ClientHello is the expensive step (key exchange, signature or ticket): it waits
+    // for its turn, and the pass is held over synchronous work only.
+    let pass = enter(sources).await;
     CHOSEN.with(|c| *c.borrow_mut() = chosen);
     let conn = accepted.into_connection(config);
     CHOSEN.with(|c| c.borrow_mut().take());
+    drop(pass);
     let mut conn = match conn {
         Ok(c) => c,
         Err((e, mut alert)) => {
@@ -191,7 +199,7 @@ pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
         }
     };
     if !leftover.is_empty() {
-        feed(&mut conn, &leftover, &mut tcp).await?;
+        feed(&mut conn, &leftover, &mut tcp, None).await?;
     }
     loop {
         flush(&mut conn, &mut tcp).await?;
@@ -207,7 +215,13 @@ pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
                 "tls handshake eof",
             ));
         }
-        feed(&mut conn, &buf[..n], &mut tcp).await?;
+        // TLS 1.2's second flight carries the client's key exchange: as expensive as a ClientHello.
+        // (TLS 1.3's is a Finished message: cheap, not held back.)
+        let pass = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => enter(sources).await,
+            _ => None,
+        };
+        feed(&mut conn, &buf[..n], &mut tcp, pass).await?;
         buf.clear();
     }
     if acme_only {
@@ -220,11 +234,21 @@ pub async fn accept<IO: AsyncReadRent + AsyncWriteRent>(
     )))
 }
 
-/// Hands received bytes to rustls and processes them; on a protocol error, sends its alert.
+/// Waits for the worker's handshake gate, if any.
+async fn enter(sources: &CertSources<'_>) -> Option<Pass> {
+    match sources.gate {
+        Some(gate) => Some(gate.enter().await),
+        None => None,
+    }
+}
+
+/// Hands received bytes to rustls and processes them; on a protocol error, sends its alert. `pass`
+/// (the gate's permission) is given up before any write.
 async fn feed<IO: AsyncWriteRent>(
     conn: &mut ServerConnection,
     mut input: &[u8],
     tcp: &mut IO,
+    mut pass: Option<Pass>,
 ) -> io::Result<()> {
     while !input.is_empty() {
         if conn.read_tls(&mut input)? == 0 {
@@ -234,6 +258,7 @@ async fn feed<IO: AsyncWriteRent>(
             ));
         }
         if let Err(e) = conn.process_new_packets() {
+            drop(pass.take());
             let _ = flush(conn, tcp).await;
             return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }

@@ -8,6 +8,8 @@
 //!   one for a ClientHello: exact name, then wildcard, then the default.
 //! - [`accept`]: the handshake on a worker: reads the ClientHello, lets the certificate be chosen
 //!   asynchronously (Redis, ACME challenge), then completes it.
+//! - [`gate`]: at most about a millisecond of handshake computation per turn of a worker's runtime,
+//!   so that handshakes do not hold up the other connections of the core.
 //! - [`redis_certs`]: certificates from Redis (`tls:<name>`), the per-core cache (README
 //!   "Certificates in Redis").
 //! - [`x509_lite`]: `notAfter` and issuer from a certificate's DER.
@@ -20,6 +22,7 @@
 pub mod accept;
 pub mod certs;
 pub mod client;
+pub mod gate;
 pub mod redis_certs;
 pub mod sni;
 pub mod x509_lite;

@@ -221,22 +221,39 @@ pub async fn tunnel<S: ClientStream + 'static>(
         peer_ip,
         ..
     } = c;
-    let Some((client_read, client_write)) = io.into_tunnel() else {
-        // Not reached: only HTTP/1.1 connections are upgraded.
-        return;
-    };
     // Bytes the client sent after its upgrade request go to the backend first.
     let early = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
-    w.m().inc(Counter::WebsocketTunnels);
-    w.m().gauge_add(Gauge::OpenTunnels, 1);
-    let bytes = crate::dataplane::proxy::tunnel::run(
-        client_read,
-        client_write,
-        early,
-        backend,
-        w.config.server.websocket_idle_timeout,
-    )
-    .await;
+    let idle = w.config.server.websocket_idle_timeout;
+    let opened = || {
+        w.m().inc(Counter::WebsocketTunnels);
+        w.m().gauge_add(Gauge::OpenTunnels, 1);
+    };
+    let bytes = match io.into_plain() {
+        // Plain sockets on both sides: bytes move by direct non-blocking calls after readiness.
+        Ok(client) => {
+            opened();
+            // Boxed, as below: the tunnel's state would otherwise enlarge every connection's task.
+            Box::pin(crate::dataplane::proxy::tunnel::run_plain(
+                client, early, backend, idle,
+            ))
+            .await
+        }
+        Err(io) => {
+            let Some((client_read, client_write)) = io.into_tunnel() else {
+                // Not reached: only HTTP/1.1 connections are upgraded.
+                return;
+            };
+            opened();
+            Box::pin(crate::dataplane::proxy::tunnel::run(
+                client_read,
+                client_write,
+                early,
+                backend,
+                idle,
+            ))
+            .await
+        }
+    };
     w.m().gauge_add(Gauge::OpenTunnels, -1);
     ex.bytes_sent += bytes.to_client;
     log_exchange(&peer_ip, &head, &buf, protocol_label::<S>(&head), w, &ex);

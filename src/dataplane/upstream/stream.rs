@@ -53,6 +53,22 @@ impl BackendStream {
             BackendAddr::Unix(p) => Ok(BackendStream::Unix(UnixStream::connect(&**p).await?)),
         }
     }
+
+    /// Waits until a read would not block (data, end of stream or an error is there).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            BackendStream::Tcp(s) => s.readable(false).await,
+            BackendStream::Unix(s) => s.readable(false).await,
+        }
+    }
+
+    /// Waits until a write would not block.
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            BackendStream::Tcp(s) => s.writable(false).await,
+            BackendStream::Unix(s) => s.writable(false).await,
+        }
+    }
 }
 
 impl AsRawFd for BackendStream {
