@@ -285,11 +285,7 @@ pub async fn relay_response<S: ClientStream>(
     }
     // The rest of the body: read ahead of the client while it is written, from the very first bytes
     // (a client that reads nothing does not hold the backend).
-    let ahead = ReadAhead::new(
-        s.response_buffer_size.max(1),
-        &w.body_bufs,
-        &w.large_bufs,
-    );
+    let ahead = ReadAhead::new(s.response_buffer_size.max(1), &w.body_bufs, &w.large_bufs);
     let reader = read_ahead(
         w,
         answering.conn,
