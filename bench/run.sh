@@ -16,7 +16,7 @@ usage: bench/run.sh [options]
   --warmup S          unmeasured wrk run before each measured run       [WARMUP=1]
   --rounds N          interleaved rounds (median over rounds)           [ROUNDS=3]
   --connections N     wrk connections                                   [CONNECTIONS=64]
-  --scenarios LIST    comma list of: small,paced,16k,1m,close,vhosts,churn,unix,small-rr,small-sticky
+  --scenarios LIST    comma list of: small,paced,16k,1m,up1m,close,vhosts,churn,unix,small-rr,small-sticky
                       (small-rr: small with frontend option balance=roundrobin over two backends;
                       small-sticky: sticky=cookie, the client sending its cookie)
                                                                         [SCENARIOS=all of them]
@@ -63,7 +63,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-1}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
-ALL_SCENARIOS="small,paced,16k,1m,close,vhosts,churn,unix,small-rr,small-sticky"
+ALL_SCENARIOS="small,paced,16k,1m,up1m,close,vhosts,churn,unix,small-rr,small-sticky"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 LOG_SCENARIOS=${LOG_SCENARIOS:-}
 TARGETS=${TARGETS:-direct,floor,hipache-tpc,nginx,haproxy}
@@ -352,6 +352,8 @@ wrk_args() {             # wrk_args SCENARIO TARGET DURATION: prints one argumen
         paced) printf '%s\n' -s "$HERE/lua/paced.lua" "$url/30" -- "$PACED_DELAY_MS" ;;
         16k) printf '%s\n' "$url/16k" ;;
         1m) printf '%s\n' "$url/1m" ;;
+        # 1 MiB uploads (POST), answered with 30 bytes once the backend has read the whole body.
+        up1m) printf '%s\n' -s "$HERE/lua/upload.lua" "$url/upload" -- 1048576 ;;
         close) printf '%s\n' -H "Connection: close" "$url/30" ;;
         vhosts) printf '%s\n' -s "$HERE/lua/random_host.lua" "$url/30" -- "$VHOSTS" "v%d.vhost.test" /30 ;;
         churn) printf '%s\n' -s "$HERE/lua/random_host.lua" "$url/30" -- "$CHURN_HOSTS" "c%d.churn.test" /30 ;;

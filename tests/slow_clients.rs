@@ -346,3 +346,107 @@ fn the_read_ahead_frees_the_backend_before_the_client_reads() {
         );
     }
 }
+
+/// The value of an unlabelled sample in `/metrics`.
+fn metric(admin: &common::admin::Admin, name: &str) -> f64 {
+    let text = admin.get("/metrics").response.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn a_flood_of_large_responses_stays_within_the_large_buffer_bound() {
+    // 120 clients that read nothing, each fetching 8 MiB: every exchange reads ahead up to
+    // responseBufferSize (1 MiB) and wants large buffers for it; the worker lends at most 64 (16 MiB),
+    // the others use 64 KiB ones. When the clients go, every large buffer is accounted for again.
+    const CLIENTS: usize = 120;
+    const RESPONSE: usize = 8 << 20;
+    const BOUND: f64 = 64.0;
+    let redis = RedisServer::start();
+    let backend = Backend::start("b1");
+    redis.set_frontend("big.test", "big", &[backend.url()]);
+    let (proxy, admin) = common::admin::start_with_admin(
+        &redis,
+        json!({}),
+        json!({ "server": { "workers": 1, "maxSockets": 1000 } }),
+    );
+    let rss_before = proxy.proc_status_kb("VmRSS");
+    let mut downloads: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            let mut s = connect_from(addr(3, i), proxy.port, Some(4096));
+            s.write_all(
+                format!("GET /size/{RESPONSE} HTTP/1.1\r\nHost: big.test\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || backend.requests() >= CLIENTS),
+        "only {} of {CLIENTS} downloads reached the backend",
+        backend.requests()
+    );
+    // The read-aheads fill up to the bound, never past it.
+    let mut most = 0.0f64;
+    let reached = wait_until(Duration::from_secs(20), || {
+        let lent = metric(&admin, "hipache_large_body_buffers");
+        most = most.max(lent);
+        lent >= BOUND
+    });
+    for _ in 0..5 {
+        most = most.max(metric(&admin, "hipache_large_body_buffers"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        reached,
+        "large buffers lent peaked at {most}, below the bound"
+    );
+    assert!(most <= BOUND, "{most} large buffers lent, bound {BOUND}");
+    // The small-buffer read-aheads go on filling after the large buffers ran out: RSS once it settles.
+    let mut rss_loaded = proxy.proc_status_kb("VmRSS");
+    wait_until(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = proxy.proc_status_kb("VmRSS");
+        let settled = now <= rss_loaded + rss_loaded / 100;
+        rss_loaded = now;
+        settled
+    });
+    // Per exchange: responseBufferSize plus two buffers (the one being read into, the last one
+    // partly filled), at most 1 MiB + 512 KiB.
+    let per_exchange_kb = 1024 + 512;
+    assert!(
+        rss_loaded < rss_before + (CLIENTS * per_exchange_kb) as u64,
+        "RSS {rss_before} kB → {rss_loaded} kB for {CLIENTS} read-aheads"
+    );
+
+    // Downloads that went through large buffers and through small ones are intact.
+    for s in downloads.iter_mut().take(2) {
+        let mut conn = Conn::from_stream(s.try_clone().unwrap());
+        let r = conn.read_response(false).expect("large download");
+        assert_eq!(r.status, 200);
+        assert!(r.body == pattern(RESPONSE), "large download corrupted");
+    }
+    for s in downloads.iter_mut().rev().take(2) {
+        let mut conn = Conn::from_stream(s.try_clone().unwrap());
+        let r = conn.read_response(false).expect("large download");
+        assert!(r.body == pattern(RESPONSE), "large download corrupted");
+    }
+    // The clients go away mid-body: their buffers come back (or are credited back), none leaks.
+    drop(downloads);
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            &admin,
+            "hipache_large_body_buffers"
+        ) == 0.0),
+        "large buffers still lent after every client left: {}",
+        metric(&admin, "hipache_large_body_buffers")
+    );
+    let r = common::get(proxy.port, "big.test", &format!("/size/{RESPONSE}"));
+    assert!(r.body == pattern(RESPONSE), "a download after the flood");
+    let rss_after = proxy.proc_status_kb("VmRSS");
+    println!(
+        "large-response flood: {CLIENTS} × {RESPONSE} B unread; large buffers lent at most {most}; \
+         RSS {rss_before} kB before, {rss_loaded} kB loaded, {rss_after} kB after"
+    );
+}

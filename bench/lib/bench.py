@@ -588,8 +588,9 @@ def _open_idle(port, req, n):
 
 
 TARGET_ORDER = ["direct", "floor", "hipache-tpc", "hipache-alt", "hipache-epoll", "nginx", "haproxy"]
-SCENARIO_ORDER = ["small", "small-rr", "small-sticky", "paced", "16k", "1m", "close", "vhosts", "churn",
-                  "tls", "tls-close", "tls-mixed", "tls-redis", "tls-files", "h2", "h2c", "ws-64", "ws-1k", "ws-16k"]
+SCENARIO_ORDER = ["small", "small-rr", "small-sticky", "paced", "16k", "1m", "up1m", "close", "vhosts",
+                  "churn", "tls", "tls-close", "tls-mixed", "tls-redis", "tls-files", "h2", "h2c", "ws-64",
+                  "ws-1k", "ws-16k"]
 
 
 def _median(xs):

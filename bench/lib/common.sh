@@ -222,6 +222,7 @@ start_backend() {
     [ "$(stat -c %s "$dir/www/30")" = 30 ] || die "the 30-byte body is not 30 bytes"
     head -c 16384 /dev/zero | tr '\0' 'x' >"$dir/www/16k"
     head -c 1048576 /dev/zero | tr '\0' 'y' >"$dir/www/1m"
+    printf 'hipache-tpc bench: uploaded.\n' >"$dir/www/upload"   # (served only to GET)
     chmod -R a+rX "$dir/www"
     [ "$(id -u)" = 0 ] && user="user root;"
     cat >"$dir/backend/nginx.conf" <<EOF
@@ -250,6 +251,23 @@ http {
         listen unix:$dir/backend/http.sock default_server backlog=4096;
         server_name _;
         root $dir/www;
+        # The up1m scenario: the whole request body is read (into memory, through the mirror
+        # module's request_body) before a 200 with a short body (static files refuse POST with 405,
+        # turned into the answer here).
+        location = /upload {
+            client_max_body_size 2m;
+            client_body_buffer_size 2m;
+            mirror /_mirror;
+            mirror_request_body on;
+            error_page 405 =200 @uploaded;
+        }
+        location @uploaded {
+            return 200 "hipache-tpc bench: uploaded.\n";
+        }
+        location = /_mirror {
+            internal;
+            return 204;
+        }
     }
 }
 EOF
@@ -323,6 +341,10 @@ http {
             proxy_buffers 4 64k;
             proxy_busy_buffers_size 64k;
             proxy_max_temp_file_size 0;
+            # up1m: uploads of 1 MiB are read into memory (nginx's default request buffering), not
+            # into temporary files.
+            client_max_body_size 2m;
+            client_body_buffer_size 1m;
         }
     }
 }

@@ -283,6 +283,8 @@ pub enum Gauge {
     RedisFailovers,
     /// Names (with or without a certificate) in the per-core certificate cache.
     TlsCertificateCacheEntries,
+    /// Large body buffers lent to exchanges (`dataplane::buffers::LargeBufPool`).
+    LargeBodyBuffers,
 }
 
 const GAUGES: &[(Gauge, &str, &str)] = &[
@@ -326,9 +328,14 @@ const GAUGES: &[(Gauge, &str, &str)] = &[
         "hipache_tls_certificate_cache_entries",
         "Names in the per-core certificate caches (certificates and remembered misses).",
     ),
+    (
+        Gauge::LargeBodyBuffers,
+        "hipache_large_body_buffers",
+        "Large (256 KiB) body buffers held by exchanges now, at most 64 per worker.",
+    ),
 ];
 
-const N_GAUGES: usize = 8;
+const N_GAUGES: usize = 9;
 
 /// Latency histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

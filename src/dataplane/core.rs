@@ -18,7 +18,7 @@ use crate::common::metrics::{Counter, Metrics, WorkerSlot};
 use crate::common::rng::Rng;
 use crate::config::{Config, DriverConfig};
 use crate::dataplane::access_log::AccessLog;
-use crate::dataplane::buffers::BufPool;
+use crate::dataplane::buffers::{BufPool, LargeBufPool};
 use crate::dataplane::proxy::error_pages::ErrorPages;
 use crate::dataplane::routing::cache::RouteCache;
 use crate::dataplane::routing::flight::Flights;
@@ -32,6 +32,13 @@ use crate::drivers::redis::{RedisClient, RedisError};
 pub const HEAD_BUF: usize = 4 * 1024;
 /// Size of body relay buffers.
 pub const BODY_BUF: usize = 64 * 1024;
+/// Size of the large buffers a response body switches to once it outgrew a `BODY_BUF` buffer: fewer,
+/// larger reads and writes for large downloads (`proxy::relay`).
+pub const LARGE_BODY_BUF: usize = 256 * 1024;
+/// Large buffers lent out at once per worker (16 MiB); beyond it, bodies stay on `BODY_BUF` buffers.
+pub const LARGE_BODY_BUFS_LENT: usize = 64;
+/// Spare large buffers a worker keeps (4 MiB) after a burst of large responses.
+pub const LARGE_BODY_BUFS_FREE: usize = 16;
 
 /// The state of one core, borrowed by every task of that core through an `Rc`.
 pub struct Core {
@@ -47,6 +54,8 @@ pub struct Core {
     pub rng: Rng,
     pub head_bufs: BufPool,
     pub body_bufs: BufPool,
+    /// Large body buffers, bounded per worker (`LARGE_BODY_BUFS_LENT`).
+    pub large_bufs: LargeBufPool,
     /// Set when shutdown starts: stop accepting, close idle connections, finish in-flight requests.
     pub draining: Cell<bool>,
     pub drain_notify: Notify,
@@ -164,6 +173,11 @@ impl Core {
             rng: Rng::new(id as u64 + 1),
             head_bufs: BufPool::new(HEAD_BUF, 256),
             body_bufs: BufPool::new(BODY_BUF, 64),
+            large_bufs: LargeBufPool::new(
+                LARGE_BODY_BUF,
+                LARGE_BODY_BUFS_LENT,
+                LARGE_BODY_BUFS_FREE,
+            ),
             draining: Cell::new(false),
             drain_notify: Notify::new(),
             connections: Cell::new(0),

@@ -709,6 +709,7 @@ async fn housekeeping(w: Rc<Core>) {
             m.set(Gauge::TlsCertificateCacheEntries, certs.cache_len() as i64);
         }
         m.set(Gauge::BackendConnections, w.pools.counts().1 as i64);
+        m.set(Gauge::LargeBodyBuffers, w.large_bufs.lent() as i64);
         m.set(Gauge::RedisUp, i64::from(w.store.is_up()));
         m.set(
             Gauge::RedisFailovers,

@@ -84,7 +84,14 @@ pub async fn serve_client<S: ClientStream + 'static>(
         match pipeline::serve_request(&mut c, w, &mut ex).await {
             // The client was told it may send another request: even if draining started meanwhile,
             // wait for it (briefly, see DRAIN_IDLE_GRACE) rather than close under its feet.
-            Next::KeepAlive => {}
+            Next::KeepAlive => {
+                // A buffer grown for a request body (past what a large head needs) is not kept by an
+                // idle connection: it is freed once nothing of the next request is in it.
+                if c.buf.capacity() > 16 * HEAD_BUF && c.pos == c.buf.len() {
+                    c.buf = Vec::new();
+                    c.pos = 0;
+                }
+            }
             Next::Close => break,
             Next::Tunnel(conn) => return pipeline::tunnel(c, conn, ex, w).await,
         }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use monoio::io::AsyncWriteRent;
 
+use crate::dataplane::buffers::{BufPool, LargeBufPool};
 use crate::dataplane::core::Core;
 use crate::dataplane::http1::body::{BodyFraming, BodyPace};
 use crate::dataplane::http1::head::{Framing, Parsed, ResponseHead};
@@ -284,7 +285,7 @@ pub async fn relay_response<S: ClientStream>(
     }
     // The rest of the body: read ahead of the client while it is written, from the very first bytes
     // (a client that reads nothing does not hold the backend).
-    let ahead = ReadAhead::new(s.response_buffer_size.max(1));
+    let ahead = ReadAhead::new(s.response_buffer_size.max(1), &w.body_bufs, &w.large_bufs);
     let reader = read_ahead(
         w,
         answering.conn,
@@ -299,13 +300,13 @@ pub async fn relay_response<S: ClientStream>(
     let sent = &mut ex.bytes_sent;
     let writer = async {
         write_first(c, relay, start, first.produced, &mut pace, sent).await?;
-        write_behind(w, &mut c.io, &ahead, pace, sent).await
+        write_behind(&mut c.io, &ahead, pace, sent).await
     };
     // Boxed: the two halves' state lives on the heap only for responses that need it, instead of
     // enlarging every connection task (idle ones included).
     let written = Box::pin(run_both(reader, writer)).await;
     // Buffers the reader left behind (the client went away first) go back to the pool.
-    ahead.drain_into(&w.body_bufs);
+    ahead.drain();
     ex.backend_secs = ahead
         .backend_secs
         .get()
@@ -325,8 +326,9 @@ pub async fn relay_response<S: ClientStream>(
     })
 }
 
-/// Writes the response head in `c.out` and the first body bytes `relay[start..start + produced]` (in one
-/// write when small), counting what is sent in `sent`.
+/// Writes the response head in `c.out` and the first body bytes `relay[start..start + produced]`, in one
+/// write when the head fits where the backend's head was or the body is small, counting what is sent in
+/// `sent`. The backend's head at `relay[..start]` is overwritten.
 async fn write_first<S: ClientStream>(
     c: &mut ClientConn<S>,
     relay: &mut Vec<u8>,
@@ -335,6 +337,15 @@ async fn write_first<S: ClientStream>(
     pace: &mut BodyPace,
     sent: &mut u64,
 ) -> io::Result<()> {
+    let head = c.out.len();
+    if head <= start && produced > 0 {
+        // The rewritten head (usually shorter: hop-by-hop headers dropped) goes right in front of the
+        // body, over the backend's: one write, and no copy of the body.
+        let from = start - head;
+        relay[from..start].copy_from_slice(&c.out);
+        *sent = (head + produced) as u64;
+        return write_paced(&mut c.io, relay, from, start + produced, pace).await;
+    }
     if c.out.len() + produced <= COALESCE_LIMIT {
         c.out.extend_from_slice(&relay[start..start + produced]);
         *sent = c.out.len() as u64;
@@ -351,7 +362,11 @@ async fn write_first<S: ClientStream>(
 /// Response body bytes read from the backend and not yet written to the client: a queue of pooled
 /// buffers shared by the two halves of one exchange ([`read_ahead`], [`write_behind`]), polled by one task
 /// ([`run_both`]), so one waker slot serves both.
-struct ReadAhead {
+///
+/// Buffers start small (`BODY_BUF`, 64 KiB) and become large (`LARGE_BODY_BUF`, 256 KiB: a quarter of the
+/// reads and writes) once the body has outgrown a small one, while the worker's bound on large buffers
+/// (`LARGE_BODY_BUFS_LENT`) allows. Memory per exchange stays `limit` plus two buffers.
+struct ReadAhead<'a> {
     /// Every buffer but the last is full, so memory is about `queued` (plus one buffer).
     chunks: RefCell<VecDeque<Vec<u8>>>,
     /// Bytes queued.
@@ -363,10 +378,22 @@ struct ReadAhead {
     /// When the backend finished (for the access log).
     backend_secs: Cell<Option<f64>>,
     waker: RefCell<Option<Waker>>,
+    small: &'a BufPool,
+    large: &'a LargeBufPool,
+    /// Large buffers this exchange holds (lent and not given back), credited back when it ends.
+    large_out: Cell<usize>,
 }
 
-impl ReadAhead {
-    fn new(limit: usize) -> Self {
+impl Drop for ReadAhead<'_> {
+    fn drop(&mut self) {
+        // Large buffers not given back were dropped on an error path (a timed-out write keeps its
+        // buffer): they no longer count against the worker's bound.
+        self.large.forget(self.large_out.get());
+    }
+}
+
+impl<'a> ReadAhead<'a> {
+    fn new(limit: usize, small: &'a BufPool, large: &'a LargeBufPool) -> Self {
         ReadAhead {
             chunks: RefCell::new(VecDeque::new()),
             queued: Cell::new(0),
@@ -374,6 +401,30 @@ impl ReadAhead {
             end: Cell::new(None),
             backend_secs: Cell::new(None),
             waker: RefCell::new(None),
+            small,
+            large,
+            large_out: Cell::new(0),
+        }
+    }
+
+    /// An empty buffer to read into: a large one when `large` and the worker's bound allows.
+    fn buffer(&self, large: bool) -> Vec<u8> {
+        if large {
+            if let Some(buf) = self.large.lend() {
+                self.large_out.set(self.large_out.get() + 1);
+                return buf;
+            }
+        }
+        self.small.get()
+    }
+
+    /// Gives a buffer back to the pool it came from.
+    fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() == self.large.size() && self.large_out.get() > 0 {
+            self.large_out.set(self.large_out.get() - 1);
+            self.large.give_back(buf);
+        } else {
+            self.small.put(buf);
         }
     }
 
@@ -452,9 +503,10 @@ impl ReadAhead {
         .await
     }
 
-    fn drain_into(&self, pool: &crate::dataplane::buffers::BufPool) {
-        for buf in self.chunks.borrow_mut().drain(..) {
-            pool.put(buf);
+    fn drain(&self) {
+        let chunks = std::mem::take(&mut *self.chunks.borrow_mut());
+        for buf in chunks {
+            self.recycle(buf);
         }
     }
 }
@@ -470,10 +522,11 @@ async fn read_ahead(
     until_close: bool,
     clean_head: bool,
     mut extra: bool,
-    ahead: &ReadAhead,
+    ahead: &ReadAhead<'_>,
     backend_start: Instant,
 ) {
-    let mut buf = w.body_bufs.get();
+    let mut buf = ahead.buffer(outgrown(framing, 0, ahead.small.size()));
+    let mut read = 0usize;
     let clean = loop {
         ahead.room().await;
         let before = buf.len();
@@ -483,6 +536,7 @@ async fn read_ahead(
             Ok(_) => {}
         }
         let n = buf.len() - before;
+        read += n;
         let p = match framing.take(&mut buf[before..]) {
             Ok(p) => p,
             Err(_) => break false,
@@ -492,13 +546,13 @@ async fn read_ahead(
         // not the client's.
         buf.truncate(before + p.produced);
         if ahead.push(&mut buf) {
-            buf = w.body_bufs.get();
+            buf = ahead.buffer(outgrown(framing, read, ahead.small.size()));
         }
         if p.done {
             break true;
         }
     };
-    w.body_bufs.put(buf);
+    ahead.recycle(buf);
     let backend_secs = backend_start.elapsed().as_secs_f64();
     if clean {
         w.pools.release(conn, clean_head && !extra);
@@ -508,11 +562,18 @@ async fn read_ahead(
     ahead.finish(clean, backend_secs);
 }
 
+/// Whether a body is larger than a small buffer: what is left of it by its length, or what was read.
+fn outgrown(framing: &BodyFraming, read: usize, small: usize) -> bool {
+    match framing {
+        BodyFraming::Length(left) => *left > small as u64,
+        _ => read >= small,
+    }
+}
+
 /// Writes what [`read_ahead`] queued to the client, paced; `Err` if the client failed or was too slow.
 async fn write_behind<S: ClientStream>(
-    w: &Core,
     io: &mut S,
-    ahead: &ReadAhead,
+    ahead: &ReadAhead<'_>,
     mut pace: BodyPace,
     sent: &mut u64,
 ) -> io::Result<()> {
@@ -520,7 +581,7 @@ async fn write_behind<S: ClientStream>(
         let n = buf.len();
         write_paced(io, &mut buf, 0, n, &mut pace).await?;
         *sent += n as u64;
-        w.body_bufs.put(buf);
+        ahead.recycle(buf);
     }
     Ok(())
 }
