@@ -21,6 +21,9 @@ use crate::dataplane::routing::Route;
 pub trait ClientStream: AsyncReadRent + AsyncWriteRent + Sized {
     /// The protocol written in the access log, when it is not the request line's (HTTP/2 streams).
     const LOG_VERSION: Option<&'static str> = None;
+    /// Whether the accept already turned Nagle's algorithm off (`TCP_NODELAY`). A plain TCP client
+    /// does not: [`ClientConn::ensure_nodelay`] turns it off only once the connection needs it.
+    const NODELAY_AT_ACCEPT: bool = true;
     /// The halves a tunnel reads from and writes to.
     type TunnelRead: AsyncReadRent + 'static;
     type TunnelWrite: AsyncWriteRent + 'static;
@@ -35,20 +38,21 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent + Sized {
 
 /// A byte stream that splits into owned halves (a socket, or TLS over one).
 macro_rules! splitting_client_stream {
-    ($t:ty $(, $plain:item)?) => {
+    ($t:ty $(, $plain:item)*) => {
         impl ClientStream for $t {
             type TunnelRead = monoio::io::OwnedReadHalf<$t>;
             type TunnelWrite = monoio::io::OwnedWriteHalf<$t>;
             fn into_tunnel(self) -> Option<(Self::TunnelRead, Self::TunnelWrite)> {
                 Some(monoio::io::Splitable::into_split(self))
             }
-            $($plain)?
+            $($plain)*
         }
     };
 }
 
 splitting_client_stream!(
     TcpStream,
+    const NODELAY_AT_ACCEPT: bool = false;,
     fn into_plain(self) -> Result<TcpStream, Self> {
         Ok(self)
     }
@@ -108,6 +112,34 @@ pub struct ClientConn<S> {
     pub send_timeout: Option<Duration>,
     /// The client's TCP socket (under TLS too), to shut a tunnel down from outside.
     pub fd: RawFd,
+    /// Nagle's algorithm is off on `fd` (`TCP_NODELAY`).
+    pub nodelay: bool,
+}
+
+impl<S> ClientConn<S> {
+    /// Turns Nagle's algorithm off on the client socket, once. As nginx does, a plain connection
+    /// keeps it until it needs otherwise: an answer that leaves in one write (the usual one, and all
+    /// of a connection-per-request client's) does not wait for Nagle, so the `setsockopt` is saved;
+    /// a connection that goes keep-alive, an answer written in several writes (1xx first, a large or
+    /// streamed body) and a tunnel turn it off, so that no small write waits for an ACK.
+    pub fn ensure_nodelay(&mut self) {
+        if self.nodelay {
+            return;
+        }
+        self.nodelay = true;
+        let one: libc::c_int = 1;
+        // SAFETY: `fd` is the open socket of `io`, which this connection holds; the option value
+        // points at a live c_int of the size given.
+        unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
 }
 
 /// What the log line needs to know about an exchange.

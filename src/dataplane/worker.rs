@@ -381,7 +381,11 @@ fn spawn_connection(
     tls: Option<Rc<TlsSetup>>,
     w: Rc<Core>,
 ) {
-    let _ = stream.set_nodelay(true);
+    // Nagle's algorithm: off at once under TLS (handshake flights, records); a plain HTTP/1.1
+    // connection turns it off when it needs to (`ClientConn::ensure_nodelay`), h2c when it is sniffed.
+    if tls.is_some() {
+        let _ = stream.set_nodelay(true);
+    }
     let fd = stream.as_raw_fd();
     OPEN_CLIENTS.with(|c| c.borrow_mut().insert(fd, peer));
     w.connections.set(w.connections.get() + 1);
@@ -433,6 +437,7 @@ fn spawn_connection(
                         serve_client(stream, fd, peer, info, &w, first).await
                     }
                     crate::dataplane::h2::Sniffed::H2 => {
+                        let _ = stream.set_nodelay(true);
                         let io =
                             monoio::io::PrefixedReadIo::new(stream, std::io::Cursor::new(first));
                         Box::pin(crate::dataplane::h2::serve(io, fd, peer, info, w.clone())).await

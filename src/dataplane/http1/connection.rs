@@ -63,6 +63,7 @@ pub async fn serve_client<S: ClientStream + 'static>(
         resp: ResponseHead::default(),
         send_timeout: w.config.server.tcp_timeout,
         fd,
+        nodelay: S::NODELAY_AT_ACCEPT,
     };
     let mut first = true;
     loop {
@@ -85,6 +86,7 @@ pub async fn serve_client<S: ClientStream + 'static>(
             // The client was told it may send another request: even if draining started meanwhile,
             // wait for it (briefly, see DRAIN_IDLE_GRACE) rather than close under its feet.
             Next::KeepAlive => {
+                c.ensure_nodelay();
                 // A buffer grown for a request body (past what a large head needs) is not kept by an
                 // idle connection: it is freed once nothing of the next request is in it.
                 if c.buf.capacity() > 16 * HEAD_BUF && c.pos == c.buf.len() {

@@ -205,7 +205,7 @@ pub async fn fail_to_proxy<S: ClientStream>(
 
 /// Turns the connection into a tunnel to the backend until both sides close, then logs the exchange.
 pub async fn tunnel<S: ClientStream + 'static>(
-    c: ClientConn<S>,
+    mut c: ClientConn<S>,
     conn: BackendConn,
     mut ex: Exchange,
     w: &Core,
@@ -213,6 +213,8 @@ pub async fn tunnel<S: ClientStream + 'static>(
     let Some(backend) = conn.into_stream() else {
         return;
     };
+    // The tunnel's small writes must not wait for ACKs.
+    c.ensure_nodelay();
     let ClientConn {
         io,
         buf,

@@ -135,6 +135,8 @@ pub async fn relay_interim<S: ClientStream>(
     resp: &ResponseHead,
 ) -> Result<(), ErrorKind> {
     if c.head.minor_version == 1 {
+        // The final answer follows in another write.
+        c.ensure_nodelay();
         c.out.clear();
         let how = ResponseDelivery {
             client_http10: false,
@@ -266,6 +268,10 @@ pub async fn relay_response<S: ClientStream>(
     let extra = end - start > first.consumed;
     let clean_head = resp.keep_alive && !resp.must_close && resp.framing != Framing::UntilClose;
     let mut pace = BodyPace::new(s.min_body_rate, c.send_timeout);
+    if !(first.done && c.out.len() + first.produced <= COALESCE_LIMIT) {
+        // Not one write: no part of the answer may wait for Nagle.
+        c.ensure_nodelay();
+    }
     if first.done {
         // The whole response is in hand: the backend is free before the client has read a byte.
         ex.backend_secs = backend_start.elapsed().as_secs_f64();

@@ -122,6 +122,8 @@ pub async fn read_paced<R: AsyncReadRent>(
 async fn send_continue<S: ClientStream>(c: &mut ClientConn<S>) -> Result<(), ErrorKind> {
     if c.head.expect_continue && c.head.minor_version == 1 {
         c.head.expect_continue = false;
+        // The final answer follows in another write.
+        c.ensure_nodelay();
         c.out.clear();
         c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         write_all_vec(&mut c.io, &mut c.out, c.send_timeout)
