@@ -226,7 +226,7 @@ pub async fn relay_response<S: ClientStream>(
     w: &Core,
     c: &mut ClientConn<S>,
     ex: &mut Exchange,
-    answering: Answering<'_>,
+    mut answering: Answering<'_>,
     relay: &mut Vec<u8>,
     resp: &mut ResponseHead,
     force_close: bool,
@@ -238,6 +238,24 @@ pub async fn relay_response<S: ClientStream>(
         ..
     } = answering;
     let s = &w.config.server;
+    // A body of known length that fits the relay buffer but did not all come with the head (backends
+    // often send the head first): one more read before anything is written, so that head and body
+    // leave in one write and the backend is released before it. Whatever is still missing after it
+    // goes the usual way (the read-ahead).
+    if let Framing::Length(n) = resp.framing {
+        let want = resp.len as u64 + n;
+        if (relay.len() as u64) < want && want <= relay.capacity() as u64 {
+            let timeout = route.options.backend_timeout.or(s.backend_timeout);
+            if read_more(answering.conn.stream(), relay, timeout)
+                .await
+                .is_err()
+                && relay.capacity() == 0
+            {
+                // The read timed out and took the buffer with it: the backend stalled mid-body.
+                return Err(ErrorKind::BrokenMidResponse);
+            }
+        }
+    }
     let client_http10 = c.head.minor_version == 0;
     let decode = resp.framing == Framing::Chunked && client_http10;
     let close = force_close
