@@ -52,6 +52,46 @@ fn keep_alive_is_reused_on_both_sides() {
     assert_eq!(s.backend.requests(), 70);
 }
 
+/// Large bodies of known length between plain sockets are spliced (README "Large responses"), intact,
+/// and both connections go on afterwards: the client's carries the next request, the backend's goes
+/// back to its pool (also under `TEST_PROXY_IO=epoll`).
+#[test]
+fn spliced_bodies_leave_both_connections_reusable() {
+    let redis = RedisServer::start();
+    let backend = Backend::start("b");
+    redis.set_frontend("app.test", "app", &[backend.url()]);
+    let (proxy, admin) = common::admin::start_with_admin(
+        &redis,
+        json!({}),
+        json!({ "server": { "workers": 1 } }),
+    );
+    let mut c = Conn::open(proxy.port);
+    let sizes = [3_000_000usize, 70_000, 100, 5_000_000, 65_536 + 1000];
+    for (i, size) in sizes.iter().enumerate() {
+        let r = c.get("app.test", &format!("/size/{size}"));
+        assert_eq!(r.status, 200, "response {i}");
+        assert!(r.body == pattern(*size), "response {i} ({size} bytes) corrupted");
+        // A small request between the large ones, on the same connection.
+        let r = c.get("app.test", &format!("/n/{i}"));
+        assert_eq!(r.echo("path"), Some(format!("/n/{i}")));
+    }
+    assert_eq!(
+        backend.connections(),
+        1,
+        "the backend connection of spliced bodies was not reused"
+    );
+    let metrics = admin.get("/metrics").response.text();
+    let spliced = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hipache_response_bodies_spliced_total{end=\"client\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    // The 3 MB and 5 MB bodies at least (the smaller ones may all come with the head).
+    assert!(
+        spliced.is_some_and(|n| n >= 2),
+        "spliced bodies: {spliced:?}"
+    );
+}
+
 #[test]
 fn backend_closing_idle_connections_is_invisible_to_clients() {
     let s = setup(json!({ "server": { "workers": 1 } }));

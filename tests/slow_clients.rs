@@ -361,6 +361,41 @@ fn the_read_ahead_frees_the_backend_before_the_client_reads() {
     }
 }
 
+/// A spliced body whose client stops reading: once the client's socket is full, what the pipe held
+/// and the rest of the body go through the read-ahead, so the backend is still freed early and the
+/// client still gets every byte in order.
+#[test]
+fn a_client_behind_a_spliced_body_falls_back_to_the_read_ahead() {
+    const SIZE: usize = 6_000_000;
+    let redis = RedisServer::start();
+    let backend = Backend::start("b1");
+    redis.set_frontend("splice.test", "app", &[backend.url()]);
+    let (proxy, admin) = common::admin::start_with_admin(
+        &redis,
+        json!({}),
+        json!({ "server": { "maxSockets": 1, "workers": 1, "responseBufferSize": 16 << 20 } }),
+    );
+    let mut slow = connect_from(Ipv4Addr::new(127, 0, 0, 8), proxy.port, Some(4096));
+    slow.write_all(format!("GET /size/{SIZE} HTTP/1.1\r\nHost: splice.test\r\n\r\n").as_bytes())
+        .unwrap();
+    let fell_back = "hipache_response_bodies_spliced_total{end=\"read_ahead\"}";
+    assert!(
+        wait_until(Duration::from_secs(5), || metric(&admin, fell_back) == 1.0),
+        "no fallback to the read-ahead: {}",
+        metric(&admin, fell_back)
+    );
+    // The only backend slot is free while the slow client has read nothing.
+    let mut c = Conn::from_stream(connect_from(Ipv4Addr::new(127, 0, 0, 9), proxy.port, None));
+    assert_eq!(c.get("splice.test", "/other").status, 200);
+    let mut conn = Conn::from_stream(slow);
+    let r = conn.read_response(false).expect("slow download");
+    assert_eq!(r.body.len(), SIZE);
+    assert!(r.body == pattern(SIZE), "download corrupted");
+    // The same connection goes on (its socket is blocking again for io_uring).
+    let r = conn.get("splice.test", "/after");
+    assert_eq!(r.status, 200);
+}
+
 /// The value of an unlabelled sample in `/metrics`.
 fn metric(admin: &common::admin::Admin, name: &str) -> f64 {
     let text = admin.get("/metrics").response.text();

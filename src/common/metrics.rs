@@ -90,6 +90,10 @@ pub enum Counter {
     TlsCertificateCacheMisses,
     /// `acme-tls/1` handshakes refused without a lookup: the core's challenge lookup budget was spent.
     TlsAcmeChallengeSkipped,
+    /// Response bodies spliced from the backend's socket to the client's to their end.
+    BodiesSpliced,
+    /// Spliced response bodies whose client fell behind: the rest went through the read-ahead.
+    BodySpliceFallbacks,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -263,9 +267,19 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_tls_acme_challenge_lookups_skipped_total",
         "acme-tls/1 handshakes refused without a Redis lookup (the core's challenge lookup budget was spent).",
     ),
+    (
+        Counter::BodiesSpliced,
+        "hipache_response_bodies_spliced_total{end=\"client\"}",
+        "Large response bodies of known length spliced between plain sockets: to their end, or until the client fell behind (the rest then went through the read-ahead).",
+    ),
+    (
+        Counter::BodySpliceFallbacks,
+        "hipache_response_bodies_spliced_total{end=\"read_ahead\"}",
+        "",
+    ),
 ];
 
-const N_COUNTERS: usize = 34;
+const N_COUNTERS: usize = 36;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,6 +34,11 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent + Sized {
     fn into_plain(self) -> Result<TcpStream, Self> {
         Err(self)
     }
+    /// The bare TCP socket, when bytes written to it reach the client as they are (no TLS, no HTTP/2
+    /// framing): a response body may then be spliced into it (`proxy::relay`).
+    fn plain_socket(&self) -> Option<&TcpStream> {
+        None
+    }
 }
 
 /// A byte stream that splits into owned halves (a socket, or TLS over one).
@@ -55,6 +60,9 @@ splitting_client_stream!(
     const NODELAY_AT_ACCEPT: bool = false;,
     fn into_plain(self) -> Result<TcpStream, Self> {
         Ok(self)
+    },
+    fn plain_socket(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 );
 splitting_client_stream!(monoio_rustls::ServerTlsStream<TcpStream>);

@@ -25,5 +25,6 @@ pub mod policy;
 pub mod relay;
 pub mod respond;
 pub mod route;
+pub mod splice;
 pub mod tunnel;
 pub mod upload;

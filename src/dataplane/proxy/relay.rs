@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use monoio::io::AsyncWriteRent;
 
+use crate::common::metrics::Counter;
 use crate::dataplane::buffers::{BufPool, LargeBufPool};
 use crate::dataplane::core::Core;
 use crate::dataplane::http1::body::{BodyFraming, BodyPace};
@@ -30,6 +32,7 @@ use crate::dataplane::http1::head::{Framing, Parsed, ResponseHead};
 use crate::dataplane::http1::io::{read_more, write_all_vec};
 use crate::dataplane::proxy::error::ErrorKind;
 use crate::dataplane::proxy::headers::{write_response_head, DebugInfo, ResponseDelivery};
+use crate::dataplane::proxy::splice::{self, NonBlocking};
 use crate::dataplane::routing::Route;
 use crate::dataplane::session::{ClientConn, ClientStream, Exchange};
 use crate::dataplane::upstream::pool::BackendConn;
@@ -38,6 +41,10 @@ use crate::dataplane::upstream::stream::BackendStream;
 /// Bodies up to this size are copied behind the head so both leave in one write (request bodies behind
 /// the backend's request head, response bodies behind the client's response head).
 pub const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Response bodies of known length with at least this much still to come after the head are spliced
+/// between plain sockets (`proxy::splice`); smaller ones cost less copied than moved through a pipe.
+pub const SPLICE_BODY_MIN: u64 = 64 * 1024;
 
 /// Interim (1xx) answers relayed per exchange; one more and the client gets 502 (README "Limits").
 pub const MAX_INTERIM: usize = 16;
@@ -307,13 +314,60 @@ pub async fn relay_response<S: ClientStream>(
             keep_client: !close,
         });
     }
+    let backend_timeout = route.options.backend_timeout.or(s.backend_timeout);
+    // A large body of known length between two plain sockets: spliced while the client keeps up.
+    let mut first_written = false;
+    let mut held = None;
+    let splice_left = match framing {
+        BodyFraming::Length(left) if left >= SPLICE_BODY_MIN && !decode => Some(left),
+        _ => None,
+    };
+    let client_fd = c.io.plain_socket().map(|s| s.as_raw_fd());
+    if let (Some(left), Some(cfd)) = (splice_left, client_fd) {
+        let first_part = FirstPart {
+            head: &c.out,
+            start,
+            produced: first.produced,
+        };
+        let backend: &BackendStream = answering.conn.stream();
+        let moving = splice_rest(w, backend, cfd, first_part, relay, left, backend_timeout);
+        match moving.await {
+            Spliced::NotTried => {}
+            Spliced::Done { sent } => {
+                w.m().inc(Counter::BodiesSpliced);
+                ex.bytes_sent = sent;
+                ex.backend_secs = backend_start.elapsed().as_secs_f64();
+                w.pools.release(answering.conn, clean_head && !extra);
+                return Ok(Relayed::Done {
+                    keep_client: !close,
+                });
+            }
+            Spliced::Failed { kind, sent } => {
+                ex.bytes_sent = sent;
+                return Err(kind);
+            }
+            Spliced::ClientBehind { unsent, left, sent } => {
+                w.m().inc(Counter::BodySpliceFallbacks);
+                ex.bytes_sent = sent;
+                first_written = true;
+                framing = BodyFraming::Length(left);
+                held = Some(unsent);
+            }
+        }
+    }
     // The rest of the body: read ahead of the client while it is written, from the very first bytes
     // (a client that reads nothing does not hold the backend).
     let ahead = ReadAhead::new(s.response_buffer_size.max(1), &w.body_bufs, &w.large_bufs);
+    if let Some(mut buf) = held {
+        // What the client's socket could not take goes first.
+        if !ahead.push(&mut buf) {
+            ahead.recycle(buf);
+        }
+    }
     let reader = read_ahead(
         w,
         answering.conn,
-        route.options.backend_timeout.or(s.backend_timeout),
+        backend_timeout,
         &mut framing,
         resp.framing == Framing::UntilClose,
         clean_head,
@@ -323,7 +377,9 @@ pub async fn relay_response<S: ClientStream>(
     );
     let sent = &mut ex.bytes_sent;
     let writer = async {
-        write_first(c, relay, start, first.produced, &mut pace, sent).await?;
+        if !first_written {
+            write_first(c, relay, start, first.produced, &mut pace, sent).await?;
+        }
         write_behind(&mut c.io, &ahead, pace, sent).await
     };
     // Boxed: the two halves' state lives on the heap only for responses that need it, instead of
@@ -348,6 +404,149 @@ pub async fn relay_response<S: ClientStream>(
     Ok(Relayed::Done {
         keep_client: !close,
     })
+}
+
+/// The response head (in `head`) and the first body bytes (`relay[start..start + produced]`), not
+/// yet written: see [`write_first`].
+struct FirstPart<'a> {
+    head: &'a [u8],
+    start: usize,
+    produced: usize,
+}
+
+/// How a spliced response body went. `sent`: bytes the client's socket took (head included).
+enum Spliced {
+    /// The pipe or the sockets' flags were refused: nothing was written; the read-ahead does it all.
+    NotTried,
+    /// The whole answer went into the client's socket.
+    Done { sent: u64 },
+    /// The client's socket could not take more: `unsent` holds what was read and not sent (head
+    /// bytes included), `left` bytes of the body are still at the backend. The read-ahead takes over,
+    /// so a slow client does not hold the backend.
+    ClientBehind {
+        unsent: Vec<u8>,
+        left: u64,
+        sent: u64,
+    },
+    Failed { kind: ErrorKind, sent: u64 },
+}
+
+/// Sends the answer's head and first body bytes, then moves the `left` last bytes of the body from a
+/// plain backend socket to the plain client socket `cfd` through the worker's pipe
+/// (`proxy::splice`): no copy through user space, one `splice` in and one out per step of up to the
+/// pipe's size. Both sockets are non-blocking meanwhile (restored before this returns, while the
+/// caller still holds them), so nothing here waits on the client: the only wait is on the backend
+/// (within `timeout`), and when the client's socket is full, whatever is in hand is returned for the
+/// read-ahead. The pipe is empty whenever this waits or returns.
+async fn splice_rest(
+    w: &Core,
+    backend: &BackendStream,
+    cfd: RawFd,
+    first: FirstPart<'_>,
+    relay: &mut [u8],
+    mut left: u64,
+    timeout: Option<Duration>,
+) -> Spliced {
+    let bfd = backend.as_raw_fd();
+    let Some((pr, pw, size)) = splice::worker_pipe() else {
+        return Spliced::NotTried;
+    };
+    let (Some(_client_nb), Some(_backend_nb)) = (NonBlocking::set(cfd), NonBlocking::set(bfd))
+    else {
+        return Spliced::NotTried;
+    };
+    let mut sent = 0u64;
+    // The head and the first body bytes, as `write_first` lays them out.
+    let h = first.head.len();
+    let body = first.start..first.start + first.produced;
+    let parts: [&[u8]; 2] = if h <= first.start {
+        let from = first.start - h;
+        relay[from..first.start].copy_from_slice(first.head);
+        [&relay[from..body.end], &[]]
+    } else {
+        [first.head, &relay[body]]
+    };
+    let mut unsent = Vec::new();
+    for part in parts {
+        if !unsent.is_empty() {
+            unsent.extend_from_slice(part);
+            continue;
+        }
+        let mut off = 0;
+        while off < part.len() {
+            match splice::send_direct(cfd, &part[off..]) {
+                Ok(k) if k > 0 => off += k,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                    let kind = ErrorKind::ClientGone;
+                    return Spliced::Failed { kind, sent };
+                }
+                _ => {
+                    unsent.extend_from_slice(&part[off..]);
+                    break;
+                }
+            }
+        }
+        sent += off as u64;
+    }
+    if !unsent.is_empty() {
+        return Spliced::ClientBehind { unsent, left, sent };
+    }
+    while left > 0 {
+        let want = left.min(size as u64) as usize;
+        let n = match splice::splice(bfd, pw, want) {
+            Ok(0) => {
+                let kind = ErrorKind::BrokenMidResponse;
+                return Spliced::Failed { kind, sent };
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = match timeout {
+                    Some(t) => monoio::time::timeout(t, backend.readable())
+                        .await
+                        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+                    None => backend.readable().await,
+                };
+                if ready.is_err() {
+                    let kind = ErrorKind::BrokenMidResponse;
+                    return Spliced::Failed { kind, sent };
+                }
+                continue;
+            }
+            Err(_) => {
+                let kind = ErrorKind::BrokenMidResponse;
+                return Spliced::Failed { kind, sent };
+            }
+        };
+        left -= n as u64;
+        let mut out = 0;
+        while out < n {
+            match splice::splice(pr, cfd, n - out) {
+                Ok(k) if k > 0 => out += k,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                    // The client is gone: empty the pipe for the worker's next user.
+                    splice::drain_pipe(pr, n - out, &mut Vec::new());
+                    sent += out as u64;
+                    let kind = ErrorKind::ClientGone;
+                    return Spliced::Failed { kind, sent };
+                }
+                _ => {
+                    sent += out as u64;
+                    let mut unsent = if n - out <= w.body_bufs.size() {
+                        w.body_bufs.get()
+                    } else {
+                        Vec::with_capacity(n - out)
+                    };
+                    if !splice::drain_pipe(pr, n - out, &mut unsent) {
+                        let kind = ErrorKind::BrokenMidResponse;
+                        return Spliced::Failed { kind, sent };
+                    }
+                    return Spliced::ClientBehind { unsent, left, sent };
+                }
+            }
+        }
+        sent += n as u64;
+    }
+    Spliced::Done { sent }
 }
 
 /// Writes the response head in `c.out` and the first body bytes `relay[start..start + produced]`, in one

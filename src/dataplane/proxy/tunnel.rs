@@ -31,6 +31,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use crate::common::local_sync::Notify;
+use crate::dataplane::proxy::splice::{self, NonBlocking};
 use crate::common::task::OnPanic;
 
 /// Per-direction copy buffer of [`run`].
@@ -197,7 +198,17 @@ pub async fn run_plain(
     // Splicing into a socket blocks unless the socket itself is non-blocking (`SPLICE_F_NONBLOCK`
     // only covers the pipe), and io_uring's sockets are not: both are made so for the tunnel's
     // life (readiness waits and closing do not care). Without that, bytes are only copied.
-    let splice = set_nonblocking(client.as_raw_fd()) && set_nonblocking(backend.as_raw_fd());
+    let splice = match (
+        NonBlocking::set(client.as_raw_fd()),
+        NonBlocking::set(backend.as_raw_fd()),
+    ) {
+        (Some(c), Some(b)) => {
+            c.keep();
+            b.keep();
+            true
+        }
+        _ => false,
+    };
     let client = Rc::new(client);
     let backend = Rc::new(backend);
     let mut bytes = TunnelBytes::default();
@@ -333,7 +344,7 @@ async fn pump_plain<F: PlainEnd, T: PlainEnd>(
 fn copy_step(from_fd: RawFd, to_fd: RawFd, backlog: &mut Vec<u8>) -> Step {
     PLAIN_RELAY_BUF.with(|b| {
         let mut b = b.borrow_mut();
-        let read = match recv_direct(from_fd, &mut b) {
+        let read = match splice::recv_direct(from_fd, &mut b) {
             Ok(0) => return Step::End,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Again,
@@ -341,7 +352,7 @@ fn copy_step(from_fd: RawFd, to_fd: RawFd, backlog: &mut Vec<u8>) -> Step {
         };
         let mut sent = 0;
         while sent < read {
-            match send_direct(to_fd, &b[sent..read]) {
+            match splice::send_direct(to_fd, &b[sent..read]) {
                 Ok(k) if k > 0 => sent += k,
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Step::WriteFailed,
                 _ => {
@@ -354,95 +365,35 @@ fn copy_step(from_fd: RawFd, to_fd: RawFd, backlog: &mut Vec<u8>) -> Step {
     })
 }
 
-thread_local! {
-    /// The worker's pipe for splicing: (read end, write end). Always empty between two steps.
-    static PLAIN_PIPE: RefCell<Option<(RawFd, RawFd)>> = const { RefCell::new(None) };
-}
-
-/// The same as [`copy_step`] through the worker's pipe with `splice`: the bytes are not copied
+/// The same as [`copy_step`] through the worker's pipe (`proxy::splice`): the bytes are not copied
 /// through user space.
 fn splice_step(from_fd: RawFd, to_fd: RawFd, backlog: &mut Vec<u8>) -> Step {
-    let pipe = PLAIN_PIPE.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.is_none() {
-            let mut fds = [0 as libc::c_int; 2];
-            // SAFETY: `fds` has room for the two descriptors.
-            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
-                *p = Some((fds[0], fds[1]));
-            }
-        }
-        *p
-    });
-    let Some((pr, pw)) = pipe else {
+    let Some((pr, pw, _)) = splice::worker_pipe() else {
         return copy_step(from_fd, to_fd, backlog);
     };
-    // A peer gone makes the splice out fail with EPIPE: Rust programs ignore SIGPIPE.
-    const FLAGS: libc::c_uint = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
-    // SAFETY: plain descriptors; null offsets (sockets and pipes have none).
-    let read = unsafe {
-        libc::splice(
-            from_fd,
-            std::ptr::null_mut(),
-            pw,
-            std::ptr::null_mut(),
-            PLAIN_BUF,
-            FLAGS,
-        )
-    };
-    let read = match read {
-        0 => return Step::End,
-        n if n > 0 => n as usize,
-        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => return Step::Again,
-        _ => return Step::End,
+    let read = match splice::splice(from_fd, pw, PLAIN_BUF) {
+        Ok(0) => return Step::End,
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Again,
+        Err(_) => return Step::End,
     };
     let mut sent = 0;
     let mut failed = false;
     while sent < read {
-        // SAFETY: as above.
-        let n = unsafe {
-            libc::splice(
-                pr,
-                std::ptr::null_mut(),
-                to_fd,
-                std::ptr::null_mut(),
-                read - sent,
-                FLAGS,
-            )
-        };
-        if n > 0 {
-            sent += n as usize;
-            continue;
+        match splice::splice(pr, to_fd, read - sent) {
+            Ok(n) if n > 0 => sent += n,
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                failed = true;
+                break;
+            }
+            _ => break,
         }
-        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-            failed = true;
-        }
-        break;
     }
     if sent < read {
         // Empty the pipe: into the backlog, or away on a failed peer.
         let start = backlog.len();
-        backlog.resize(start + (read - sent), 0);
-        let mut got = 0;
-        while got < read - sent {
-            // SAFETY: the backlog has room for the rest.
-            let n = unsafe {
-                libc::read(
-                    pr,
-                    backlog[start + got..].as_mut_ptr().cast(),
-                    read - sent - got,
-                )
-            };
-            if n <= 0 {
-                // Not expected: forget this pipe rather than leave bytes in it.
-                PLAIN_PIPE.with(|p| p.borrow_mut().take());
-                // SAFETY: both ends are ours and no longer referenced.
-                unsafe {
-                    libc::close(pr);
-                    libc::close(pw);
-                }
-                return Step::WriteFailed;
-            }
-            got += n as usize;
+        if !splice::drain_pipe(pr, read - sent, backlog) {
+            return Step::WriteFailed;
         }
         if failed {
             backlog.truncate(start);
@@ -473,7 +424,7 @@ async fn flush_backlog<T: PlainEnd>(
         return Flushed::Stopped(0);
     }
     while sent < data.len() {
-        let blocked = match send_direct(fd, &data[sent..]) {
+        let blocked = match splice::send_direct(fd, &data[sent..]) {
             Ok(k) if k > 0 => {
                 sent += k;
                 false
@@ -503,52 +454,6 @@ async fn ready(wait: impl Future<Output = io::Result<()>>, idle: &Option<Rc<Idle
                 r = wait => r.is_ok(),
                 _ = stop => false,
             }
-        }
-    }
-}
-
-/// Sets `O_NONBLOCK` on a socket; false if that failed.
-fn set_nonblocking(fd: RawFd) -> bool {
-    // SAFETY: fcntl on an open descriptor of the caller's, no pointers.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
-    }
-}
-
-/// One non-blocking `recv` (retried on EINTR).
-fn recv_direct(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for writes of its length; `fd` is an open socket of the caller's.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// One non-blocking `send` (retried on EINTR; no SIGPIPE on a closed peer).
-fn send_direct(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for reads of its length; `fd` is an open socket of the caller's.
-        let n = unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
         }
     }
 }
