@@ -60,17 +60,17 @@ fn spliced_bodies_leave_both_connections_reusable() {
     let redis = RedisServer::start();
     let backend = Backend::start("b");
     redis.set_frontend("app.test", "app", &[backend.url()]);
-    let (proxy, admin) = common::admin::start_with_admin(
-        &redis,
-        json!({}),
-        json!({ "server": { "workers": 1 } }),
-    );
+    let (proxy, admin) =
+        common::admin::start_with_admin(&redis, json!({}), json!({ "server": { "workers": 1 } }));
     let mut c = Conn::open(proxy.port);
     let sizes = [3_000_000usize, 70_000, 100, 5_000_000, 65_536 + 1000];
     for (i, size) in sizes.iter().enumerate() {
         let r = c.get("app.test", &format!("/size/{size}"));
         assert_eq!(r.status, 200, "response {i}");
-        assert!(r.body == pattern(*size), "response {i} ({size} bytes) corrupted");
+        assert!(
+            r.body == pattern(*size),
+            "response {i} ({size} bytes) corrupted"
+        );
         // A small request between the large ones, on the same connection.
         let r = c.get("app.test", &format!("/n/{i}"));
         assert_eq!(r.echo("path"), Some(format!("/n/{i}")));
@@ -94,6 +94,49 @@ fn spliced_bodies_leave_both_connections_reusable() {
     assert!(
         to_end + fell_back >= 2,
         "spliced bodies: {to_end} to their end, {fell_back} until the client fell behind"
+    );
+}
+
+/// Large uploads of known length from a plain client are spliced to the backend too (README "Large
+/// responses"): intact, counted, and both connections go on afterwards.
+#[test]
+fn spliced_uploads_arrive_intact_and_leave_both_connections_reusable() {
+    let redis = RedisServer::start();
+    let backend = Backend::start("b");
+    redis.set_frontend("app.test", "app", &[backend.url()]);
+    let (proxy, admin) =
+        common::admin::start_with_admin(&redis, json!({}), json!({ "server": { "workers": 1 } }));
+    let mut c = Conn::open(proxy.port);
+    for (i, size) in [20_000_000usize, 3_000_000, 70_000].iter().enumerate() {
+        let body = pattern(*size);
+        let r = c.request("POST", "app.test", &format!("/up/{i}"), &[], &body);
+        assert_eq!(r.status, 200, "upload {i}");
+        assert_eq!(r.echo("body-length"), Some(size.to_string()), "upload {i}");
+        let mut want = FNV_START;
+        fnv(&mut want, &body);
+        assert_eq!(
+            r.echo("body-hash"),
+            Some(format!("{want:016x}")),
+            "upload {i} ({size} bytes) corrupted"
+        );
+        let r = c.get("app.test", &format!("/n/{i}"));
+        assert_eq!(r.echo("path"), Some(format!("/n/{i}")));
+    }
+    assert_eq!(
+        backend.connections(),
+        1,
+        "the backend connection was not reused"
+    );
+    let metrics = admin.get("/metrics").response.text();
+    let spliced = metrics.lines().find_map(|l| {
+        l.strip_prefix("hipache_request_bodies_spliced_total ")?
+            .parse::<u64>()
+            .ok()
+    });
+    // The 20 MB and 3 MB uploads at least (past requestBufferSize, the rest is spliced).
+    assert!(
+        spliced.is_some_and(|n| n >= 2),
+        "spliced uploads: {spliced:?}"
     );
 }
 

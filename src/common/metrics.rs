@@ -94,6 +94,8 @@ pub enum Counter {
     BodiesSpliced,
     /// Spliced response bodies whose client fell behind: the rest went through the read-ahead.
     BodySpliceFallbacks,
+    /// Request bodies spliced from the client's socket to the backend's.
+    UploadsSpliced,
 }
 
 const COUNTERS: &[(Counter, &str, &str)] = &[
@@ -277,9 +279,14 @@ const COUNTERS: &[(Counter, &str, &str)] = &[
         "hipache_response_bodies_spliced_total{end=\"read_ahead\"}",
         "",
     ),
+    (
+        Counter::UploadsSpliced,
+        "hipache_request_bodies_spliced_total",
+        "Large request bodies of known length spliced from the client's socket to the backend's.",
+    ),
 ];
 
-const N_COUNTERS: usize = 36;
+const N_COUNTERS: usize = 37;
 
 /// Values that go up and down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

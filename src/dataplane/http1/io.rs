@@ -10,6 +10,20 @@ use std::time::{Duration, Instant};
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
+/// Waits for a readiness (`readable()`/`writable()` of a socket) within `timeout`; running out of time
+/// is an error of kind `TimedOut`.
+pub async fn ready_within(
+    wait: impl std::future::Future<Output = io::Result<()>>,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    match timeout {
+        Some(t) => monoio::time::timeout(t, wait)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+        None => wait.await,
+    }
+}
+
 /// Reads once into the spare capacity of `buf` (growing it when full). `Ok(0)` is end of stream.
 pub async fn read_more<R: AsyncReadRent>(
     r: &mut R,

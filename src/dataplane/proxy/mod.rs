@@ -6,7 +6,8 @@
 //! 3. [`choose`]: a live backend, uniformly at random; [`balance`] when the frontend has options.
 //! 4. [`forward`]: the attempts at backends, with retries ([`upload`] for the request body, [`headers`]
 //!    for the rewritten heads).
-//! 5. [`relay`]: the answer to the client; or [`tunnel`] after a WebSocket upgrade.
+//! 5. [`relay`]: the answer to the client; or [`tunnel`] after a WebSocket upgrade. Both move large
+//!    reads between plain sockets with [`splice`] (no copy through user space).
 //! 6. logging, at the end of [`pipeline::serve_request`].
 //!
 //! A failing phase returns a [`error::ProxyError`]; [`pipeline::fail_to_proxy`] alone turns it into an

@@ -29,10 +29,10 @@ use crate::dataplane::buffers::{BufPool, LargeBufPool};
 use crate::dataplane::core::Core;
 use crate::dataplane::http1::body::{BodyFraming, BodyPace};
 use crate::dataplane::http1::head::{Framing, Parsed, ResponseHead};
-use crate::dataplane::http1::io::{read_more, write_all_vec};
+use crate::dataplane::http1::io::{read_more, ready_within, write_all_vec};
 use crate::dataplane::proxy::error::ErrorKind;
 use crate::dataplane::proxy::headers::{write_response_head, DebugInfo, ResponseDelivery};
-use crate::dataplane::proxy::splice::{self, NonBlocking};
+use crate::dataplane::proxy::splice::{self, NonBlocking, SPLICE_BODY_MIN};
 use crate::dataplane::routing::Route;
 use crate::dataplane::session::{ClientConn, ClientStream, Exchange};
 use crate::dataplane::upstream::pool::BackendConn;
@@ -41,10 +41,6 @@ use crate::dataplane::upstream::stream::BackendStream;
 /// Bodies up to this size are copied behind the head so both leave in one write (request bodies behind
 /// the backend's request head, response bodies behind the client's response head).
 pub const COALESCE_LIMIT: usize = 16 * 1024;
-
-/// Response bodies of known length with at least this much still to come after the head are spliced
-/// between plain sockets (`proxy::splice`); smaller ones cost less copied than moved through a pipe.
-pub const SPLICE_BODY_MIN: u64 = 64 * 1024;
 
 /// Interim (1xx) answers relayed per exchange; one more and the client gets 502 (README "Limits").
 pub const MAX_INTERIM: usize = 16;
@@ -419,7 +415,9 @@ enum Spliced {
     /// The pipe or the sockets' flags were refused: nothing was written; the read-ahead does it all.
     NotTried,
     /// The whole answer went into the client's socket.
-    Done { sent: u64 },
+    Done {
+        sent: u64,
+    },
     /// The client's socket could not take more: `unsent` holds what was read and not sent (head
     /// bytes included), `left` bytes of the body are still at the backend. The read-ahead takes over,
     /// so a slow client does not hold the backend.
@@ -428,7 +426,10 @@ enum Spliced {
         left: u64,
         sent: u64,
     },
-    Failed { kind: ErrorKind, sent: u64 },
+    Failed {
+        kind: ErrorKind,
+        sent: u64,
+    },
 }
 
 /// Sends the answer's head and first body bytes, then moves the `left` last bytes of the body from a
@@ -500,13 +501,7 @@ async fn splice_rest(
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let ready = match timeout {
-                    Some(t) => monoio::time::timeout(t, backend.readable())
-                        .await
-                        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-                    None => backend.readable().await,
-                };
-                if ready.is_err() {
+                if ready_within(backend.readable(), timeout).await.is_err() {
                     let kind = ErrorKind::BrokenMidResponse;
                     return Spliced::Failed { kind, sent };
                 }

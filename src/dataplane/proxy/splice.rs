@@ -21,6 +21,10 @@ use std::os::fd::RawFd;
 /// refused). A body moves in steps of at most this much.
 pub const PIPE_SIZE: usize = 256 * 1024;
 
+/// Bodies of known length with at least this much still to come are spliced; smaller ones cost less
+/// copied than moved through a pipe.
+pub const SPLICE_BODY_MIN: u64 = 64 * 1024;
+
 /// Splice flags: move pages rather than copy, never block on the pipe.
 const FLAGS: libc::c_uint = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
 

@@ -31,8 +31,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use crate::common::local_sync::Notify;
-use crate::dataplane::proxy::splice::{self, NonBlocking};
 use crate::common::task::OnPanic;
+use crate::dataplane::proxy::splice::{self, NonBlocking};
 
 /// Per-direction copy buffer of [`run`].
 const TUNNEL_BUF: usize = 32 * 1024;

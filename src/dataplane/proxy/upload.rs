@@ -4,20 +4,25 @@
 //! Up to `server.requestBufferSize` of the body is read before a backend connection is taken, so a slow
 //! upload holds no backend; a body that fits is read completely and the request can be retried; the rest
 //! of a larger one is streamed, and it can only be retried while no byte of it has left the client
-//! buffer. Reading from the client is paced (`server.minBodyRate`, see `http1::body::BodyPace`).
+//! buffer. Reading from the client is paced (`server.minBodyRate`, see `http1::body::BodyPace`). A large
+//! rest of known length between plain sockets is spliced (`proxy::splice`) instead of copied.
 //!
 //! Failures are [`ErrorKind`]s; nothing here answers the client (but `100 Continue`).
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::io::AsyncReadRent;
+use monoio::net::TcpStream;
 
+use crate::common::metrics::Counter;
 use crate::dataplane::buffers::Loan;
 use crate::dataplane::core::Core;
 use crate::dataplane::http1::body::{BodyFraming, BodyPace};
-use crate::dataplane::http1::io::{read_more, write_all_vec, write_range};
+use crate::dataplane::http1::io::{read_more, ready_within, write_all_vec, write_range};
 use crate::dataplane::proxy::error::{ErrorKind, ProxyError};
+use crate::dataplane::proxy::splice::{self, NonBlocking, SPLICE_BODY_MIN};
 use crate::dataplane::session::{ClientConn, ClientStream};
 use crate::dataplane::upstream::stream::BackendStream;
 
@@ -182,6 +187,19 @@ pub async fn stream_request_body<S: ClientStream>(
         Some(loan) => &mut loan.buf,
         None => relay,
     };
+    // A large body of known length from a plain client to a plain backend: spliced.
+    if let (BodyFraming::Length(left), Some(client)) = (&body.rest, c.io.plain_socket()) {
+        if *left >= SPLICE_BODY_MIN {
+            let moving = splice_upload(w, client, backend, *left, &mut total, max_body, &mut pace);
+            if let Some(result) = moving.await {
+                result?;
+                w.m().inc(Counter::UploadsSpliced);
+                body.rest = BodyFraming::Done;
+                body.complete = true;
+                return Ok(());
+            }
+        }
+    }
     while !body.rest.is_done() {
         relay.clear();
         match read_paced(&mut c.io, relay, &mut pace).await {
@@ -211,5 +229,96 @@ pub async fn stream_request_body<S: ClientStream>(
         .map_err(|_| ErrorKind::ClosedDuringUpload)?;
     }
     body.complete = true;
+    Ok(())
+}
+
+/// Moves the `left` last bytes of a request body from a plain client socket to a plain backend socket
+/// through the worker's pipe (`proxy::splice`), without copying them through user space: waits for
+/// the client within what `pace` allows; when the backend cannot take a step at once, that step is
+/// read back out of the pipe and sent as the backend takes it (within `backendTimeout`). `None`:
+/// the pipe or the sockets' flags were refused and nothing was moved (the caller copies instead).
+async fn splice_upload(
+    w: &Core,
+    client: &TcpStream,
+    backend: &BackendStream,
+    mut left: u64,
+    total: &mut u64,
+    max_body: Option<u64>,
+    pace: &mut BodyPace,
+) -> Option<Result<(), ErrorKind>> {
+    let (cfd, bfd) = (client.as_raw_fd(), backend.as_raw_fd());
+    let (pr, pw, size) = splice::worker_pipe()?;
+    // Restored when this returns, while the caller still holds both sockets.
+    let _client_nb = NonBlocking::set(cfd)?;
+    let _backend_nb = NonBlocking::set(bfd)?;
+    let timeout = w.config.server.backend_timeout;
+    let mut backlog = Vec::new();
+    while left > 0 {
+        let want = left.min(size as u64) as usize;
+        let n = match splice::splice(cfd, pw, want) {
+            Ok(0) => return Some(Err(ErrorKind::ClientGone)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let Ok(allowed) = pace.allowance() else {
+                    return Some(Err(ErrorKind::ClientGone));
+                };
+                let started = Instant::now();
+                let ready = ready_within(client.readable(false), allowed).await;
+                pace.record(started.elapsed(), 0);
+                if ready.is_err() {
+                    return Some(Err(ErrorKind::ClientGone));
+                }
+                continue;
+            }
+            Err(_) => return Some(Err(ErrorKind::ClientGone)),
+        };
+        pace.record(Duration::ZERO, n);
+        left -= n as u64;
+        *total += n as u64;
+        if max_body.is_some_and(|max| *total > max) {
+            // Empty the pipe for the worker's next user.
+            splice::drain_pipe(pr, n, &mut Vec::new());
+            return Some(Err(ErrorKind::BodyTooLarge));
+        }
+        let mut out = 0;
+        while out < n {
+            match splice::splice(pr, bfd, n - out) {
+                Ok(k) if k > 0 => out += k,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                    splice::drain_pipe(pr, n - out, &mut Vec::new());
+                    return Some(Err(ErrorKind::ClosedDuringUpload));
+                }
+                _ => {
+                    // The backend is behind: this step leaves the pipe before anything waits.
+                    backlog.clear();
+                    if !splice::drain_pipe(pr, n - out, &mut backlog)
+                        || send_all_direct(backend, &backlog, timeout).await.is_err()
+                    {
+                        return Some(Err(ErrorKind::ClosedDuringUpload));
+                    }
+                    out = n;
+                }
+            }
+        }
+    }
+    Some(Ok(()))
+}
+
+/// Sends `data` on a non-blocking backend socket, waiting for writability (each wait within
+/// `timeout`).
+async fn send_all_direct(
+    backend: &BackendStream,
+    data: &[u8],
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    let fd = backend.as_raw_fd();
+    let mut sent = 0;
+    while sent < data.len() {
+        match splice::send_direct(fd, &data[sent..]) {
+            Ok(k) if k > 0 => sent += k,
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            _ => ready_within(backend.writable(), timeout).await?,
+        }
+    }
     Ok(())
 }
