@@ -52,13 +52,13 @@ fn keep_alive_is_reused_on_both_sides() {
     assert_eq!(s.backend.requests(), 70);
 }
 
-/// One worker with an admin listener, in front of one backend for `app.test`.
-fn setup_with_admin() -> (RedisServer, Backend, Proxy, common::admin::Admin) {
+/// One worker with an admin listener, in front of one backend for `app.test`; `splice`: `server.splice`.
+fn setup_with_admin(splice: bool) -> (RedisServer, Backend, Proxy, common::admin::Admin) {
     let redis = RedisServer::start();
     let backend = Backend::start("b");
     redis.set_frontend("app.test", "app", &[backend.url()]);
-    let (proxy, admin) =
-        common::admin::start_with_admin(&redis, json!({}), json!({ "server": { "workers": 1 } }));
+    let server = json!({ "server": { "workers": 1, "splice": splice } });
+    let (proxy, admin) = common::admin::start_with_admin(&redis, json!({}), server);
     (redis, backend, proxy, admin)
 }
 
@@ -75,7 +75,7 @@ fn sample(admin: &common::admin::Admin, name: &str) -> u64 {
 /// back to its pool (also under `TEST_PROXY_IO=epoll`).
 #[test]
 fn spliced_bodies_leave_both_connections_reusable() {
-    let (_redis, backend, proxy, admin) = setup_with_admin();
+    let (_redis, backend, proxy, admin) = setup_with_admin(true);
     let mut c = Conn::open(proxy.port);
     let sizes = [3_000_000usize, 70_000, 100, 5_000_000, 65_536 + 1000];
     for (i, size) in sizes.iter().enumerate() {
@@ -113,7 +113,7 @@ fn spliced_bodies_leave_both_connections_reusable() {
 /// responses"): intact, counted, and both connections go on afterwards.
 #[test]
 fn spliced_uploads_arrive_intact_and_leave_both_connections_reusable() {
-    let (_redis, backend, proxy, admin) = setup_with_admin();
+    let (_redis, backend, proxy, admin) = setup_with_admin(true);
     let mut c = Conn::open(proxy.port);
     for (i, size) in [20_000_000usize, 3_000_000, 70_000].iter().enumerate() {
         let body = pattern(*size);
@@ -138,6 +138,25 @@ fn spliced_uploads_arrive_intact_and_leave_both_connections_reusable() {
     let spliced = sample(&admin, "hipache_request_bodies_spliced_total");
     // The 20 MB and 3 MB uploads at least (past requestBufferSize, the rest is spliced).
     assert!(spliced >= 2, "spliced uploads: {spliced}");
+}
+
+/// `server.splice: false`: the same large download and upload arrive intact, and nothing is spliced.
+#[test]
+fn splicing_can_be_turned_off() {
+    let (_redis, _backend, proxy, admin) = setup_with_admin(false);
+    let mut c = Conn::open(proxy.port);
+    let r = c.get("app.test", "/size/3000000");
+    assert!(r.body == pattern(3_000_000), "download corrupted");
+    let body = pattern(3_000_000);
+    let r = c.request("POST", "app.test", "/up", &[], &body);
+    assert_eq!(r.echo("body-length"), Some("3000000".to_string()));
+    for name in [
+        "hipache_response_bodies_spliced_total{end=\"client\"}",
+        "hipache_response_bodies_spliced_total{end=\"read_ahead\"}",
+        "hipache_request_bodies_spliced_total",
+    ] {
+        assert_eq!(sample(&admin, name), 0, "{name} with splicing off");
+    }
 }
 
 #[test]

@@ -146,6 +146,9 @@ pub struct ServerConfig {
     /// `server.responseBufferSize`: response body bytes read ahead of a slow client, so the backend
     /// connection is released once the backend is done.
     pub response_buffer_size: usize,
+    /// `server.splice`: move large bodies and WebSocket traffic between plain sockets with `splice(2)`
+    /// (README "Large responses"); false copies every byte through user space.
+    pub splice: bool,
     /// `server.minBodyRate`: bytes/s a client must keep up, on average, while the proxy waits on it for
     /// a body (after a grace of `tcpTimeout`); 0 = no minimum.
     pub min_body_rate: u64,
@@ -234,6 +237,7 @@ const SERVER_KEYS: &[&str] = &[
     "retryBodyBuffer",
     "requestBufferSize",
     "responseBufferSize",
+    "splice",
     "minBodyRate",
     "maxSocketsPerClient",
     "trustForwardedHeaders",
@@ -406,6 +410,7 @@ impl Config {
                 "maxHeaderSize": s.max_header_size,
                 "requestBufferSize": s.retry_body_buffer,
                 "responseBufferSize": s.response_buffer_size,
+                "splice": s.splice,
                 "minBodyRate": s.min_body_rate,
                 "maxSocketsPerClient": s.max_sockets_per_client,
                 "trustForwardedHeaders": s.trust_forwarded_headers,
@@ -815,6 +820,7 @@ impl Builder {
             http2: s.opt_bool("http2").map_err(e)?.unwrap_or(true),
             route_notifications: s.opt_bool("routeNotifications").map_err(e)?.unwrap_or(true),
             response_buffer_size,
+            splice: s.opt_bool("splice").map_err(e)?.unwrap_or(true),
             min_body_rate,
             max_sockets_per_client,
             http2_max_streams: match s.opt_count("http2MaxStreams").map_err(e)?.unwrap_or(128) {
@@ -1282,6 +1288,11 @@ mod tests {
         assert_eq!(c.server.tcp_timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.server.retry_body_buffer, 128 * 1024);
         assert_eq!(c.server.response_buffer_size, 1024 * 1024);
+        assert!(c.server.splice);
+        let c = load(r#"{"server": {"accessLog": false, "splice": false}}"#).unwrap();
+        assert!(!c.server.splice);
+        assert!(load(r#"{"server": {"accessLog": false, "splice": "no"}}"#).is_err());
+        let c = load(r#"{"server": {"accessLog": false}}"#).unwrap();
         assert_eq!(c.server.min_body_rate, 1024);
         assert_eq!(c.server.max_sockets_per_client, 0);
         assert_eq!(c.http, vec!["0.0.0.0:80".parse().unwrap()]);

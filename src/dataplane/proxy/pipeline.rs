@@ -236,7 +236,11 @@ pub async fn tunnel<S: ClientStream + 'static>(
             opened();
             // Boxed, as below: the tunnel's state would otherwise enlarge every connection's task.
             Box::pin(crate::dataplane::proxy::tunnel::run_plain(
-                client, early, backend, idle,
+                client,
+                early,
+                backend,
+                idle,
+                w.config.server.splice,
             ))
             .await
         }

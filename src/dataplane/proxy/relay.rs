@@ -318,7 +318,10 @@ pub async fn relay_response<S: ClientStream>(
         BodyFraming::Length(left) if left >= SPLICE_BODY_MIN && !decode => Some(left),
         _ => None,
     };
-    let client_fd = c.io.plain_socket().map(|s| s.as_raw_fd());
+    let client_fd =
+        c.io.plain_socket()
+            .filter(|_| s.splice)
+            .map(|sock| sock.as_raw_fd());
     if let (Some(left), Some(cfd)) = (splice_left, client_fd) {
         let first_part = FirstPart {
             head: &c.out,

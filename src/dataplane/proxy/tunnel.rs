@@ -188,27 +188,31 @@ async fn watchdog(idle: Rc<Idle>, done: Rc<Cell<bool>>, limit: Duration) {
 }
 
 /// Runs a tunnel between two plain sockets to completion (see the module documentation). `early`
-/// holds bytes the client sent after its upgrade request (they go to the backend first).
+/// holds bytes the client sent after its upgrade request (they go to the backend first); `splice`:
+/// large reads may be spliced (`server.splice`).
 pub async fn run_plain(
     client: TcpStream,
     early: Vec<u8>,
     backend: BackendStream,
     idle: Option<Duration>,
+    splice: bool,
 ) -> TunnelBytes {
     // Splicing into a socket blocks unless the socket itself is non-blocking (`SPLICE_F_NONBLOCK`
     // only covers the pipe), and io_uring's sockets are not: both are made so for the tunnel's
-    // life (readiness waits and closing do not care). Without that, bytes are only copied.
-    let splice = match (
-        NonBlocking::set(client.as_raw_fd()),
-        NonBlocking::set(backend.as_raw_fd()),
-    ) {
-        (Some(c), Some(b)) => {
-            c.keep();
-            b.keep();
-            true
-        }
-        _ => false,
-    };
+    // life (readiness waits and closing do not care). Without that (or with `server.splice` off),
+    // bytes are only copied.
+    let splice = splice
+        && match (
+            NonBlocking::set(client.as_raw_fd()),
+            NonBlocking::set(backend.as_raw_fd()),
+        ) {
+            (Some(c), Some(b)) => {
+                c.keep();
+                b.keep();
+                true
+            }
+            _ => false,
+        };
     let client = Rc::new(client);
     let backend = Rc::new(backend);
     let mut bytes = TunnelBytes::default();

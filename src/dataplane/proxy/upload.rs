@@ -189,7 +189,7 @@ pub async fn stream_request_body<S: ClientStream>(
     };
     // A large body of known length from a plain client to a plain backend: spliced.
     if let (BodyFraming::Length(left), Some(client)) = (&body.rest, c.io.plain_socket()) {
-        if *left >= SPLICE_BODY_MIN {
+        if *left >= SPLICE_BODY_MIN && s.splice {
             let moving = splice_upload(w, client, backend, *left, &mut total, max_body, &mut pace);
             if let Some(result) = moving.await {
                 result?;
